@@ -1,0 +1,6557 @@
+#!/usr/bin/env python3
+"""pm — a small, careful package manager for embedded nodes and cluster images.
+
+pm installs tar-container packages (a ``CONTROL/manifest`` plus a ``DATA/`` tree) into a
+live root or an image directory, records every file it owns, checks versions and
+dependencies, keeps configuration files, rehearses every change with ``--dry-run`` and
+leaves either the old state or the new one after a failure or a kill at any instant.
+The normative description is SPEC.md; this file is the whole program.
+
+Contents (each section uses only the sections above it):
+   1. Errors and limits
+   2. Output, hashing and small helpers
+   3. Versions and constraints
+   4. Manifest
+   5. Archive reading
+   6. Root access: safe filesystem operations under the root
+   7. Database
+   8. Transactions: lock, journal, staging, commit, recovery
+   9. Scripts
+  10. Planning install and uninstall
+  11. Resolver
+  12. Repositories
+  13. OPM and the ODA
+  14. Site management
+  15. Commands and command line
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+import sys
+
+__version__ = "0.1.0"
+
+
+# =============================================================================
+# 1. Errors and limits
+# =============================================================================
+
+EXIT_OK = 0
+EXIT_FAILED = 1      # refused or failed: missing dependency, conflict, downgrade, script failure
+EXIT_USAGE = 2
+EXIT_INVALID = 3     # invalid input: bad archive, manifest, index, config file; nothing changed
+EXIT_LOCKED = 4      # the root's lock was held past --wait
+EXIT_DAMAGE = 5      # verify found damage
+
+
+class PmError(Exception):
+    """An error for people: one line of text and the exit code it stands for."""
+
+    exit_code = EXIT_FAILED
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.message = message
+
+
+class Refused(PmError):
+    """The operation is refused or failed (dependencies, conflicts, downgrades, scripts)."""
+
+    exit_code = EXIT_FAILED
+
+
+class UsageError(PmError):
+    """The command line is wrong."""
+
+    exit_code = EXIT_USAGE
+
+
+class InvalidInput(PmError):
+    """A package, manifest, index or configuration file is malformed or hostile."""
+
+    exit_code = EXIT_INVALID
+
+
+class LockHeld(PmError):
+    """Another pm process holds the root's lock."""
+
+    exit_code = EXIT_LOCKED
+
+
+# Limits on what a package may contain.  Real packages are far below every one of them;
+# they exist so that a hostile archive costs bounded memory and time (SPEC §15).
+MAX_MANIFEST_BYTES = 256 * 1024       # real manifests are a few hundred bytes
+MAX_MANIFEST_DEPTH = 16               # tables nested deeper than this are not a manifest
+MAX_MANIFEST_ITEMS = 20_000           # values in the whole manifest
+MAX_MANIFEST_STRING = 64 * 1024       # one string value
+MAX_MANIFEST_INTEGER = 2 ** 63 - 1    # Lua integers are 64-bit; the database (msgpack) holds no more
+MAX_SCRIPT_BYTES = 1024 * 1024        # one CONTROL script, held in memory
+MAX_MEMBERS = 500_000                 # members in one archive
+MAX_PATH_BYTES = 4096                 # PATH_MAX
+MAX_NAME_BYTES = 255                  # NAME_MAX
+MAX_EXTENDED_HEADER = 1024 * 1024     # one pax or GNU long-name header
+MAX_MTIME = 8 ** 11 - 1               # the largest ustar time (year 2242); os.utime fails far above
+MAX_MEMBER_BYTES = 64 << 30           # one file
+MAX_TOTAL_BYTES = 256 << 30           # all files of one package
+MAX_EXPANSION_RATIO = 200             # decompressed / compressed, past the allowance below
+EXPANSION_ALLOWANCE = 64 << 20        # small packages may compress better than the ratio
+COPY_CHUNK = 1 << 20                  # bytes read from an archive at a time
+
+# Limits on what a repository index may hold (SPEC §10): an index comes from the network
+# and is as hostile as a package.  Real indexes list thousands of packages, not millions.
+MAX_INDEX_BYTES = 256 << 20           # an index, decompressed
+MAX_INDEX_ENTRIES = 1_000_000         # packages in one index
+MAX_INDEX_ITEMS = 20_000_000          # values in an OpenOS Lua index (about 10 per package)
+
+# Names pm reserves for its own staging files beside their targets; packages may not use them.
+STAGING_PREFIX = ".~pm."
+
+
+# =============================================================================
+# 2. Output, hashing and small helpers
+# =============================================================================
+
+class Output:
+    """Where pm talks: results on stdout for people or as one JSON document, messages on stderr."""
+
+    def __init__(self, json_mode: bool = False, verbosity: int = 0):
+        self.json_mode = json_mode
+        self.verbosity = verbosity
+        self.warnings: list[str] = []
+
+    def result(self, line: str) -> None:
+        """A line of the command's result (stdout), unless the result is JSON."""
+        if not self.json_mode:
+            sys.stdout.write(line + "\n")
+
+    def say(self, message: str) -> None:
+        """A message about progress (stderr), silenced by -q."""
+        if self.verbosity >= 0:
+            sys.stderr.write(message + "\n")
+
+    def detail(self, message: str) -> None:
+        """A message shown with -v only."""
+        if self.verbosity > 0:
+            sys.stderr.write(message + "\n")
+
+    def warn(self, message: str) -> None:
+        self.warnings.append(message)
+        if self.verbosity >= 0:
+            sys.stderr.write("pm: warning: " + message + "\n")
+
+
+class Progress:
+    """A one-line counter on a terminal; silent when stderr is not a terminal.  With
+    ``unit="bytes"`` it counts kibibytes (downloads) and shows from the first byte."""
+
+    def __init__(self, out: Output, label: str, total: int, unit: str = "items"):
+        self.label, self.total, self.done, self.shown, self.unit = label, total, 0, 0.0, unit
+        self.active = out.verbosity >= 0 and (total >= 200 or unit == "bytes") and sys.stderr.isatty()
+
+    def _line(self, done: int) -> str:
+        if self.unit == "bytes":
+            return "\r%s %d/%d KiB" % (self.label, done >> 10, self.total >> 10)
+        return "\r%s %d/%d" % (self.label, done, self.total)
+
+    def step(self, n: int = 1) -> None:
+        self.done += n
+        if self.active:
+            import time
+            now = time.monotonic()
+            if now - self.shown > 0.1:
+                self.shown = now
+                sys.stderr.write(self._line(self.done))
+                sys.stderr.flush()
+
+    def finish(self) -> None:
+        if self.active:
+            sys.stderr.write(self._line(self.total) + "\n")
+
+
+def new_sha256():
+    import hashlib
+    return hashlib.sha256()
+
+
+def sha256_bytes(data: bytes) -> bytes:
+    h = new_sha256()
+    h.update(data)
+    return h.digest()
+
+
+def sha256_fd(fd: int) -> bytes:
+    h = new_sha256()
+    while True:
+        chunk = os.read(fd, COPY_CHUNK)
+        if not chunk:
+            return h.digest()
+        h.update(chunk)
+
+
+def write_all(fd: int, data) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def counted(n: int, noun: str, nouns: str | None = None) -> str:
+    """``1 file``, ``2 files``: a count with its noun for messages."""
+    return "%d %s" % (n, noun if n == 1 else nouns or noun + "s")
+
+
+def has_control_chars(text: str) -> bool:
+    """True for C0 and C1 control characters and DEL (a terminal acts on all of them)."""
+    return any(ord(c) < 32 or 127 <= ord(c) < 160 for c in text)
+
+
+class FaultInjector:
+    """Deterministic faults for the crash and full-disk tests.
+
+    ``PM_FAULT=ACTION:N[:KIND]`` makes the N-th mutating step of a transaction (of KIND
+    only, when given: journal, mkdir, write, symlink, fsync, link, rename, unlink, rmdir,
+    db, cache) kill the process (ACTION ``kill``) or fail with ENOSPC or EIO.
+    ``PM_FAULT_COUNT=FILE`` writes how many steps of each kind a command made.
+    Unset, a step costs one increment.
+    """
+
+    ERRORS = {"ENOSPC": errno.ENOSPC, "EIO": errno.EIO}
+
+    def __init__(self, spec: str, count_file: str | None):
+        self.action, self.n, self.kind = None, 0, None
+        if spec:
+            parts = spec.split(":")
+            if len(parts) not in (2, 3) or (parts[0] != "kill" and parts[0] not in self.ERRORS):
+                raise UsageError("PM_FAULT must be kill|ENOSPC|EIO:N[:KIND]")
+            self.action, self.n = parts[0], int(parts[1])
+            self.kind = parts[2] if len(parts) == 3 else None
+        self.counts: dict[str, int] = {}
+        self.total = 0
+        self.count_file = count_file
+        self.enabled = True
+
+    def step(self, kind: str) -> None:
+        if not self.enabled:
+            return
+        self.total += 1
+        seen = self.counts[kind] = self.counts.get(kind, 0) + 1
+        if self.action is None:
+            return
+        if self.kind is None:
+            hit = self.total == self.n
+        else:
+            hit = self.kind == kind and seen == self.n
+        if hit:
+            if self.action == "kill":
+                import signal
+                os.kill(os.getpid(), signal.SIGKILL)
+            code = self.ERRORS[self.action]
+            raise OSError(code, os.strerror(code) + " (injected at %s step %d)" % (kind, self.n))
+
+    def save_counts(self) -> None:
+        if self.count_file:
+            import json
+            with open(self.count_file, "w") as f:
+                json.dump(dict(self.counts, total=self.total), f)
+
+
+FAULTS = FaultInjector(os.environ.get("PM_FAULT", ""), os.environ.get("PM_FAULT_COUNT"))
+
+
+def lazy_import(module: str, purpose: str):
+    """Import an optional module, or fail with one line naming the package to install."""
+    import importlib
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        package = {"zstandard": "zstandard", "psycopg": "psycopg", "msgpack": "msgpack",
+                   "semver": "semver"}.get(module, module)
+        raise PmError("%s needs the Python package %r: pip install %s" % (purpose, package, package))
+
+
+# =============================================================================
+# 3. Versions and constraints
+# =============================================================================
+
+UNVERSIONED = "oppm"   # OpenOS pm's version for oppm packages that have none
+
+
+class Version:
+    """A package version: semver where minor and patch may be left out, or ``oppm``.
+
+    Versions compare by semver precedence (build metadata ignored); ``oppm`` sorts below
+    every real version and is equal only to itself.
+    """
+
+    __slots__ = ("text", "key", "release", "prerelease")
+    _cache: dict = {}
+
+    def __init__(self, text: str, key: tuple, release: tuple, prerelease: bool):
+        self.text, self.key, self.release, self.prerelease = text, key, release, prerelease
+
+    @classmethod
+    def parse(cls, text) -> "Version":
+        """The Version for ``text``; InvalidInput when it is not a version."""
+        if not isinstance(text, str):
+            raise InvalidInput("invalid version %r" % (text,))
+        cached = cls._cache.get(text)
+        if cached is not None:
+            return cached
+        if text == UNVERSIONED:
+            version = cls(text, (-1,), (), False)
+        else:
+            # semver before 3.1 reads any Unicode digit as a digit ("1\u0663" would be 13)
+            if text != text.strip() or "\n" in text or not text.isascii():
+                raise InvalidInput("invalid version %r" % (text,))
+            semver = lazy_import("semver", "reading versions")
+            try:
+                parsed = semver.Version.parse(text, optional_minor_and_patch=True)
+            except (ValueError, TypeError):
+                raise InvalidInput("invalid version %r" % (text,)) from None
+            release = (parsed.major, parsed.minor, parsed.patch)
+            if parsed.prerelease:
+                pre = tuple((0, int(p), "") if p.isdigit() else (1, 0, p)
+                            for p in parsed.prerelease.split("."))
+                key = release + (0, pre)
+            else:
+                key = release + (1, ())
+            version = cls(text, key, release, bool(parsed.prerelease))
+        if len(cls._cache) < 100_000:
+            cls._cache[text] = version
+        return version
+
+    @property
+    def unversioned(self) -> bool:
+        return self.key == (-1,)
+
+    def __eq__(self, other):
+        return isinstance(other, Version) and self.key == other.key
+
+    def __ne__(self, other):
+        return not self == other
+
+    def __lt__(self, other):
+        return self.key < other.key
+
+    def __le__(self, other):
+        return self.key <= other.key
+
+    def __gt__(self, other):
+        return self.key > other.key
+
+    def __ge__(self, other):
+        return self.key >= other.key
+
+    def __hash__(self):
+        return hash(self.key)
+
+    def __repr__(self):
+        return "Version(%r)" % self.text
+
+    def __str__(self):
+        return self.text
+
+
+def _lowest_prerelease_of(release: tuple) -> Version:
+    """The lowest version of a release line (``X.Y.Z-0``): an exclusive upper bound that
+    keeps pre-releases of the next line out of ``^``, ``~`` and ``X.*`` ranges."""
+    return Version("%d.%d.%d-0" % release, release + (0, ((0, 0, ""),)), release, True)
+
+
+_OPERATORS = ("==", "!=", ">=", "<=", "=", ">", "<", "^", "~")
+
+
+class Constraint:
+    """A version constraint of SPEC §5: ``=X ==X >=X >X <=X <X !=X ^X ~X X.* *``,
+    comma for *and*, ``||`` for *or*, a bare ``X`` meaning ``>=X``; ``*``, ``oppm``,
+    ``/`` and the empty string mean any version.
+
+    Each alternative is a list of primitive comparisons ``(op, Version)`` with op one of
+    ``>= > <= < == !=``, plus the releases its text named with a pre-release tag.
+    """
+
+    __slots__ = ("text", "alternatives")
+    _cache: dict = {}
+
+    def __init__(self, text: str, alternatives: list):
+        self.text, self.alternatives = text, alternatives
+
+    @classmethod
+    def parse(cls, text, package: str = "") -> "Constraint":
+        """The Constraint for ``text``; InvalidInput naming ``package`` when malformed."""
+        cached = cls._cache.get(text) if isinstance(text, str) else None
+        if cached is not None:
+            return cached
+        try:
+            constraint = cls(text, cls._parse(text))
+        except InvalidInput:
+            where = " for %s" % package if package else ""
+            raise InvalidInput("malformed version constraint %r%s" % (text, where)) from None
+        if len(cls._cache) < 100_000:
+            cls._cache[text] = constraint
+        return constraint
+
+    @staticmethod
+    def _parse(text) -> list | None:
+        if not isinstance(text, str) or "\n" in text or "\r" in text:
+            raise InvalidInput("bad constraint")
+        whole = text.strip(" \t")
+        if whole in ("", "*", UNVERSIONED, "/"):
+            return None
+        alternatives = []
+        for alternative in whole.split("||"):
+            comparisons, named_pre = [], set()
+            for part in alternative.split(","):
+                part = part.strip(" \t")
+                if not part:
+                    raise InvalidInput("empty comparison")
+                comparisons.extend(Constraint._comparison(part, named_pre))
+            alternatives.append((comparisons, named_pre))
+        return alternatives
+
+    @staticmethod
+    def _comparison(part: str, named_pre: set) -> list:
+        op = ""
+        for candidate in _OPERATORS:
+            if part.startswith(candidate):
+                op, part = candidate, part[len(candidate):].strip(" \t")
+                break
+        if part == "*" or part.endswith(".*"):
+            if op:
+                raise InvalidInput("operator with wildcard")
+            return Constraint._wildcard(part)
+        if not part or part[0] in "<>=!^~ \t" or part == UNVERSIONED:
+            raise InvalidInput("bad comparison")
+        version = Version.parse(part)
+        if version.prerelease:
+            named_pre.add(version.release)
+        given = len(part.split("+")[0].split("-")[0].split("."))
+        major, minor, patch = version.release
+        if op in ("", ">="):
+            return [(">=", version)]
+        if op in ("=", "=="):
+            return [("==", version)]
+        if op in (">", "<", "<=", "!="):
+            return [(op, version)]
+        if op == "~":
+            upper = (major + 1, 0, 0) if given == 1 else (major, minor + 1, 0)
+        elif major > 0:                                   # ^X
+            upper = (major + 1, 0, 0)
+        elif given == 1:
+            upper = (1, 0, 0)
+        elif minor > 0 or given == 2:
+            upper = (0, minor + 1, 0)
+        else:
+            upper = (0, 0, patch + 1)
+        return [(">=", version), ("<", _lowest_prerelease_of(upper))]
+
+    @staticmethod
+    def _wildcard(part: str) -> list:
+        fixed = part.split(".")[:-1]
+        if part != "*" and not fixed:
+            raise InvalidInput("bad wildcard")
+        if len(fixed) > 2 or any(not (p.isascii() and p.isdigit()) or (len(p) > 1 and p[0] == "0")
+                                 for p in fixed):           # isdigit() alone takes "\u00b2"
+            raise InvalidInput("bad wildcard")
+        if not fixed:
+            return []
+        numbers = [int(p) for p in fixed]
+        lower = Version.parse(".".join(fixed))
+        upper = (numbers[0] + 1, 0, 0) if len(numbers) == 1 else (numbers[0], numbers[1] + 1, 0)
+        return [(">=", lower), ("<", _lowest_prerelease_of(upper))]
+
+    @property
+    def is_any(self) -> bool:
+        return self.alternatives is None
+
+    def allows(self, version: Version, pre: bool = False) -> bool:
+        """True when ``version`` satisfies this constraint.  A pre-release satisfies it
+        only when ``pre`` is set or the matching alternative names a pre-release of the
+        same release; an unversioned (``oppm``) version satisfies everything."""
+        if version.unversioned:
+            return True
+        if self.alternatives is None:
+            return pre or not version.prerelease
+        for comparisons, named_pre in self.alternatives:
+            if version.prerelease and not pre and version.release not in named_pre:
+                continue
+            if all(_COMPARE[op](version, bound) for op, bound in comparisons):
+                return True
+        return False
+
+    def __str__(self):
+        return self.text or "*"
+
+    def __repr__(self):
+        return "Constraint(%r)" % self.text
+
+
+_COMPARE = {
+    ">=": lambda v, b: v.key >= b.key,
+    ">": lambda v, b: v.key > b.key,
+    "<=": lambda v, b: v.key <= b.key,
+    "<": lambda v, b: v.key < b.key,
+    "==": lambda v, b: v.key == b.key,
+    "!=": lambda v, b: v.key != b.key,
+}
+
+
+# =============================================================================
+# 4. Manifest
+# =============================================================================
+
+class LuaLiteralParser:
+    """Reads one Lua table literal (OpenOS serialization syntax) without evaluating it.
+
+    Accepts strings (quoted with escapes, or long brackets), numbers, booleans, nil,
+    nested tables, ``--`` comments.  Anything else — a name used as a value, a call, an
+    operator — is code, and refused.  Depth, item count and string length are bounded.
+    """
+
+    _ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "a": "\a", "b": "\b", "f": "\f",
+                "v": "\v", "\\": "\\", '"': '"', "'": "'", "\n": "\n", "\r": "\n"}
+
+    max_items = MAX_MANIFEST_ITEMS      # a repository's Lua index holds many manifests
+
+    def __init__(self, text: str):
+        self.text, self.pos, self.items = text, 0, 0
+
+    def error(self, message: str) -> InvalidInput:
+        line = self.text.count("\n", 0, self.pos) + 1
+        return InvalidInput("manifest: %s at line %d" % (message, line))
+
+    def parse(self):
+        self.skip_space()
+        value = self.value(0)
+        self.skip_space()
+        if self.pos != len(self.text):
+            raise self.error("unexpected text after the table")
+        if not isinstance(value, dict):
+            raise self.error("the manifest must be a table")
+        return value
+
+    def skip_space(self) -> None:
+        text, n = self.text, len(self.text)
+        while self.pos < n:
+            c = text[self.pos]
+            if c in " \t\r\n\f\v":
+                self.pos += 1
+            elif text.startswith("--", self.pos):
+                self.pos += 2
+                level = self.long_bracket_level()
+                if level is not None:
+                    self.long_string(level)
+                else:
+                    end = text.find("\n", self.pos)
+                    self.pos = n if end < 0 else end + 1
+            else:
+                return
+
+    def long_bracket_level(self):
+        """The level of a long bracket ``[==[`` at the cursor, or None."""
+        text, i = self.text, self.pos
+        if i >= len(text) or text[i] != "[":
+            return None
+        j = i + 1
+        while j < len(text) and text[j] == "=":
+            j += 1
+        if j < len(text) and text[j] == "[":
+            return j - i - 1
+        return None
+
+    def long_string(self, level: int) -> str:
+        start = self.pos + level + 2
+        close = "]" + "=" * level + "]"
+        end = self.text.find(close, start)
+        if end < 0:
+            raise self.error("unfinished long string or comment")
+        self.pos = end + len(close)
+        value = self.text[start:end]
+        if "\r" in value:          # as Lua: every end of line (\n, \r, \r\n, \n\r) reads as \n
+            import re
+            value = re.sub("\r\n|\n\r|\r", "\n", value)
+        return value[1:] if value.startswith("\n") else value      # the first one is skipped
+
+    def count_item(self) -> None:
+        self.items += 1
+        if self.items > self.max_items:
+            raise self.error("too many values (limit %d)" % self.max_items)
+
+    def value(self, depth: int):
+        self.count_item()
+        text = self.text
+        if self.pos >= len(text):
+            raise self.error("unexpected end of manifest")
+        c = text[self.pos]
+        if c == "{":
+            if depth >= MAX_MANIFEST_DEPTH:
+                raise self.error("tables nested too deeply (limit %d)" % MAX_MANIFEST_DEPTH)
+            return self.table(depth + 1)
+        if c in "\"'":
+            return self.quoted_string()
+        if c == "[":
+            level = self.long_bracket_level()
+            if level is None:
+                raise self.error("unexpected '['")
+            return self.checked_string(self.long_string(level))
+        if c in "0123456789" or c in "-." and self.number_follows():
+            return self.number()
+        word = self.name()
+        if word == "true":
+            return True
+        if word == "false":
+            return False
+        if word == "nil":
+            return None
+        if word:
+            raise self.error("Lua code is not allowed in a manifest (found %r)" % word)
+        raise self.error("unexpected %r" % c)
+
+    def number_follows(self) -> bool:
+        rest = self.text[self.pos:self.pos + 3]
+        if rest.startswith("-"):
+            rest = rest[1:]
+        return bool(rest) and (rest[0] in "0123456789" or (rest[0] == "." and rest[1:2] in tuple("0123456789")))
+
+    def name(self) -> str:
+        text, start = self.text, self.pos
+        i = start
+        while i < len(text) and (text[i].isalnum() or text[i] == "_") and text[i].isascii():
+            i += 1
+        if i > start and not text[start].isdigit():
+            self.pos = i
+            return text[start:i]
+        return ""
+
+    def number(self):
+        import re
+        match = re.compile(r"-?(0[xX][0-9a-fA-F]+|([0-9]+\.?[0-9]*|\.[0-9]+)([eE][-+]?[0-9]+)?)").match(
+            self.text, self.pos)
+        if not match:
+            raise self.error("bad number")
+        self.pos = match.end()
+        literal = match.group(0)
+        if self.pos < len(self.text) and (self.text[self.pos].isalnum() or self.text[self.pos] == "_"):
+            raise self.error("bad number")
+        if len(literal) > 64:
+            raise self.error("number too long")
+        if any(c in literal for c in ".eE") and "x" not in literal.lower():
+            return float(literal)
+        value = int(literal, 16 if "x" in literal.lower() else 10)
+        if not -MAX_MANIFEST_INTEGER - 1 <= value <= MAX_MANIFEST_INTEGER:
+            raise self.error("integer out of the 64-bit range")
+        return value
+
+    def checked_string(self, value: str) -> str:
+        if len(value) > MAX_MANIFEST_STRING:
+            raise self.error("string too long (limit %d)" % MAX_MANIFEST_STRING)
+        return value
+
+    def quoted_string(self) -> str:
+        text, quote = self.text, self.text[self.pos]
+        i, out = self.pos + 1, []
+        while True:
+            if i >= len(text) or text[i] == "\n":
+                self.pos = i
+                raise self.error("unfinished string")
+            c = text[i]
+            if c == quote:
+                break
+            if c != "\\":
+                out.append(c)
+                i += 1
+                continue
+            i += 1
+            e = text[i:i + 1]
+            if e in self._ESCAPES:
+                out.append(self._ESCAPES[e])
+                i += 1
+                if e in ("\r", "\n") and text[i:i + 1] in ("\r", "\n") and text[i:i + 1] != e:
+                    i += 1          # a backslash before \r\n or \n\r: one end of line
+            elif e == "x":
+                digits = text[i + 1:i + 3]
+                if len(digits) != 2 or any(d not in "0123456789abcdefABCDEF" for d in digits):
+                    self.pos = i
+                    raise self.error("bad \\x escape")
+                out.append(chr(int(digits, 16)))
+                i += 3
+            elif e.isdigit():
+                j = i
+                while j < i + 3 and j < len(text) and text[j].isdigit():
+                    j += 1
+                code = int(text[i:j])
+                if code > 255:
+                    self.pos = i
+                    raise self.error("bad decimal escape")
+                out.append(chr(code))
+                i = j
+            elif e == "z":
+                i += 1
+                while i < len(text) and text[i] in " \t\r\n\f\v":
+                    i += 1
+            elif e == "u" and text[i + 1:i + 2] == "{":
+                end = text.find("}", i)
+                digits = text[i + 2:end] if end > 0 else ""
+                if not digits or len(digits) > 6 or any(d not in "0123456789abcdefABCDEF" for d in digits):
+                    self.pos = i
+                    raise self.error("bad \\u escape")
+                code = int(digits, 16)
+                if code > 0x10FFFF or 0xD800 <= code <= 0xDFFF:
+                    self.pos = i
+                    raise self.error("bad \\u escape")
+                out.append(chr(code))
+                i = end + 1
+            else:
+                self.pos = i
+                raise self.error("bad escape in string")
+            if len(out) > MAX_MANIFEST_STRING:
+                break
+        self.pos = i + 1
+        return self.checked_string("".join(out))
+
+    def table(self, depth: int):
+        text = self.text
+        self.pos += 1
+        positional, keyed = [], {}
+        while True:
+            self.skip_space()
+            if self.pos >= len(text):
+                raise self.error("unfinished table")
+            if text[self.pos] == "}":
+                self.pos += 1
+                break
+            key = self.field_key(depth)
+            self.skip_space()
+            value = self.value(depth)
+            if key is _POSITIONAL:
+                positional.append(value)
+            elif value is not None:
+                if key in keyed:
+                    raise self.error("duplicate key %r" % (key,))
+                keyed[key] = value
+            self.skip_space()
+            if self.pos < len(text) and text[self.pos] in ",;":
+                self.pos += 1
+            elif self.pos < len(text) and text[self.pos] != "}":
+                raise self.error("expected ',' or '}'")
+        positional = [v for v in positional if v is not None]
+        if not keyed:
+            return positional if positional else {}
+        if not positional and all(isinstance(k, int) for k in keyed) and \
+                sorted(keyed) == list(range(1, len(keyed) + 1)):
+            return [keyed[k] for k in range(1, len(keyed) + 1)]
+        for index, value in enumerate(positional, 1):
+            if index in keyed:
+                raise self.error("duplicate key %r" % index)
+            keyed[index] = value
+        return {str(k) if not isinstance(k, str) else k: v for k, v in keyed.items()}
+
+    def field_key(self, depth: int):
+        """The key of a table field and the '=' after it, or _POSITIONAL for a bare value."""
+        text, start = self.text, self.pos
+        if text[start] == "[" and self.long_bracket_level() is None:
+            self.pos += 1
+            self.skip_space()
+            key = self.value(depth)
+            if isinstance(key, bool) or isinstance(key, float) or key is None or isinstance(key, dict) \
+                    or isinstance(key, list):
+                raise self.error("unsupported table key")
+            self.skip_space()
+            if not text.startswith("]", self.pos):
+                raise self.error("expected ']'")
+            self.pos += 1
+            self.expect_equals()
+            return key
+        word = self.name()
+        if word:
+            after = self.pos
+            self.skip_space()
+            if text.startswith("=", self.pos) and not text.startswith("==", self.pos):
+                if word in ("true", "false", "nil"):
+                    raise self.error("unexpected %r" % word)
+                self.pos += 1
+                return word
+            self.pos = start if word in ("true", "false", "nil") else after
+            if word not in ("true", "false", "nil"):
+                raise self.error("Lua code is not allowed in a manifest (found %r)" % word)
+        self.pos = start
+        return _POSITIONAL
+
+    def expect_equals(self) -> None:
+        self.skip_space()
+        if not self.text.startswith("=", self.pos) or self.text.startswith("==", self.pos):
+            raise self.error("expected '='")
+        self.pos += 1
+
+
+_POSITIONAL = object()
+
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$(?!\n)"
+CONFIG_PATH_PATTERN = r"^(?:/(?!\.\.?(?:/|$))[^/\x00-\x1f\x7f-\x9f]+)+/?$(?!\n)"
+ARCHITECTURE_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$(?!\n)"
+_LIST_FIELDS = ("configFiles", "provides")
+_STRING_FIELDS = ("manifestVersion", "name", "description", "note", "repo")
+_patterns: dict = {}
+
+
+def _matches(pattern: str, value) -> bool:
+    import re
+    compiled = _patterns.get(pattern)
+    if compiled is None:
+        compiled = _patterns[pattern] = re.compile(pattern)
+    return isinstance(value, str) and compiled.search(value) is not None
+
+
+def valid_package_name(name) -> bool:
+    return _matches(NAME_PATTERN, name)
+
+
+def validate_manifest(manifest) -> None:
+    """Raise InvalidInput unless ``manifest`` follows manifest_schema.json (the tests hold
+    the two to agreement).  Constraints must also parse, which the schema's pattern says."""
+    def bad(message):
+        return InvalidInput("manifest: " + message)
+
+    if not isinstance(manifest, dict):
+        raise bad("must be a table or object")
+    for field in ("package", "version"):
+        if field not in manifest:
+            raise bad("missing required field %r" % field)
+    if not valid_package_name(manifest["package"]):
+        raise bad("bad package name %r" % (manifest["package"],))
+    if not isinstance(manifest["version"], str):
+        raise bad("version must be a string")
+    try:
+        Version.parse(manifest["version"])
+    except InvalidInput:
+        raise bad("bad version %r" % manifest["version"]) from None
+    for field in _STRING_FIELDS:
+        if field in manifest and not isinstance(manifest[field], str):
+            raise bad("%s must be a string" % field)
+    authors = manifest.get("authors", "")
+    if not isinstance(authors, str) and not (
+            isinstance(authors, list) and all(isinstance(a, str) for a in authors)):
+        raise bad("authors must be a string or a list of strings")
+    if "hidden" in manifest and not isinstance(manifest["hidden"], bool):
+        raise bad("hidden must be true or false")
+    for field in ("dependencies", "conflicts"):
+        table = manifest.get(field, {})
+        if not isinstance(table, dict):
+            raise bad("%s must map package names to constraints" % field)
+        for name, constraint in table.items():
+            if not valid_package_name(name):
+                raise bad("bad package name %r in %s" % (name, field))
+            if not isinstance(constraint, str):
+                raise bad("constraint for %s in %s must be a string" % (name, field))
+            try:
+                Constraint.parse(constraint, name)
+            except InvalidInput as e:
+                raise bad(e.message) from None
+    config = manifest.get("configFiles", [])
+    if not isinstance(config, list):
+        raise bad("configFiles must be a list of absolute paths")
+    for path in config:
+        if not _matches(CONFIG_PATH_PATTERN, path):
+            raise bad("bad config file path %r" % (path,))
+    provides = manifest.get("provides", [])
+    if not isinstance(provides, list) or not all(valid_package_name(p) for p in provides):
+        raise bad("provides must be a list of package names")
+    if "architecture" in manifest and not _matches(ARCHITECTURE_PATTERN, manifest["architecture"]):
+        raise bad("bad architecture %r" % (manifest["architecture"],))
+
+
+def parse_manifest(data: bytes) -> dict:
+    """Parse and validate a manifest in either syntax (JSON or a Lua table literal)."""
+    if len(data) > MAX_MANIFEST_BYTES:
+        raise InvalidInput("manifest: larger than %d bytes" % MAX_MANIFEST_BYTES)
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise InvalidInput("manifest: not UTF-8 text") from None
+    text = text.lstrip("\ufeff")
+    manifest = _parse_json_manifest(text)
+    if manifest is None:
+        manifest = LuaLiteralParser(text).parse()
+        for field in _LIST_FIELDS:        # Lua's {} is both an empty list and an empty map
+            if manifest.get(field) == {}:
+                manifest[field] = []
+    validate_manifest(manifest)
+    return manifest
+
+
+def _parse_json_manifest(text: str):
+    """The manifest as JSON, or None when the text is not JSON (then it is Lua)."""
+    import json
+
+    def no_duplicates(pairs):
+        result = {}
+        for key, value in pairs:
+            if key in result:
+                raise InvalidInput("manifest: duplicate key %r" % key)
+            result[key] = value
+        return result
+
+    def no_constants(name):
+        raise InvalidInput("manifest: %s is not allowed" % name)
+
+    try:
+        value = json.loads(text, object_pairs_hook=no_duplicates, parse_constant=no_constants)
+    except ValueError:
+        return None
+    except RecursionError:
+        raise InvalidInput("manifest: nested too deeply") from None
+    _check_json_bounds(value)
+    return value
+
+
+def _check_json_bounds(value) -> None:
+    """The Lua parser's bounds, for a JSON manifest; also refuses lone surrogates, which
+    JSON's \\u escapes can write but no UTF-8 text (nor the database) can hold."""
+    import re
+    surrogate = re.compile("[\ud800-\udfff]")
+    items, stack = 0, [(value, 0)]
+    while stack:
+        node, depth = stack.pop()
+        items += 1
+        if items > MAX_MANIFEST_ITEMS:
+            raise InvalidInput("manifest: too many values (limit %d)" % MAX_MANIFEST_ITEMS)
+        if isinstance(node, (dict, list)) and depth >= MAX_MANIFEST_DEPTH:
+            # as in the Lua syntax: the manifest's own table counts as the first level
+            raise InvalidInput("manifest: nested too deeply (limit %d)" % MAX_MANIFEST_DEPTH)
+        if isinstance(node, dict):
+            stack.extend((v, depth + 1) for v in node.values())
+            if any(surrogate.search(k) for k in node):
+                raise InvalidInput("manifest: a key holds a lone surrogate (\\ud800-\\udfff)")
+        elif isinstance(node, list):
+            stack.extend((v, depth + 1) for v in node)
+        elif isinstance(node, int) and not isinstance(node, bool) and \
+                not -MAX_MANIFEST_INTEGER - 1 <= node <= MAX_MANIFEST_INTEGER:
+            raise InvalidInput("manifest: integer out of the 64-bit range")
+        elif isinstance(node, str):
+            if len(node) > MAX_MANIFEST_STRING:
+                raise InvalidInput("manifest: string too long (limit %d)" % MAX_MANIFEST_STRING)
+            if surrogate.search(node):
+                raise InvalidInput("manifest: a string holds a lone surrogate (\\ud800-\\udfff)")
+
+
+def manifest_dependencies(manifest: dict, field: str = "dependencies") -> dict:
+    """``{name: Constraint}`` for the manifest's dependencies (or conflicts)."""
+    return {name: Constraint.parse(text, name) for name, text in manifest.get(field, {}).items()}
+
+
+def config_matcher(manifest: dict):
+    """A predicate telling whether an absolute path is a config file of the manifest."""
+    exact, prefixes = set(), []
+    for path in manifest.get("configFiles", []):
+        if path.endswith("/"):
+            prefixes.append(path)
+        else:
+            exact.add(path)
+    prefixes = tuple(prefixes)
+    return lambda path: path in exact or (bool(prefixes) and path.startswith(prefixes))
+
+
+# =============================================================================
+# 5. Archive reading
+# =============================================================================
+#
+# A package is hostile until proven otherwise.  pm reads tar itself (no tarfile, no
+# extraction filters): a first pass checks every header and reads CONTROL/; only a
+# package that passed is streamed a second time, member by member, to be written by
+# section 8 through directory descriptors.
+
+_ZERO_BLOCK = bytes(512)
+_FILE_TYPES = (b"0", b"\0", b"7")
+_REFUSED_TYPES = {b"1": "a hard link", b"3": "a character device", b"4": "a block device",
+                  b"6": "a FIFO"}
+
+
+class Member:
+    """One entry of a package's DATA/ tree: ``path`` is absolute within the root
+    (``/usr/bin/x``); ``kind`` is ``f`` (file), ``d`` (directory) or ``l`` (symlink)."""
+
+    __slots__ = ("path", "kind", "mode", "size", "link", "mtime")
+
+    def __init__(self, path, kind, mode, size, link, mtime):
+        self.path, self.kind, self.mode, self.size, self.link, self.mtime = \
+            path, kind, mode, size, link, mtime
+
+    def same_header(self, other: "Member") -> bool:
+        return (self.path, self.kind, self.mode, self.size, self.link) == \
+            (other.path, other.kind, other.mode, other.size, other.link)
+
+
+def _tar_number(field: bytes, what: str) -> int:
+    if field[:1] == b"\x80":                       # GNU base-256 for large values
+        value = 0
+        for byte in field[1:]:
+            value = value << 8 | byte
+        return value
+    digits = field.split(b"\0", 1)[0].strip(b" ")
+    if not digits:
+        return 0
+    if digits.translate(None, b"01234567"):
+        raise InvalidInput("corrupt archive: bad %s field in a tar header" % what)
+    return int(digits, 8)
+
+
+def _checksum_ok(block: bytes) -> bool:
+    stored = _tar_number(block[148:156], "checksum")
+    unsigned = sum(block[:148]) + 256 + sum(block[156:])
+    if stored == unsigned:
+        return True
+    signed = unsigned - 2 * sum(b for b in block[:148] + block[156:] if b > 127)
+    return stored == signed
+
+
+class _TarEntry:
+    __slots__ = ("name", "type", "mode", "size", "link", "mtime")
+
+
+class TarReader:
+    """Reads a tar stream header by header (ustar, GNU and pax), strictly.
+
+    ``entries()`` yields each entry; the data of a regular file may be read with
+    ``data()`` before the next entry is asked for, or is skipped.  A missing
+    end-of-archive block, a bad checksum or a short read is InvalidInput.
+    """
+
+    def __init__(self, stream):
+        self.stream = stream
+        self.remaining = 0      # data bytes of the current entry not yet read
+        self.padding = 0
+
+    def read_exact(self, n: int) -> bytes:
+        data = self.stream.read(n)
+        while len(data) < n:
+            more = self.stream.read(n - len(data))
+            if not more:
+                raise InvalidInput("truncated archive")
+            data += more
+        return data
+
+    def skip(self, n: int) -> None:
+        while n:
+            step = min(n, COPY_CHUNK)
+            self.read_exact(step)
+            n -= step
+
+    def data(self):
+        """The current entry's data, in chunks."""
+        while self.remaining:
+            chunk = self.stream.read(min(self.remaining, COPY_CHUNK))
+            if not chunk:
+                raise InvalidInput("truncated archive")
+            self.remaining -= len(chunk)
+            yield chunk
+
+    def entries(self):
+        long_name = long_link = None
+        pax: dict = {}
+        while True:
+            if self.remaining or self.padding:
+                self.skip(self.remaining + self.padding)
+                self.remaining = self.padding = 0
+            block = self.stream.read(512)
+            if len(block) < 512:
+                if len(block):
+                    block += self.read_exact(512 - len(block))
+                else:
+                    raise InvalidInput("truncated archive (no end-of-archive block)")
+            if block == _ZERO_BLOCK:
+                if long_name is not None or long_link is not None or pax:
+                    raise InvalidInput("corrupt archive: extended header without an entry")
+                return
+            if not _checksum_ok(block):
+                raise InvalidInput("corrupt archive: bad tar header checksum")
+            entry = _TarEntry()
+            entry.type = block[156:157]
+            size = _tar_number(block[124:136], "size")
+            if entry.type in (b"L", b"K", b"x", b"g"):
+                if size > MAX_EXTENDED_HEADER:
+                    raise InvalidInput("archive has an oversized extended header")
+                payload = self.read_exact(size)
+                self.skip(-size % 512)
+                if entry.type == b"L":
+                    long_name = payload.split(b"\0", 1)[0]
+                elif entry.type == b"K":
+                    long_link = payload.split(b"\0", 1)[0]
+                elif entry.type == b"x":
+                    pax.update(_parse_pax(payload))
+                continue        # global pax headers carry nothing pm uses
+            name = block[0:100].split(b"\0", 1)[0]
+            if block[257:263] == b"ustar\0":
+                prefix = block[345:500].split(b"\0", 1)[0]
+                if prefix:
+                    name = prefix + b"/" + name
+            link = block[157:257].split(b"\0", 1)[0]
+            if long_name is not None:
+                name = long_name
+            if long_link is not None:
+                link = long_link
+            entry.mtime = _tar_number(block[136:148], "mtime")
+            if "path" in pax:
+                name = pax["path"]
+            if "linkpath" in pax:
+                link = pax["linkpath"]
+            if "size" in pax:
+                size = pax["size"]
+            if "mtime" in pax:
+                entry.mtime = pax["mtime"]
+            if entry.mtime > MAX_MTIME:
+                raise InvalidInput("corrupt archive: a modification time past the year 2242")
+            long_name = long_link = None
+            pax = {}
+            entry.name = _decode_name(name)
+            entry.link = _decode_name(link)
+            entry.mode = _tar_number(block[100:108], "mode")
+            entry.size = size
+            if entry.type in _FILE_TYPES:
+                self.remaining, self.padding = size, -size % 512
+            elif size and entry.type not in _REFUSED_TYPES:
+                raise InvalidInput("corrupt archive: %s has data but is not a file" % entry.name)
+            yield entry
+
+
+def _decode_name(raw) -> str:
+    if isinstance(raw, str):
+        return raw
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise InvalidInput("archive member name is not UTF-8: %r" % raw) from None
+
+
+def _parse_pax(payload: bytes) -> dict:
+    """The keys of a pax extended header that pm uses (path, linkpath, size, mtime)."""
+    records, pos = {}, 0
+    while pos < len(payload):
+        space = payload.find(b" ", pos)
+        if space < 0 or not payload[pos:space].isdigit():
+            raise InvalidInput("corrupt archive: bad pax header")
+        length = int(payload[pos:space])
+        record = payload[space + 1:pos + length]
+        if length <= space - pos or pos + length > len(payload) or not record.endswith(b"\n"):
+            raise InvalidInput("corrupt archive: bad pax header")
+        key, sep, value = record[:-1].partition(b"=")
+        if not sep:
+            raise InvalidInput("corrupt archive: bad pax header")
+        if key in (b"path", b"linkpath"):
+            records[key.decode()] = _decode_name(value)
+        elif key in (b"size", b"mtime"):
+            number = value.split(b".")[0]
+            if not number.isdigit():
+                raise InvalidInput("corrupt archive: bad pax %s" % key.decode())
+            records[key.decode()] = int(number)
+        pos += length
+    return records
+
+
+class _BoundedStream:
+    """A decompressing stream that fails once it expands past MAX_EXPANSION_RATIO of the
+    compressed bytes read (after EXPANSION_ALLOWANCE) or past MAX_TOTAL_BYTES.
+    ``check_end(raw)``, when given, proves at the end that the compressed data is whole."""
+
+    def __init__(self, inner, raw, errors: tuple, check_end=None):
+        self.inner, self.raw, self.errors = inner, raw, errors
+        self.produced, self.check_end = 0, check_end
+
+    def read(self, n: int) -> bytes:
+        try:
+            data = self.inner.read(n)
+        except EOFError:
+            raise InvalidInput("truncated archive (the compressed data ends early)") from None
+        except self.errors as e:
+            raise InvalidInput("corrupt compressed data: %s" % (e,)) from None
+        self.produced += len(data)
+        if self.produced > MAX_TOTAL_BYTES or (
+                self.produced > EXPANSION_ALLOWANCE and
+                self.produced > MAX_EXPANSION_RATIO * max(1, self.raw.tell())):
+            raise InvalidInput("compressed data expands past its bound")
+        return data
+
+    def finish(self) -> None:
+        """Read what follows the tar end (padding), so that the compression format checks
+        its own trailer."""
+        while self.read(COPY_CHUNK):
+            pass
+        if self.check_end:
+            self.check_end(self.raw)
+
+
+def _check_zstd_frames(raw) -> None:
+    """Refuse zstd data that is not a sequence of whole frames.  zstandard's streaming
+    reader ends quietly where a frame is cut short, so pm walks the frame and block
+    headers (RFC 8878 section 3.1) itself.  ``raw`` is a seekable binary file."""
+    size = raw.seek(0, os.SEEK_END)
+    pos = 0
+    while pos < size:
+        raw.seek(pos)
+        head = raw.read(8)
+        magic = int.from_bytes(head[:4], "little")
+        if len(head) == 8 and magic & ~15 == 0x184D2A50:      # a skippable frame
+            pos += 8 + int.from_bytes(head[4:8], "little")
+            continue
+        if magic != 0xFD2FB528 or len(head) < 5 or head[4] & 0x08:
+            raise InvalidInput("corrupt zstd data at byte %d" % pos)
+        flags = head[4]
+        content_size = (0, 2, 4, 8)[flags >> 6] or (1 if flags & 0x20 else 0)
+        pos += 5 + (0 if flags & 0x20 else 1) + (0, 1, 2, 4)[flags & 3] + content_size
+        last = False
+        while not last:
+            if pos + 3 > size:
+                raise InvalidInput("truncated zstd data (a frame ends early)")
+            raw.seek(pos)
+            block = int.from_bytes(raw.read(3), "little")
+            kind = block >> 1 & 3                  # raw, run-length, compressed, reserved
+            if kind == 3:
+                raise InvalidInput("corrupt zstd data at byte %d" % pos)
+            pos += 3 + (1 if kind == 1 else block >> 3)
+            last = bool(block & 1)
+        pos += 4 if flags & 0x04 else 0
+    if pos > size:
+        raise InvalidInput("truncated zstd data (a frame ends early)")
+
+
+class _PlainStream:
+    def __init__(self, raw):
+        self.raw = raw
+        self.read = raw.read
+
+    def finish(self) -> None:
+        pass
+
+
+def open_tar_stream(raw):
+    """A readable stream of tar data from a package file: plain, gzip or zstd, told by
+    the first bytes, never by the name."""
+    raw.seek(0)
+    magic = raw.read(6)
+    raw.seek(0)
+    if magic[:2] == b"\x1f\x8b":
+        import gzip
+        import zlib
+        return _BoundedStream(gzip.GzipFile(fileobj=raw, mode="rb"), raw,
+                              (EOFError, OSError, zlib.error))
+    if magic[:4] == b"\x28\xb5\x2f\xfd" or int.from_bytes(magic[:4], "little") & ~15 == 0x184D2A50:
+        zstd = lazy_import("zstandard", "reading a .tar.zst package")
+        reader = zstd.ZstdDecompressor().stream_reader(raw, read_size=1 << 17,
+                                                       read_across_frames=True)
+        return _BoundedStream(reader, raw, (zstd.ZstdError,), _check_zstd_frames)
+    if magic[:3] == b"BZh" or magic == b"\xfd7zXZ\x00":
+        raise InvalidInput("bzip2 and xz packages are not supported (use plain, gzip or zstd tar)")
+    return _PlainStream(raw)
+
+
+# File names a package usually has (the format is told by its bytes, never by its name).
+PACKAGE_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.zst", ".tzst")
+
+
+class Package:
+    """A package archive that passed every check of SPEC §15.
+
+    After construction: ``manifest``, ``name``, ``version``, ``members`` (DATA entries in
+    archive order), ``scripts`` ({name: bytes}), ``config_digests`` ({path: sha256} for
+    config files).  ``stream()`` reads the archive a second time for installing.
+    ``file``, when given, is the package already open (one whose checksum was verified
+    through that very descriptor); the Package then owns it.
+    """
+
+    def __init__(self, path: str, allow_setuid: bool = False, file=None):
+        self.path = path
+        self.allow_setuid = allow_setuid
+        try:    # O_NONBLOCK: opening a FIFO would otherwise wait for a writer forever
+            self.file = file if file is not None else open(
+                path, "rb", buffering=1 << 16, opener=lambda name, flags: os.open(name, flags | os.O_NONBLOCK))
+        except IsADirectoryError:
+            raise InvalidInput("%s is not a regular file" % path) from None
+        except OSError as e:
+            raise PmError("cannot read %s: %s" % (path, e.strerror))
+        if not stat.S_ISREG(os.fstat(self.file.fileno()).st_mode):
+            self.file.close()
+            raise InvalidInput("%s is not a regular file" % path)
+        try:
+            self._scan()
+        except BaseException:
+            self.file.close()
+            raise
+
+    def close(self) -> None:
+        self.file.close()
+
+    def __repr__(self):
+        return "Package(%s %s)" % (self.name, self.version)
+
+    def fail(self, message: str) -> InvalidInput:
+        return InvalidInput("%s: %s" % (os.path.basename(self.path), message))
+
+    def _scan(self) -> None:
+        self.members: list[Member] = []
+        self.scripts: dict[str, bytes] = {}
+        self.config_digests: dict[str, bytes] = {}
+        self.manifest = None
+        seen: dict[str, str] = {}
+        total = count = 0
+        late_config = False
+        is_config = None
+        stream = open_tar_stream(self.file)
+        reader = TarReader(stream)
+        try:
+            for entry in reader.entries():
+                count += 1
+                if count > MAX_MEMBERS:
+                    raise self.fail("more than %d members" % MAX_MEMBERS)
+                where, name = self._member_place(entry)
+                kind = self._member_kind(entry, name)
+                if (not name or name == "/") and kind != "d":
+                    raise self.fail("%s must be a directory" % entry.name)
+                if where == "DATA":
+                    if name in seen:
+                        raise self.fail("duplicate member %s" % name)
+                    if kind == "f":
+                        if entry.size > MAX_MEMBER_BYTES:
+                            raise self.fail("member %s is larger than %d bytes" % (name, MAX_MEMBER_BYTES))
+                        total += entry.size
+                        if total > MAX_TOTAL_BYTES:
+                            raise self.fail("larger than %d bytes in all" % MAX_TOTAL_BYTES)
+                    seen[name] = kind
+                    if name == "/":
+                        continue
+                    self.members.append(Member(name, kind, entry.mode & 0o7777, entry.size,
+                                               entry.link if kind == "l" else None, entry.mtime))
+                    if kind == "f":
+                        if is_config is None:
+                            late_config = True
+                        elif is_config(name):
+                            self.config_digests[name] = self._digest(reader)
+                elif where == "CONTROL" and name:
+                    if ("CONTROL/" + name) in seen:
+                        raise self.fail("duplicate member CONTROL/%s" % name)
+                    seen["CONTROL/" + name] = kind
+                    if kind != "f":
+                        raise self.fail("CONTROL/%s is not a regular file" % name)
+                    limit = MAX_MANIFEST_BYTES if name == "manifest" else MAX_SCRIPT_BYTES
+                    if entry.size > limit:
+                        raise self.fail("CONTROL/%s is larger than %d bytes" % (name, limit))
+                    content = b"".join(reader.data())
+                    if name == "manifest":
+                        try:
+                            self.manifest = parse_manifest(content)
+                        except InvalidInput as e:
+                            raise self.fail(e.message) from None
+                        is_config = config_matcher(self.manifest)
+                    else:
+                        self.scripts[name] = content
+            stream.finish()
+        except RecursionError:
+            raise self.fail("corrupt archive") from None
+        if self.manifest is None:
+            raise self.fail("no CONTROL/manifest: not a pm package")
+        self._check_tree(seen)
+        self.name = self.manifest["package"]
+        self.version = Version.parse(self.manifest["version"])
+        if late_config:
+            self.config_digests = self._config_digests_second_pass(is_config)
+
+    @staticmethod
+    def _digest(reader: TarReader) -> bytes:
+        h = new_sha256()
+        for chunk in reader.data():
+            h.update(chunk)
+        return h.digest()
+
+    def _member_place(self, entry) -> tuple:
+        """``("DATA", "/abs/path")``, ``("CONTROL", "name")`` or ``("", "")`` for the
+        top directories; refuses every name that is not plainly inside the package."""
+        name = entry.name
+        if has_control_chars(name) or has_control_chars(entry.link):
+            raise self.fail("member name with a control character: %r" % name)
+        if len(name.encode()) > MAX_PATH_BYTES or len(entry.link.encode()) > MAX_PATH_BYTES:
+            raise self.fail("member name too long")
+        if name.startswith("/"):
+            raise self.fail("absolute member name %s" % name)
+        while name.startswith("./"):
+            name = name[2:]
+        if name in ("", "."):
+            return "", ""
+        parts = name.rstrip("/").split("/") if name != "/" else []
+        for part in parts:
+            if part == "..":
+                raise self.fail("member name with '..': %s" % entry.name)
+            if part in ("", "."):
+                raise self.fail("member name with an empty or '.' component: %s" % entry.name)
+            if len(part.encode()) > MAX_NAME_BYTES:
+                raise self.fail("member name component too long")
+            if part.startswith(STAGING_PREFIX):    # even as a directory, it would pass for debris
+                raise self.fail("member name uses pm's reserved prefix: %s" % entry.name)
+        if parts[0] == "DATA":
+            return "DATA", "/" + "/".join(parts[1:])
+        if parts[0] == "CONTROL" and len(parts) <= 2:
+            return "CONTROL", parts[1] if len(parts) == 2 else ""
+        raise self.fail("unexpected member %s (a package holds only CONTROL/ and DATA/)" % entry.name)
+
+    def _member_kind(self, entry, name: str) -> str:
+        t = entry.type
+        if t in _REFUSED_TYPES:
+            raise self.fail("%s is %s" % (name, _REFUSED_TYPES[t]))
+        if t in _FILE_TYPES:
+            kind = "f"
+        elif t == b"5":
+            kind = "d"
+        elif t == b"2":
+            kind = "l"
+            if not entry.link:
+                raise self.fail("symbolic link %s has no target" % name)
+            escape = _link_escape(name, entry.link)
+            if escape:
+                raise self.fail("symbolic link %s -> %s %s" % (name, entry.link, escape))
+        else:
+            raise self.fail("%s has an unsupported member type %r" % (name, t.decode("latin-1")))
+        if kind != "l" and entry.mode & 0o6000 and not self.allow_setuid:
+            raise self.fail("%s is setuid or setgid (use --allow-setuid to accept)" % name)
+        return kind
+
+    def _check_tree(self, seen: dict) -> None:
+        """Every parent of a DATA member must be a directory of the archive or absent
+        from it: a member below an archive symlink would be written through it."""
+        for member in self.members:
+            parent = member.path
+            while True:
+                parent = parent.rsplit("/", 1)[0] or "/"
+                if parent == "/":
+                    break
+                kind = seen.get(parent)
+                if kind == "l":
+                    raise self.fail("%s passes through the symbolic link %s" % (member.path, parent))
+                if kind == "f":
+                    raise self.fail("%s is below the file %s" % (member.path, parent))
+
+    def _config_digests_second_pass(self, is_config) -> dict:
+        digests = {}
+        for member, chunks in self.stream():
+            if member.kind == "f" and is_config(member.path):
+                h = new_sha256()
+                for chunk in chunks:
+                    h.update(chunk)
+                digests[member.path] = h.digest()
+        return digests
+
+    def stream(self):
+        """Yield ``(member, chunks)`` for each DATA member again; ``chunks`` iterates over
+        a file's data and must be consumed before the next member.  The archive must
+        be the one that was checked."""
+        stream = open_tar_stream(self.file)
+        reader = TarReader(stream)
+        index = 0
+        empty = iter(())
+        for entry in reader.entries():
+            where, name = self._member_place(entry)
+            if where != "DATA" or name == "/":
+                continue
+            kind = self._member_kind(entry, name)
+            member = Member(name, kind, entry.mode & 0o7777, entry.size,
+                            entry.link if kind == "l" else None, entry.mtime)
+            if index >= len(self.members) or not member.same_header(self.members[index]):
+                raise self.fail("the archive changed while it was being installed")
+            yield self.members[index], reader.data() if kind == "f" else empty
+            index += 1
+        stream.finish()
+        if index != len(self.members):
+            raise self.fail("the archive changed while it was being installed")
+
+
+def _link_escape(link_path: str, target: str) -> str | None:
+    """Why a symlink at ``link_path`` pointing to ``target`` may resolve outside the root,
+    or None when it cannot (absolute targets are taken relative to the root, as in a
+    chroot).  A '..' after a name is refused: the name may be, or later become, another
+    symlink, and '..' then climbs from wherever that leads ("a/up/.." with a/up -> ..)."""
+    parts = [] if target.startswith("/") else link_path.split("/")[1:-1]
+    named = False
+    for part in target.split("/"):
+        if part in ("", "."):
+            continue
+        if part != "..":
+            parts.append(part)
+            named = True
+        elif named:
+            return "has '..' after a name, which may lead outside the root"
+        elif not parts:
+            return "points outside the root"
+        else:
+            parts.pop()
+    return None
+
+
+# =============================================================================
+# 6. Root access: safe filesystem operations under the root
+# =============================================================================
+
+_O_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+_O_READ = os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+_O_CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+
+
+class UnsafePath(InvalidInput):
+    """A path under the root passes through a symbolic link or a non-directory."""
+
+    @classmethod
+    def symlink(cls, path: str) -> "UnsafePath":
+        return cls("%s is a symbolic link in the root; pm does not write through it" % path)
+
+
+_group_write = None
+
+
+def shared_dir_mode(mode: int) -> int:
+    """The mode for a directory pm creates: the one asked for, plus group write when the
+    umask leaves group write open (umask 002, as shared software areas are managed), so
+    that every member of the group can manage what pm installs.  pm's own files are
+    created 0664 under the umask for the same reason."""
+    global _group_write
+    if _group_write is None:
+        umask = os.umask(0o022)
+        os.umask(umask)
+        _group_write = 0 if umask & 0o020 else 0o020
+    return mode | _group_write
+
+
+def parent_of(path: str) -> str:
+    return path.rsplit("/", 1)[0] or "/"
+
+
+def split_path(path: str) -> tuple:
+    parent, _, name = path.rpartition("/")
+    return parent or "/", name
+
+
+class Root:
+    """The directory pm manages.  Every access goes through directory descriptors opened
+    one component at a time without following symbolic links, so nothing outside the
+    root is read or written, whatever the tree under it holds.  Paths are absolute
+    within the root (``/etc/x``)."""
+
+    MAX_CACHED_DIRS = 512
+
+    def __init__(self, path: str):
+        self.path = os.path.abspath(path)
+        self._dirs: dict[str, int] = {}
+
+    def host_path(self, path: str) -> str:
+        return self.path.rstrip("/") + path if path != "/" else self.path
+
+    def dir_fd(self, path: str, create_mode: int | None = None) -> int:
+        """A descriptor of the directory ``path``.  Missing directories raise
+        FileNotFoundError, or are created with ``create_mode`` when it is given."""
+        fd = self._dirs.get(path)
+        if fd is not None:
+            return fd
+        if path == "/":
+            try:
+                fd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY | getattr(os, "O_CLOEXEC", 0))
+            except FileNotFoundError:
+                raise PmError("the root %s does not exist" % self.path) from None
+            except NotADirectoryError:
+                raise PmError("the root %s is not a directory" % self.path) from None
+            self._dirs[path] = fd
+            return fd
+        parent, name = split_path(path)
+        parent_fd = self.dir_fd(parent, create_mode)
+        try:
+            fd = os.open(name, _O_DIR, dir_fd=parent_fd)
+        except FileNotFoundError:
+            if create_mode is None:
+                raise
+            FAULTS.step("mkdir")
+            try:
+                os.mkdir(name, 0o700, dir_fd=parent_fd)
+                created = True
+            except FileExistsError:     # another pm made it first (before either held the lock)
+                created = False
+            fd = self._open_dir_at(parent_fd, path, name)
+            if created:
+                os.fchmod(fd, shared_dir_mode(create_mode))
+        except (NotADirectoryError, OSError) as e:
+            if isinstance(e, NotADirectoryError) or e.errno in (errno.ELOOP, errno.ENOTDIR):
+                raise self._unsafe(path) from None
+            raise
+        self._dirs[path] = fd
+        return fd
+
+    def _open_dir_at(self, parent_fd: int, path: str, name: str) -> int:
+        try:
+            return os.open(name, _O_DIR, dir_fd=parent_fd)
+        except (NotADirectoryError, OSError) as e:
+            if isinstance(e, NotADirectoryError) or e.errno in (errno.ELOOP, errno.ENOTDIR):
+                raise self._unsafe(path) from None
+            raise
+
+    def _unsafe(self, path: str) -> UnsafePath:
+        parent, name = split_path(path)
+        try:
+            st = os.stat(name, dir_fd=self.dir_fd(parent), follow_symlinks=False)
+            if stat.S_ISLNK(st.st_mode):
+                return UnsafePath("%s is a symbolic link in the root; pm does not write or "
+                                  "read through it" % path)
+        except OSError:
+            pass
+        return UnsafePath("%s in the root is not a directory" % path)
+
+    def make_dir(self, path: str, mode: int) -> None:
+        """Create the directory ``path`` (its parent exists) with exactly ``mode``."""
+        parent, name = split_path(path)
+        parent_fd = self.dir_fd(parent)
+        FAULTS.step("mkdir")
+        os.mkdir(name, 0o700, dir_fd=parent_fd)
+        fd = os.open(name, _O_DIR, dir_fd=parent_fd)
+        os.fchmod(fd, shared_dir_mode(mode))
+        self._dirs[path] = fd
+
+    def lstat(self, path: str):
+        """The lstat of ``path``, or None when it (or a parent) does not exist."""
+        if path == "/":
+            return os.fstat(self.dir_fd("/"))
+        parent, name = split_path(path)
+        try:
+            return os.stat(name, dir_fd=self.dir_fd(parent), follow_symlinks=False)
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+
+    def _open_file(self, path: str) -> int | None:
+        parent, name = split_path(path)
+        try:
+            return os.open(name, _O_READ, dir_fd=self.dir_fd(parent))
+        except FileNotFoundError:
+            return None
+
+    def digest(self, path: str) -> bytes | None:
+        """The sha256 of the regular file ``path``, or None when it does not exist."""
+        fd = self._open_file(path)
+        if fd is None:
+            return None
+        try:
+            return sha256_fd(fd)
+        finally:
+            os.close(fd)
+
+    def read(self, path: str) -> bytes | None:
+        """The content of the file ``path``, or None when it does not exist."""
+        fd = self._open_file(path)
+        if fd is None:
+            return None
+        try:
+            chunks = []
+            while True:
+                chunk = os.read(fd, COPY_CHUNK)
+                if not chunk:
+                    return b"".join(chunks)
+                chunks.append(chunk)
+        finally:
+            os.close(fd)
+
+    def readlink(self, path: str) -> str:
+        parent, name = split_path(path)
+        return os.readlink(name, dir_fd=self.dir_fd(parent))
+
+    def listdir(self, path: str) -> list:
+        fd = os.open(".", _O_DIR, dir_fd=self.dir_fd(path))
+        try:
+            return os.listdir(fd)
+        finally:
+            os.close(fd)
+
+    def unlink(self, path: str) -> bool:
+        parent, name = split_path(path)
+        try:
+            FAULTS.step("unlink")
+            os.unlink(name, dir_fd=self.dir_fd(parent))
+            return True
+        except FileNotFoundError:
+            return False
+
+    def rmdir(self, path: str) -> bool:
+        """Remove the empty directory ``path``; False when it is missing or not empty."""
+        parent, name = split_path(path)
+        fd = self._dirs.pop(path, None)
+        if fd is not None:
+            os.close(fd)
+        for sub in [p for p in self._dirs if p.startswith(path + "/")]:
+            os.close(self._dirs.pop(sub))
+        try:
+            FAULTS.step("rmdir")
+            os.rmdir(name, dir_fd=self.dir_fd(parent))
+            return True
+        except (FileNotFoundError, NotADirectoryError):
+            return False
+        except OSError as e:
+            if e.errno in (errno.ENOTEMPTY, errno.EEXIST):
+                return False
+            raise
+
+    def rename(self, source: str, target: str) -> None:
+        FAULTS.step("rename")
+        os.rename(split_path(source)[1], split_path(target)[1],
+                  src_dir_fd=self.dir_fd(parent_of(source)), dst_dir_fd=self.dir_fd(parent_of(target)))
+
+    def trim(self) -> None:
+        """Close cached directory descriptors when there are many (call between files)."""
+        if len(self._dirs) > self.MAX_CACHED_DIRS:
+            root_fd = self._dirs.pop("/", None)
+            for fd in self._dirs.values():
+                os.close(fd)
+            self._dirs = {"/": root_fd} if root_fd is not None else {}
+
+    def close(self) -> None:
+        for fd in self._dirs.values():
+            os.close(fd)
+        self._dirs = {}
+
+
+def fsync_dir(fd: int) -> None:
+    FAULTS.step("fsync")
+    os.fsync(fd)
+
+
+def atomic_write(dir_fd: int, name: str, data: bytes, sync: bool, kind: str = "db",
+                 sync_dir: bool = True) -> None:
+    """Replace ``name`` in ``dir_fd`` by ``data`` all at once: temporary file, fsync,
+    rename, directory fsync (unless ``sync_dir`` is False: the caller does it)."""
+    temporary = name + ".tmp"
+    FAULTS.step(kind)
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW |
+                 getattr(os, "O_CLOEXEC", 0), 0o664, dir_fd=dir_fd)
+    try:
+        try:
+            write_all(fd, data)
+            if sync:
+                FAULTS.step("fsync")
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+        FAULTS.step("rename")
+        os.rename(temporary, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+    except BaseException:
+        try:
+            os.unlink(temporary, dir_fd=dir_fd)
+        except OSError:
+            pass
+        raise
+    if sync and sync_dir:
+        fsync_dir(dir_fd)
+
+
+_libc_syncfs = None
+
+
+def sync_filesystem(fd: int) -> None:
+    """Flush the whole filesystem holding ``fd`` (syncfs), once per transaction instead
+    of an fsync per file; os.sync where syncfs is missing."""
+    global _libc_syncfs
+    FAULTS.step("fsync")
+    if _libc_syncfs is None:
+        try:
+            import ctypes
+            libc = ctypes.CDLL(None, use_errno=True)
+            _libc_syncfs = libc.syncfs
+        except (OSError, AttributeError):
+            _libc_syncfs = False
+    if _libc_syncfs and _libc_syncfs(fd) == 0:
+        return
+    os.sync()
+
+
+PM_CONF = "/etc/pm/pm.conf"
+
+
+def read_settings(root: Root, path: str = PM_CONF) -> dict:
+    """``key = value`` settings of a configuration file under the root (``#`` comments,
+    blank lines ignored); {} when the file is absent.  A malformed line is InvalidInput
+    naming the file and line."""
+    try:
+        data = root.read(path)
+    except (FileNotFoundError, NotADirectoryError):
+        data = None
+    if data is None:
+        return {}
+    settings = {}
+    for number, line in enumerate(data.decode("utf-8", "replace").splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        key, sep, value = line.partition("=")
+        if not sep or not key.strip():
+            raise InvalidInput("%s line %d: expected 'key = value'" % (root.host_path(path), number))
+        settings[key.strip()] = value.strip()
+    return settings
+
+
+# =============================================================================
+# 7. Database
+# =============================================================================
+#
+# <root>/var/lib/pm/status holds every package's record (small, read by every command);
+# <root>/var/lib/pm/files/<name>.<txid> holds one package's owned paths, read only by
+# commands that need them.  A transaction writes new file lists under new names, then
+# renames a new status into place: that rename is the commit.
+
+DB_DIR = "/var/lib/pm"
+SCRIPTS_DIR = DB_DIR + "/scripts"
+FILES_DIR = DB_DIR + "/files"
+DB_FORMAT = 1
+
+STATE_INSTALLED = "installed"
+STATE_CONFIG_REMAINING = "config-remaining"
+REASON_EXPLICIT = "explicit"
+REASON_DEPENDENCY = "dependency"
+
+
+class FileEntry:
+    """One owned path: kind ``f``/``d``/``l``, mode, size, sha256 (files; for config
+    files the packaged one), link target (symlinks)."""
+
+    __slots__ = ("kind", "mode", "size", "digest", "link")
+
+    def __init__(self, kind, mode, size=0, digest=None, link=None):
+        self.kind, self.mode, self.size, self.digest, self.link = kind, mode, size, digest, link
+
+    def packed(self, path: str) -> list:
+        return [path, self.kind, self.mode, self.size, self.digest, self.link]
+
+
+def _msgpack():
+    return lazy_import("msgpack", "reading pm's database")
+
+
+class Database:
+    """What is installed under a root.  ``packages`` maps names to records (dicts with
+    version, manifest, state, reason, time, files, config); ``files(name)`` loads one
+    package's owned paths."""
+
+    def __init__(self, root: Root):
+        self.root = root
+        self.txid = ""
+        self.packages: dict[str, dict] = {}
+        self.pending: list[dict] = []
+        self._files: dict[str, dict] = {}
+
+    def exists(self) -> bool:
+        return self.root.lstat(DB_DIR + "/status") is not None
+
+    def load(self) -> "Database":
+        try:
+            data = self.root.read(DB_DIR + "/status")
+        except (FileNotFoundError, NotADirectoryError):
+            data = None
+        if data is None:
+            return self
+        try:
+            status = _msgpack().unpackb(data, raw=False, strict_map_key=False)
+            if not isinstance(status, dict) or status.get("format") != DB_FORMAT:
+                raise ValueError("unknown format")
+            self.txid = status["txid"]
+            self.packages = status["packages"]
+            self.pending = status.get("pending", [])
+        except (ValueError, KeyError, TypeError) as e:
+            raise InvalidInput("the database %s/status is damaged (%s)" %
+                               (self.root.host_path(DB_DIR), e)) from None
+        return self
+
+    def status_bytes(self, txid: str, packages: dict, pending: list) -> bytes:
+        return _msgpack().packb({"format": DB_FORMAT, "txid": txid, "packages": packages,
+                                 "pending": pending}, use_bin_type=True)
+
+    def get(self, name: str) -> dict | None:
+        return self.packages.get(name)
+
+    def installed(self) -> dict:
+        return {n: r for n, r in self.packages.items() if r["state"] == STATE_INSTALLED}
+
+    def files(self, name: str) -> dict:
+        """``{path: FileEntry}`` of a package in the database."""
+        cached = self._files.get(name)
+        if cached is not None:
+            return cached
+        record = self.packages[name]
+        data = self.root.read(FILES_DIR + "/" + record["files"])
+        if data is None:
+            raise InvalidInput("the database is damaged: the file list of %s is missing" % name)
+        try:
+            rows = _msgpack().unpackb(data, raw=False)
+            entries = {row[0]: FileEntry(*row[1:]) for row in rows}
+        except (ValueError, TypeError, IndexError) as e:
+            raise InvalidInput("the database is damaged: the file list of %s (%s)" % (name, e)) from None
+        self._files[name] = entries
+        return entries
+
+    @staticmethod
+    def files_bytes(entries: dict) -> bytes:
+        return _msgpack().packb([entries[p].packed(p) for p in sorted(entries)], use_bin_type=True)
+
+
+# =============================================================================
+# 8. Transactions: lock, journal, staging, commit, recovery
+# =============================================================================
+#
+# One command is one transaction.  Its steps, and what a kill after each leaves:
+#   journal written (fsync) .... rollback deletes the journal
+#   staging: directories made, files written under reserved names beside their targets
+#                         ....... rollback deletes them
+#   apply: each replaced file hard-linked to a backup name, each staged file renamed
+#          over its target, each removed file renamed to a backup name
+#                         ....... rollback renames the backups back
+#   filesystem synced once, then the database status renamed into place: the commit
+#                         ....... recovery now rolls forward
+#   cleanup: backups and emptied directories removed, journal removed.
+# Any pm command first recovers an interrupted transaction (SPEC §9).
+
+JOURNAL = DB_DIR + "/journal"
+
+
+def _flock_holders(st) -> list | None:
+    """Pids holding a flock on the file of ``st`` according to /proc/locks, or None
+    where that file cannot be read."""
+    wanted = "%02x:%02x:%d" % (os.major(st.st_dev), os.minor(st.st_dev), st.st_ino)
+    try:
+        with open("/proc/locks") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return None
+    pids = []
+    for line in lines:
+        fields = line.split()
+        if len(fields) >= 6 and fields[1] == "FLOCK" and fields[5] == wanted and fields[4].isdigit():
+            pids.append(int(fields[4]))
+    return pids
+
+
+class RootLock:
+    """The root's write lock: flock on var/lib/pm/lock, released by the kernel when the
+    holder dies, so it never goes stale.  The holder writes its pid and command in it."""
+
+    def __init__(self, root: Root):
+        self.root = root
+        self.fd = None
+
+    def acquire(self, wait: float, command: str) -> None:
+        import fcntl
+        import time
+        dir_fd = self.root.dir_fd(DB_DIR, 0o755)
+        fd = os.open("lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0),
+                     0o664, dir_fd=dir_fd)
+        deadline = time.monotonic() + max(0.0, wait)
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError as e:
+                if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                    os.close(fd)
+                    raise
+                if time.monotonic() >= deadline:
+                    holder = os.pread(fd, 512, 0).decode("utf-8", "replace").strip()
+                    os.close(fd)
+                    raise LockHeld("%s is locked by %s; try again or use --wait SECONDS"
+                                   % (self.root.path, self.who(holder)))
+                time.sleep(0.02)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, ("%d %s\n" % (os.getpid(), command)).encode("utf-8", "replace"), 0)
+        self.fd = fd
+
+    def try_acquire(self) -> bool:
+        """Take the lock only if it is free and already exists (readers, recovery)."""
+        import fcntl
+        try:
+            fd = os.open("lock", os.O_RDWR | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0),
+                         dir_fd=self.root.dir_fd(DB_DIR))
+        except OSError:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            return False
+        self.fd = fd
+        return True
+
+    def holder(self) -> str | None:
+        """``pid command`` of the process holding the lock, or None when it is free.
+        On Linux this reads /proc/locks, so that asking never takes the lock itself
+        (a probe would make a writer that does not wait fail for nothing)."""
+        try:
+            dir_fd = self.root.dir_fd(DB_DIR)
+            st = os.stat("lock", dir_fd=dir_fd, follow_symlinks=False)
+            fd = os.open("lock", os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0), dir_fd=dir_fd)
+        except OSError:
+            return None
+        try:
+            holders = _flock_holders(st)
+            if holders is None:                  # no /proc/locks: probe with a shared lock
+                import fcntl
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+                    return None
+                except OSError:
+                    holders = []
+            elif not holders:
+                return None
+            text = os.pread(fd, 512, 0).decode("utf-8", "replace").strip()
+            return text or ("%d unknown" % holders[0] if holders else "unknown")
+        finally:
+            os.close(fd)
+
+    @staticmethod
+    def who(holder: str) -> str:
+        """The holder text (``pid command``) for people."""
+        pid, _, what = holder.partition(" ")
+        return "pid %s (%s)" % (pid, what or "unknown command") if pid.isdigit() else "another pm process"
+
+    def release(self) -> None:
+        if self.fd is not None:
+            os.ftruncate(self.fd, 0)
+            os.close(self.fd)
+            self.fd = None
+
+
+class Transaction:
+    """The changes of one command, as journaled operations:
+
+    ``["mkdir", path, mode]`` · ``["put", path, staged, backup|None]`` (a staged file
+    or symlink renamed over ``path``; ``backup`` keeps the old one until commit) ·
+    ``["remove", path, backup]`` · ``["rmdir", path]`` (after commit, when empty).
+    """
+
+    def __init__(self, root: Root, db: Database, out: Output, sync: bool = True):
+        self.root, self.db, self.out, self.sync = root, db, out, sync
+        self.txid = os.urandom(6).hex()
+        self.ops: list[list] = []
+        self.seq = 0
+        self.member_puts: dict = {}     # Package -> {member path: (staged name, target path)}
+        self.byte_puts: list = []       # (staged name, bytes, mode)
+        self.file_lists: dict = {}      # file list name -> bytes
+        self.obsolete_lists: list = []  # file list names to delete after commit
+
+    def _staged(self, path: str, suffix: str = "") -> str:
+        self.seq += 1
+        return "%s/%s%s.%d%s" % (parent_of(path).rstrip("/"), STAGING_PREFIX, self.txid, self.seq, suffix)
+
+    def mkdir(self, path: str, mode: int) -> None:
+        self.ops.append(["mkdir", path, mode])
+
+    def put_member(self, path: str, package: Package, member: Member, exists: bool,
+                   entry: FileEntry | None = None) -> None:
+        """Install ``member`` of ``package`` at ``path``; staging fills in the sha256
+        and size of ``entry``."""
+        staged = self._staged(path)
+        self.ops.append(["put", path, staged, self._staged(path, ".old") if exists else None])
+        self.member_puts.setdefault(package, {})[member.path] = (staged, entry)
+
+    def put_bytes(self, path: str, data: bytes, mode: int, exists: bool) -> None:
+        staged = self._staged(path)
+        self.ops.append(["put", path, staged, self._staged(path, ".old") if exists else None])
+        self.byte_puts.append((staged, data, mode))
+
+    def remove(self, path: str) -> None:
+        self.ops.append(["remove", path, self._staged(path, ".old")])
+
+    def rmdir_later(self, path: str) -> None:
+        self.ops.append(["rmdir", path])
+
+    def add_file_list(self, name: str, entries: dict) -> str:
+        ref = "%s.%s" % (name, self.txid)
+        self.file_lists[ref] = entries
+        return ref
+
+    # -- running --------------------------------------------------------------------
+
+    def run(self, packages: dict, pending: list, progress: Progress | None = None) -> None:
+        """Stage, apply and commit, ending with the database ``packages`` and
+        ``pending`` scripts.  On an error before the commit everything is rolled back
+        and the error raised; after it, the change stands and the error says so."""
+        try:
+            self._write_journal()
+            self._stage(progress)
+            self._apply()
+            self._commit(packages, pending)
+        except BaseException:
+            FAULTS.enabled = False
+            try:
+                settle(self.root, self._journal_dict(), self.out)
+            except Exception as e:           # the journal stays for the next command
+                self.out.warn("could not finish undoing the change (%s); run pm recover" % e)
+            raise
+        try:
+            if self.sync:
+                fsync_dir(self.root.dir_fd(DB_DIR))
+            roll_forward(self.root, self._journal_dict(), self.out)
+        except OSError as e:
+            raise PmError("the change was committed, but finishing it failed (%s); "
+                          "pm recover completes it" % (e.strerror or e)) from None
+
+    def _journal_dict(self) -> dict:
+        return {"txid": self.txid, "ops": self.ops, "lists": sorted(self.file_lists),
+                "obsolete": self.obsolete_lists}
+
+    def _write_journal(self) -> None:
+        dir_fd = self.root.dir_fd(DB_DIR, 0o755)
+        data = _msgpack().packb(self._journal_dict(), use_bin_type=True)
+        atomic_write(dir_fd, "journal", data, self.sync, kind="journal")
+
+    def _stage(self, progress: Progress | None) -> None:
+        root = self.root
+        for op in self.ops:
+            if op[0] == "mkdir":
+                root.make_dir(op[1], op[2])
+        for package, wanted in self.member_puts.items():
+            for member, chunks in package.stream():
+                target = wanted.get(member.path)
+                if target is None:
+                    continue
+                staged, entry = target
+                parent, name = split_path(staged)
+                dir_fd = root.dir_fd(parent)
+                if member.kind == "l":
+                    FAULTS.step("symlink")
+                    os.symlink(member.link, name, dir_fd=dir_fd)
+                else:
+                    digest, size = _write_new_file(dir_fd, name, member.mode, chunks, member.mtime)
+                    if entry is not None:
+                        entry.digest, entry.size = digest, size
+                if progress:
+                    progress.step()
+                root.trim()
+        for staged, data, mode in self.byte_puts:
+            parent, name = split_path(staged)
+            _write_new_file(self.root.dir_fd(parent), name, mode, (data,), None)
+        files_fd = root.dir_fd(FILES_DIR, 0o755)
+        for ref, entries in self.file_lists.items():
+            FAULTS.step("write")
+            fd = os.open(ref, _O_CREATE, 0o664, dir_fd=files_fd)
+            try:
+                write_all(fd, Database.files_bytes(entries))
+            finally:
+                os.close(fd)
+
+    def _apply(self) -> None:
+        root = self.root
+        for op in self.ops:
+            if op[0] == "put":
+                path, staged, backup = op[1], op[2], op[3]
+                if backup is not None:
+                    _keep_backup(root, path, backup)
+                root.rename(staged, path)
+            elif op[0] == "remove":
+                root.rename(op[1], op[2])
+
+    def _commit(self, packages: dict, pending: list) -> None:
+        root = self.root
+        db_fd = root.dir_fd(DB_DIR)
+        if self.sync:
+            devices = {}
+            for op in self.ops:
+                if op[0] != "rmdir":
+                    fd = root.dir_fd(parent_of(op[1]))
+                    devices.setdefault(os.fstat(fd).st_dev, fd)
+            devices.setdefault(os.fstat(db_fd).st_dev, db_fd)
+            for fd in devices.values():
+                sync_filesystem(fd)
+        data = self.db.status_bytes(self.txid, packages, pending)
+        atomic_write(db_fd, "status", data, self.sync, sync_dir=False)   # the commit
+        self.db.txid, self.db.packages, self.db.pending = self.txid, packages, pending
+        self.db._files = {}
+
+
+def _write_new_file(dir_fd: int, name: str, mode: int, chunks, mtime) -> tuple:
+    """Create ``name`` (which must not exist) with the data, mode and mtime given;
+    return (sha256, size)."""
+    FAULTS.step("write")
+    fd = os.open(name, _O_CREATE, 0o600, dir_fd=dir_fd)
+    try:
+        h = new_sha256()
+        size = 0
+        for chunk in chunks:
+            h.update(chunk)
+            write_all(fd, chunk)
+            size += len(chunk)
+        os.fchmod(fd, mode)
+        if mtime is not None:
+            os.utime(fd, (mtime, mtime))
+    finally:
+        os.close(fd)
+    return h.digest(), size
+
+
+def _keep_backup(root: Root, path: str, backup: str) -> None:
+    """Keep the file at ``path`` under ``backup`` until commit: a hard link, so that the
+    path is never missing; a rename where the filesystem has no hard links."""
+    parent_fd = root.dir_fd(parent_of(path))
+    try:
+        FAULTS.step("link")
+        os.link(split_path(path)[1], split_path(backup)[1], src_dir_fd=parent_fd,
+                dst_dir_fd=root.dir_fd(parent_of(backup)), follow_symlinks=False)
+    except FileNotFoundError:
+        pass                      # nothing to keep: the path vanished since planning
+    except OSError as e:
+        if e.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.EMLINK, errno.EXDEV):
+            raise
+        root.rename(path, backup)
+
+
+def _quietly(action, *args):
+    """Run a recovery step; a path that has gone (or became unsafe) is not an error."""
+    try:
+        return action(*args)
+    except (FileNotFoundError, NotADirectoryError, UnsafePath):
+        return None
+
+
+def roll_back(root: Root, journal: dict, out: Output) -> None:
+    """Undo an uncommitted transaction, whatever step it reached (idempotent)."""
+    for op in reversed(journal["ops"]):
+        kind, path = op[0], op[1]
+        if kind == "put":
+            staged, backup = op[2], op[3]
+            _quietly(root.unlink, staged)
+            if backup is not None:
+                if root_exists(root, backup):
+                    _quietly(root.rename, backup, path)
+                    _quietly(root.unlink, backup)   # rename between two links of one file is a no-op
+            else:
+                _quietly(root.unlink, path)
+        elif kind == "remove":
+            if root_exists(root, op[2]):
+                _quietly(root.rename, op[2], path)
+        elif kind == "mkdir":
+            _quietly(root.rmdir, path)
+    for ref in journal["lists"]:
+        _quietly(root.unlink, FILES_DIR + "/" + ref)
+    for leftover in ("/status.tmp", "/journal.tmp", "/journal"):
+        _quietly(root.unlink, DB_DIR + leftover)
+    out.detail("rolled back transaction %s" % journal["txid"])
+
+
+def roll_forward(root: Root, journal: dict, out: Output) -> None:
+    """Finish a committed transaction: drop backups, remove emptied directories and
+    obsolete file lists, then the journal (idempotent)."""
+    for op in journal["ops"]:           # staged names were all renamed before the commit
+        if op[0] == "put" and op[3] is not None:
+            _quietly(root.unlink, op[3])
+        elif op[0] == "remove":
+            _quietly(root.unlink, op[2])
+    for op in sorted((op for op in journal["ops"] if op[0] == "rmdir"), key=lambda o: o[1], reverse=True):
+        _quietly(root.rmdir, op[1])
+    for ref in journal["obsolete"]:
+        _quietly(root.unlink, FILES_DIR + "/" + ref)
+    _quietly(root.unlink, JOURNAL)
+
+
+def settle(root: Root, journal: dict, out: Output) -> str:
+    """Roll a transaction forward when the database on disk holds its commit, back
+    otherwise (the database rename is the commit point)."""
+    if Database(root).load().txid == journal["txid"]:
+        roll_forward(root, journal, out)
+        return "rolled forward"
+    roll_back(root, journal, out)
+    return "rolled back"
+
+
+def root_exists(root: Root, path: str) -> bool:
+    try:
+        return root.lstat(path) is not None
+    except UnsafePath:
+        return False
+
+
+def read_journal(root: Root) -> dict | None:
+    """The journal of an interrupted transaction, or None; InvalidInput when damaged."""
+    try:
+        data = root.read(JOURNAL)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    if data is None:
+        return None
+    try:
+        journal = _msgpack().unpackb(data, raw=False)
+        journal["txid"], journal["ops"], journal["lists"], journal["obsolete"]
+    except (ValueError, TypeError, KeyError) as e:
+        raise InvalidInput("the journal %s is damaged (%s)" % (root.host_path(JOURNAL), e)) from None
+    return journal
+
+
+def recover(root: Root, out: Output) -> str | None:
+    """Finish or undo an interrupted transaction; returns what was done, or None."""
+    try:
+        root.dir_fd(DB_DIR)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    for debris in ("journal.tmp", "status.tmp"):
+        _quietly(root.unlink, DB_DIR + "/" + debris)
+    journal = read_journal(root)
+    if journal is None:
+        return None
+    done = settle(root, journal, out)
+    out.say("pm: %s an interrupted transaction" % ("finished" if done == "rolled forward" else "undid"))
+    return done
+
+
+# =============================================================================
+# 9. Scripts
+# =============================================================================
+
+INSTALL_SCRIPTS = ("api-pre-install", "api-post-install")
+UNINSTALL_SCRIPTS = ("api-pre-uninstall", "api-post-uninstall")
+OPM_SCRIPTS = ("api-pre-configure", "api-post-configure", "api-post-image",
+               "api-post-clients", "api-post-deploy")
+KNOWN_SCRIPTS = INSTALL_SCRIPTS + UNINSTALL_SCRIPTS + OPM_SCRIPTS
+
+
+def describe_exit(returncode: int) -> str:
+    """How a child process ended, for a message (subprocess's negative codes are signals)."""
+    return "exit %d" % returncode if returncode >= 0 else "killed by signal %d" % -returncode
+
+
+def run_script(root_path: str, content: bytes, script: str, package: str, version: str,
+               old_version: str, action: str, out: Output) -> str | None:
+    """Run one package script with the root as working directory and the PM_*
+    environment of SPEC §8.5; return None on success, else a one-line error.  The
+    script runs from a private copy outside the root (its stdout goes to stderr, so
+    that pm's own stdout stays a clean result)."""
+    import shutil
+    import subprocess
+    import tempfile
+    env = dict(os.environ, PM_ROOT=root_path, PM_PACKAGE=package, PM_VERSION=version,
+               PM_OLD_VERSION=old_version or "", PM_ACTION=action)
+    for name in ("PM_FAULT", "PM_FAULT_COUNT"):
+        env.pop(name, None)
+    workdir = tempfile.mkdtemp(prefix="pm-script-")
+    try:
+        path = os.path.join(workdir, script)
+        with open(path, "wb") as f:
+            f.write(content)
+        os.chmod(path, 0o700)
+        command = [path] if content.startswith(b"#!") else ["/bin/sh", path]
+        out.detail("running %s of %s" % (script, package))
+        sys.stdout.flush()
+        try:
+            result = subprocess.run(command, cwd=root_path, env=env, stdin=subprocess.DEVNULL,
+                                    stdout=sys.stderr.fileno())
+        except OSError as e:
+            return "%s of %s could not run: %s" % (script, package, e.strerror)
+        if result.returncode != 0:
+            return "%s of %s failed (%s)" % (script, package, describe_exit(result.returncode))
+        return None
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def run_pending_scripts(root: Root, db: Database, out: Output, sync: bool,
+                        txid: str | None = None) -> list:
+    """Run the post-scripts the database says are pending — those of transaction
+    ``txid`` after its commit, or all of them for ``pm recover`` — keeping failures
+    recorded; return their messages."""
+    failures, still_pending = [], []
+    for entry in db.pending:
+        if txid is not None and entry["txid"] != txid:
+            still_pending.append(entry)
+            continue
+        error = run_script(root.path, entry["content"], entry["script"], entry["package"],
+                           entry["version"], entry["old_version"], entry["action"], out)
+        if error:
+            failures.append(error)
+            still_pending.append(dict(entry, error=error))
+    if still_pending != db.pending:
+        db.pending = still_pending
+        atomic_write(root.dir_fd(DB_DIR), "status",
+                     db.status_bytes(db.txid, db.packages, db.pending), sync)
+    return failures
+
+
+# =============================================================================
+# 10. Planning install and uninstall
+# =============================================================================
+#
+# source -> plan -> destination: a plan is computed from the checked packages, the
+# database and the tree under the root, without changing anything; a dry run prints it,
+# a real run hands its operations to a Transaction.
+
+class ConfigFileDecision:
+    """What happens to a config file, from three sha256s: packaged before (A), on disk
+    (D), packaged now (N) — SPEC §8.4."""
+
+    WRITE = "write"                            # A=D=N, A=D≠N, or D absent
+    KEEP = "keep"                              # D≠A and N=A or N=D
+    KEEP_AND_WRITE_NEW = "keep-and-write-new"  # D≠A≠N≠D, or fresh install over a different file
+
+
+def decide_config_file(packaged_before, on_disk, packaged_now) -> str:
+    if on_disk is None:
+        return ConfigFileDecision.WRITE
+    if packaged_before is None:            # fresh install over an existing, unowned file
+        return ConfigFileDecision.KEEP if on_disk == packaged_now else \
+            ConfigFileDecision.KEEP_AND_WRITE_NEW
+    if on_disk == packaged_before:
+        return ConfigFileDecision.WRITE
+    if packaged_now in (packaged_before, on_disk):
+        return ConfigFileDecision.KEEP
+    return ConfigFileDecision.KEEP_AND_WRITE_NEW
+
+
+class Change:
+    """What one command does to one package: ``action`` is install, upgrade, reinstall,
+    downgrade, remove or purge; ``steps`` are the plan's lines ``(verb, path)``."""
+
+    def __init__(self, name: str, action: str, package: Package | None, old: dict | None):
+        self.name, self.action, self.package, self.old = name, action, package, old
+        self.version = package.version.text if package else old["version"]
+        self.old_version = old["version"] if old and old["state"] == STATE_INSTALLED else ""
+        self.steps: list[tuple] = []
+        self.gone_dirs: list[str] = []            # directories the package no longer has
+        self.record: dict | None = None          # the new database record (None: deleted)
+        self.entries: dict | None = None         # the new file list
+        self.pre_script: str | None = None
+        self.post_script: str | None = None
+        self.post_content: bytes | None = None
+
+    @property
+    def script_action(self) -> str:
+        return "uninstall" if self.action == "remove" else self.action
+
+    def heading(self) -> str:
+        if self.action in ("upgrade", "downgrade") or (self.action == "reinstall" and self.old_version):
+            return "%s %s %s -> %s" % (self.action, self.name, self.old_version, self.version)
+        return "%s %s %s" % (self.action, self.name, self.version)
+
+    def as_json(self) -> dict:
+        scripts = [s for s in (self.pre_script, self.post_script) if s]
+        return {"package": self.name, "action": self.action, "version": self.version,
+                "old_version": self.old_version or None,
+                "steps": [{"action": verb, "path": path} for verb, path in self.steps],
+                "scripts": scripts}
+
+
+class Planner:
+    """Computes the changes of one install or uninstall command against a database and
+    a root, and registers their operations in a Transaction."""
+
+    def __init__(self, root: Root, db: Database, out: Output, tx: Transaction):
+        self.root, self.db, self.out, self.tx = root, db, out, tx
+        self.owner: dict[str, str] = {}            # owned non-directory path -> package
+        self.dir_owners: dict[str, set] = {}
+        for name in db.packages:
+            for path, entry in db.files(name).items():
+                if entry.kind == "d":
+                    self.dir_owners.setdefault(path, set()).add(name)
+                else:
+                    self.owner[path] = name
+        self.made_dirs: set = set()
+        self.removed: set = set()                  # paths this command removes
+        self.changing: set = set()                 # packages this command installs or removes
+        self.stolen: dict[str, set] = {}           # package -> paths taken by --force-overwrite
+
+    # -- install ----------------------------------------------------------------------
+
+    def install(self, packages: list, reasons: dict, allow_same: bool = False,
+                no_deps: bool = False, force: bool = False) -> list:
+        """The changes installing ``packages`` makes, in dependency order; no-ops left
+        out (and said).  Refused on downgrade, unmet dependency, conflict."""
+        changes, names = [], set()
+        for package in packages:
+            if package.name in names:
+                raise Refused("package %s is given twice" % package.name)
+            names.add(package.name)
+            change = self._install_action(package, allow_same)
+            if change:
+                changes.append(change)
+        if not changes:
+            return []
+        self._check_relations(changes, no_deps)
+        changes = order_by_dependencies(changes)
+        self.changing = {c.name for c in changes}
+        claims = {}
+        for change in changes:
+            for member in change.package.members:
+                if member.kind != "d":
+                    if member.path in claims and not force:
+                        raise Refused("%s and %s both contain %s" % (claims[member.path], change.name, member.path))
+                    claims[member.path] = change.name
+        for change in changes:          # a directory where another package has a file or symlink
+            for member in change.package.members:
+                above = _ancestors(member.path) if member.kind != "d" else (member.path, *_ancestors(member.path))
+                for directory in above:
+                    if directory in claims:
+                        raise Refused("%s of %s needs a directory at %s, where %s has a file or symbolic link"
+                                      % (member.path, change.name, directory, claims[directory]))
+        conflicts = []
+        for change in changes:
+            self._plan_files(change, claims, force, conflicts)
+        self._plan_dir_removals(changes)
+        if conflicts:
+            shown = conflicts[:20] + (["... and %d more" % (len(conflicts) - 20)] if len(conflicts) > 20 else [])
+            raise Refused("file conflicts (use --force-overwrite to replace): " + "; ".join(shown))
+        for change in changes:
+            change.record = self._new_record(change, reasons)
+            self._plan_scripts(change)
+        return changes
+
+    def _install_action(self, package: Package, allow_same: bool) -> Change | None:
+        old = self.db.get(package.name)
+        if not old or old["state"] != STATE_INSTALLED:
+            return Change(package.name, "install", package, old)
+        installed = Version.parse(old["version"])
+        if package.version.unversioned or installed.unversioned:
+            return Change(package.name, "reinstall" if package.version.text == old["version"]
+                          else "upgrade", package, old)
+        if package.version == installed:
+            if not allow_same:
+                self.out.say("%s %s is already installed" % (package.name, old["version"]))
+                return None
+            return Change(package.name, "reinstall", package, old)
+        if package.version < installed:
+            if not allow_same:
+                raise Refused("%s %s is installed; %s would be a downgrade (use --allow-same-version)"
+                              % (package.name, old["version"], package.version))
+            return Change(package.name, "downgrade", package, old)
+        return Change(package.name, "upgrade", package, old)
+
+    def _check_relations(self, changes: list, no_deps: bool) -> None:
+        final = {n: (r["version"], r["manifest"]) for n, r in self.db.installed().items()}
+        for change in changes:
+            final[change.name] = (change.version, change.package.manifest)
+        problems = []
+        if not no_deps:
+            for change in changes:
+                problems += unmet_dependencies(change.name, change.package.manifest, final, self.out)
+            new_names = {c.name for c in changes}
+            for name, (version, manifest) in final.items():
+                if name not in new_names:
+                    needs = manifest_dependencies(manifest)
+                    if new_names & set(needs):
+                        problems += unmet_dependencies(name, manifest, final, self.out)
+        for change in changes:
+            problems += conflicts_with(change.name, change.package.manifest, final)
+        if problems:
+            raise Refused("; ".join(problems))
+
+    def _ensure_dir(self, change: Change, path: str, mode: int, shown: bool = True) -> None:
+        if path == "/" or path in self.made_dirs:
+            return
+        self._ensure_dir(change, parent_of(path), 0o755, shown)
+        self.made_dirs.add(path)
+        st = self.root.lstat(path)
+        if st is None:
+            self.tx.mkdir(path, mode)
+            if shown:
+                change.steps.append(("mkdir", path))
+        elif stat.S_ISLNK(st.st_mode):
+            raise UnsafePath.symlink(path)
+        elif not stat.S_ISDIR(st.st_mode):
+            raise Refused("%s is a file on disk, but %s has a directory there" % (path, change.name))
+
+    def _plan_files(self, change: Change, claims: dict, force: bool, conflicts: list) -> None:
+        package, name, tx = change.package, change.name, self.tx
+        old_entries = self.db.files(name) if change.old else {}
+        old_config = set(change.old["config"]) if change.old else set()
+        is_config = config_matcher(package.manifest)
+        entries = {}
+        for member in package.members:
+            path = member.path
+            self._ensure_dir(change, parent_of(path), 0o755)
+            for ancestor in _ancestors(path):
+                entries.setdefault(ancestor, FileEntry("d", 0o755))
+            if member.kind == "d":
+                self._ensure_dir(change, path, member.mode)
+                entries[path] = FileEntry("d", member.mode)
+                continue
+            st = self.root.lstat(path)
+            owner = self.owner.get(path)
+            if st is not None and stat.S_ISDIR(st.st_mode):
+                conflicts.append("%s is a directory on disk" % path)
+                continue
+            if owner is not None and owner != name and owner not in self.changing:
+                if not force:
+                    conflicts.append("%s (owned by %s)" % (path, owner))
+                    continue
+                self.stolen.setdefault(owner, set()).add(path)
+                self.out.warn("%s takes over %s from %s" % (name, path, owner))
+            config = member.kind == "f" and is_config(path)
+            if owner is None and st is not None and not config:
+                if not force:
+                    conflicts.append("%s (exists on disk, owned by no package)" % path)
+                    continue
+                self.out.warn("%s replaces %s, which no package owned" % (name, path))
+            if config:
+                before = old_entries.get(path)
+                packaged_before = before.digest if before is not None and before.kind == "f" \
+                    and owner == name else None
+                on_disk = None if st is None else (
+                    self.root.digest(path) if stat.S_ISREG(st.st_mode) else b"not a regular file")
+                digest = package.config_digests[path]
+                decision = decide_config_file(packaged_before, on_disk, digest)
+                if decision == ConfigFileDecision.WRITE:
+                    tx.put_member(path, package, member, st is not None)
+                    change.steps.append(("replace" if st is not None else "write", path))
+                elif decision == ConfigFileDecision.KEEP:
+                    change.steps.append(("keep", path))
+                else:
+                    new_path = path + ".pm-new"
+                    st_new = self.root.lstat(new_path)
+                    if st_new is not None and stat.S_ISDIR(st_new.st_mode):
+                        conflicts.append("%s is a directory on disk" % new_path)
+                        continue
+                    tx.put_member(new_path, package, member, st_new is not None)
+                    change.steps.append(("keep", path))
+                    change.steps.append(("write-new", new_path))
+                entries[path] = FileEntry("f", member.mode, member.size, digest)
+            else:
+                entry = entries[path] = FileEntry(member.kind, member.mode, member.size, None, member.link)
+                tx.put_member(path, package, member, st is not None, entry if member.kind == "f" else None)
+                change.steps.append(("replace" if st is not None else "write", path))
+        for path, entry in old_entries.items():
+            if path in entries or entry.kind == "d" or claims.get(path, name) != name:
+                continue
+            st = self.root.lstat(path)
+            if st is None:
+                continue
+            if path in old_config and stat.S_ISREG(st.st_mode) and self.root.digest(path) != entry.digest:
+                change.steps.append(("keep-modified", path))
+                self.out.warn("%s is no longer a config file of %s; kept because it was modified" % (path, name))
+                continue
+            if stat.S_ISDIR(st.st_mode) != (entry.kind == "d"):
+                continue
+            tx.remove(path)
+            self.removed.add(path)
+            change.steps.append(("remove", path))
+        change.gone_dirs = [p for p, e in old_entries.items() if e.kind == "d" and p not in entries]
+        change.entries = entries
+
+    def _plan_dir_removals(self, changes: list) -> None:
+        """Plan removal of the directories the changes leave (deepest first) that no
+        package owns after this command and that will be empty once the paths this
+        command removes are gone (SPEC §8.3: directories are shared)."""
+        owned_after = {p for p, owners in self.dir_owners.items() if owners - self.changing}
+        for change in changes:
+            if change.entries:
+                owned_after.update(p for p, e in change.entries.items() if e.kind == "d")
+        candidates = sorted(((p, c) for c in changes for p in c.gone_dirs), key=lambda pc: pc[0], reverse=True)
+        for path, change in candidates:
+            if path == "/" or path in owned_after or path in self.removed:
+                continue
+            st = self.root.lstat(path)
+            if st is None or not stat.S_ISDIR(st.st_mode):
+                continue
+            children = {path.rstrip("/") + "/" + child for child in self.root.listdir(path)}
+            if children <= self.removed:
+                self.tx.rmdir_later(path)
+                self.removed.add(path)
+                if not path.startswith(DB_DIR + "/"):       # pm's own directories are not news
+                    change.steps.append(("rmdir", path))
+
+    def _new_record(self, change: Change, reasons: dict) -> dict:
+        manifest = change.package.manifest
+        is_config = config_matcher(manifest)
+        reason = reasons.get(change.name)
+        if reason is None:
+            reason = change.old["reason"] if change.old else REASON_EXPLICIT
+        import time
+        return {"version": change.version, "manifest": manifest, "state": STATE_INSTALLED,
+                "reason": reason, "time": int(time.time()), "files": "",
+                "config": sorted(p for p, e in change.entries.items() if e.kind == "f" and is_config(p)),
+                "size": sum(e.size for e in change.entries.values())}
+
+    def _plan_scripts(self, change: Change) -> None:
+        scripts = change.package.scripts
+        script_dir = SCRIPTS_DIR + "/" + change.name
+        known = {s: c for s, c in scripts.items() if s in KNOWN_SCRIPTS}
+        if known:
+            self._ensure_dir(change, script_dir, 0o755, shown=False)
+        for script, content in sorted(known.items()):
+            exists = self.root.lstat(script_dir + "/" + script) is not None
+            self.tx.put_bytes(script_dir + "/" + script, content, 0o755, exists)
+        if change.old and change.old["state"] == STATE_INSTALLED:
+            for script in self._kept_scripts(change.name):
+                if script not in known:
+                    self.tx.remove(script_dir + "/" + script)
+        if "api-pre-install" in known:
+            change.pre_script = "api-pre-install"
+        if "api-post-install" in known:
+            change.post_script = "api-post-install"
+            change.post_content = known["api-post-install"]
+
+    def _kept_scripts(self, name: str) -> list:
+        try:
+            return sorted(s for s in self.root.listdir(SCRIPTS_DIR + "/" + name) if s in KNOWN_SCRIPTS)
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+
+    # -- uninstall --------------------------------------------------------------------
+
+    def uninstall(self, names: list, purge: bool = False, recursive: bool = False) -> list:
+        """The changes uninstalling ``names`` makes (dependents first); refused while an
+        installed package needs one of them, unless ``recursive`` removes those too."""
+        targets = []
+        for name in names:
+            record = self.db.get(name)
+            if record is None:
+                self.out.say("%s is not installed" % name)
+            elif record["state"] != STATE_INSTALLED and not purge:
+                self.out.say("%s is already removed (its config files remain; --purge removes them)" % name)
+            elif name not in targets:
+                targets.append(name)
+        if not targets:
+            return []
+        targets = self._with_dependents(targets, recursive)
+        self.changing = set(targets)
+        changes = [Change(name, "purge" if purge else "remove", None, self.db.get(name)) for name in targets]
+        for change in changes:
+            self._plan_removal(change, purge)
+        self._plan_dir_removals(changes)
+        installed = [c for c in changes if c.old["state"] == STATE_INSTALLED]
+        ordered = order_by_dependencies(installed, manifests={c.name: c.old["manifest"] for c in installed})
+        ordered.reverse()
+        return ordered + [c for c in changes if c not in installed]
+
+    def _with_dependents(self, targets: list, recursive: bool) -> list:
+        installed = self.db.installed()
+        removing = set(targets)
+        while True:
+            final = {n: (r["version"], r["manifest"]) for n, r in installed.items() if n not in removing}
+            needing = []
+            for name, (version, manifest) in sorted(final.items()):
+                for dep in manifest_dependencies(manifest):
+                    if dep in removing and unmet_dependencies(name, manifest, final, None):
+                        needing.append((name, dep))
+            if not needing:
+                return targets
+            if not recursive:
+                raise Refused("; ".join("%s is needed by %s" % (dep, name) for name, dep in needing) +
+                              " (use --recursive to remove them too)")
+            for name, _ in needing:
+                if name not in removing:
+                    removing.add(name)
+                    targets.append(name)
+
+    def _plan_removal(self, change: Change, purge: bool) -> None:
+        """Files and scripts to remove for one package; without ``purge`` its config files
+        stay, recorded as ``config-remaining``."""
+        record = change.old
+        entries = self.db.files(change.name)
+        config = set(record["config"])
+        remaining = {}
+        for path in sorted(entries, reverse=True):
+            entry = entries[path]
+            if entry.kind == "d":
+                continue
+            if path in config and not purge:
+                remaining[path] = entry
+                change.steps.append(("keep", path))
+                continue
+            self._remove_if_present(change, path, entry.kind)
+            if path in config:
+                self._remove_if_present(change, path + ".pm-new", "f")
+        for path in list(remaining):
+            for ancestor in _ancestors(path):
+                remaining[ancestor] = entries.get(ancestor) or FileEntry("d", 0o755)
+        change.gone_dirs = [p for p, e in entries.items() if e.kind == "d" and p not in remaining]
+        if record["state"] == STATE_INSTALLED:
+            script_dir = SCRIPTS_DIR + "/" + change.name
+            kept = self._kept_scripts(change.name)
+            for script in kept:
+                self.tx.remove(script_dir + "/" + script)
+                self.removed.add(script_dir + "/" + script)
+            if self.root.lstat(script_dir) is not None:
+                change.gone_dirs.append(script_dir)
+            if "api-pre-uninstall" in kept:
+                change.pre_script = "api-pre-uninstall"
+            if "api-post-uninstall" in kept:
+                change.post_script = "api-post-uninstall"
+                change.post_content = self.root.read(script_dir + "/api-post-uninstall")
+        if any(e.kind != "d" for e in remaining.values()):
+            change.entries = remaining
+            change.record = dict(record, state=STATE_CONFIG_REMAINING,
+                                 config=sorted(p for p in remaining if p in config))
+        else:
+            change.record = None
+
+    def _remove_if_present(self, change: Change, path: str, kind: str) -> None:
+        """Remove ``path`` when it is on disk as the kind recorded (a directory where a
+        file was recorded is somebody else's now, and stays)."""
+        st = self.root.lstat(path)
+        if st is not None and not stat.S_ISDIR(st.st_mode) and kind != "d":
+            self.tx.remove(path)
+            self.removed.add(path)
+            change.steps.append(("remove", path))
+
+    # -- the new database -------------------------------------------------------------
+
+    def new_packages(self, changes: list) -> dict:
+        """The database records after ``changes``, with the file lists they need
+        registered in the transaction (digests of staged files are filled in after
+        staging by ``finish_records``)."""
+        packages = dict(self.db.packages)
+        for change in changes:
+            if change.record is None:
+                packages.pop(change.name, None)
+            else:
+                packages[change.name] = change.record
+            if change.old:
+                self.tx.obsolete_lists.append(change.old["files"])
+        for owner, paths in self.stolen.items():
+            if owner in packages and owner not in {c.name for c in changes}:
+                entries = {p: e for p, e in self.db.files(owner).items() if p not in paths}
+                record = dict(packages[owner])
+                record["files"] = self.tx.add_file_list(owner, entries)
+                self.tx.obsolete_lists.append(packages[owner]["files"])
+                packages[owner] = record
+        for change in changes:
+            if change.record is not None:
+                change.record["files"] = self.tx.add_file_list(change.name, change.entries)
+        return packages
+
+
+def refuse_writes_through_symlinks(root: Root, packages: list) -> None:
+    """Refuse packages with members below a symbolic link already in the root before the
+    lock is taken, so that the refusal writes nothing, not even the lock (the planner
+    checks again under the lock)."""
+    directories = set()
+    for package in packages:
+        for member in package.members:
+            directories.update(_ancestors(member.path))
+            if member.kind == "d":
+                directories.add(member.path)
+    absent = set()
+    for path in sorted(directories):          # parents before children
+        if parent_of(path) in absent:
+            absent.add(path)
+            continue
+        st = root.lstat(path)
+        if st is not None and stat.S_ISLNK(st.st_mode):
+            raise UnsafePath.symlink(path)
+        if st is None or not stat.S_ISDIR(st.st_mode):
+            absent.add(path)
+
+
+def _ancestors(path: str):
+    """The directories above ``path``, nearest first, without ``/``."""
+    while True:
+        path = parent_of(path)
+        if path == "/":
+            return
+        yield path
+
+
+def unmet_dependencies(name: str, manifest: dict, available: dict, out: Output | None) -> list:
+    """Messages for each dependency of ``name`` that ``available`` ({name: (version,
+    manifest)}) does not satisfy, by name or by ``provides``."""
+    problems = []
+    for dep, constraint in manifest_dependencies(manifest).items():
+        if dep in available:
+            version = Version.parse(available[dep][0])
+            if version.unversioned and not constraint.is_any and out is not None:
+                out.warn("%s is unversioned (oppm); assuming it satisfies %s %s" % (dep, dep, constraint))
+            if constraint.allows(version, pre=True):
+                continue
+            problems.append("%s needs %s %s, but %s is %s" % (name, dep, constraint, dep, version))
+            continue
+        if constraint.is_any and any(dep in m.get("provides", ()) for _, m in available.values()):
+            continue
+        problems.append("%s needs %s%s, which is not installed" %
+                        (name, dep, "" if constraint.is_any else " " + str(constraint)))
+    return problems
+
+
+def conflicts_with(name: str, manifest: dict, available: dict) -> list:
+    """Messages for each conflict between ``name`` and the other ``available`` packages,
+    declared on either side."""
+    problems = []
+    version = Version.parse(manifest["version"])
+    for other, (other_version, other_manifest) in available.items():
+        if other == name:
+            continue
+        mine = manifest_dependencies(manifest, "conflicts").get(other)
+        if mine and mine.allows(Version.parse(other_version), pre=True):
+            problems.append("%s conflicts with %s %s" % (name, other, other_version))
+        theirs = manifest_dependencies(other_manifest, "conflicts").get(name)
+        if theirs and theirs.allows(version, pre=True):
+            problems.append("%s %s conflicts with %s" % (other, other_version, name))
+    return problems
+
+
+def order_by_dependencies(changes: list, manifests: dict | None = None) -> list:
+    """``changes`` with each package after the ones it depends on (ties by name; a
+    cycle is broken at its alphabetically first package)."""
+    by_name = {c.name: c for c in changes}
+    needs = {}
+    for change in changes:
+        manifest = manifests[change.name] if manifests else change.package.manifest
+        needs[change.name] = sorted(d for d in manifest_dependencies(manifest) if d in by_name and d != change.name)
+    ordered, placed, visiting = [], set(), set()
+
+    def visit(name):
+        if name in placed or name in visiting:
+            return
+        visiting.add(name)
+        for dep in needs[name]:
+            visit(dep)
+        visiting.discard(name)
+        placed.add(name)
+        ordered.append(by_name[name])
+
+    for name in sorted(by_name):
+        visit(name)
+    return ordered
+
+
+# =============================================================================
+# 11. Resolver
+# =============================================================================
+#
+# pm's own resolver.  It chooses one candidate (a version from a source, a package file
+# from the command line, or the installed package) for every name that some requirement
+# reaches, so that every dependency holds and no two chosen packages conflict — the
+# newest candidates allowed, while installed packages keep their version unless asked
+# to move or forced by a requirement.
+#
+# The search is depth first over names, in the order requirements first reach them,
+# trying each name's candidates best first.  When a name has no acceptable candidate it
+# jumps back to the latest decision that caused the failure (conflict-directed
+# backjumping), not merely the latest decision, so that unrelated choices are not
+# retried.  The work is bounded (MAX_RESOLVER_STEPS).  When there is no solution, the
+# error names the requirements that clashed and the chain of packages that led to each.
+
+MAX_RESOLVER_STEPS = 100_000   # candidate tries; a solvable closure needs about one per package
+MAX_EXPLAINED = 4              # requirements and reasons quoted in one explanation
+
+REQUESTED = "requested"        # root requirements come from the command line...
+INSTALLED = "installed"        # ...or keep an installed package installed
+
+
+class Candidate:
+    """One installable version of a package: from a source (``source`` and its index
+    ``entry``), from a package file given on the command line (``package``), or the
+    installed package (``installed``)."""
+
+    __slots__ = ("name", "version", "manifest", "installed", "source", "entry", "package",
+                 "_dependencies", "_conflicts", "unless")
+
+    def __init__(self, manifest: dict, installed: bool = False, source=None, entry=None,
+                 package=None):
+        self.name = manifest["package"]
+        self.version = Version.parse(manifest["version"])
+        self.manifest = manifest
+        self.installed, self.source, self.entry, self.package = installed, source, entry, package
+        self._dependencies = self._conflicts = None
+        self.unless: dict = {}   # dependencies set aside: {name: Constraint} holding only if installed
+
+    @property
+    def dependencies(self) -> dict:
+        """``{name: Constraint}`` this candidate needs."""
+        if self._dependencies is None:
+            self._dependencies = manifest_dependencies(self.manifest)
+        return self._dependencies
+
+    @property
+    def conflicts(self) -> dict:
+        """``{name: Constraint}`` this candidate cannot be installed with."""
+        if self._conflicts is None:
+            self._conflicts = manifest_dependencies(self.manifest, "conflicts")
+        return self._conflicts
+
+    @property
+    def provides(self) -> list:
+        return self.manifest.get("provides", ())
+
+    @property
+    def hidden(self) -> bool:
+        return self.manifest.get("hidden") is True
+
+    def describe(self) -> str:
+        where = " (installed)" if self.installed else " (file)" if self.package is not None else ""
+        return "%s %s%s" % (self.name, self.version, where)
+
+    def __repr__(self):
+        return "Candidate(%s)" % self.describe()
+
+
+class Pool:
+    """The candidates one resolution chooses from.  Add the installed packages first,
+    then package files, then each source's candidates in the order of the sources: among
+    equal versions the first added is preferred."""
+
+    def __init__(self):
+        self.installed: dict = {}        # name -> the installed candidate
+        self.pinned: dict = {}           # name -> the candidate of a package file
+        self._by_name: dict = {}         # name -> candidates
+        self._unsorted: set = set()
+        self._providers: dict = {}       # name -> candidates of other names providing it
+
+    def add(self, candidate: Candidate) -> None:
+        name = candidate.name
+        if candidate.installed:
+            self.installed[name] = candidate
+        elif candidate.package is not None:
+            if name in self.pinned:
+                raise Refused("package %s is given twice" % name)
+            self.pinned[name] = candidate
+        self._by_name.setdefault(name, []).append(candidate)
+        self._unsorted.add(name)
+        for provided in candidate.provides:
+            if provided != name:
+                self._providers.setdefault(provided, []).append(candidate)
+
+    def candidates(self, name: str) -> list:
+        """The candidates named ``name``, newest first (equal versions in the order they
+        were added); a package file given is the only candidate of its name."""
+        pinned = self.pinned.get(name)
+        if pinned is not None:
+            return [pinned]
+        if name in self._unsorted:
+            self._by_name[name].sort(key=lambda c: c.version.key, reverse=True)   # stable
+            self._unsorted.discard(name)
+        return self._by_name.get(name, [])
+
+    def providers(self, name: str) -> list:
+        """Candidates of other names that provide ``name``, newest first; hidden ones
+        are left out unless installed (SPEC §4: hidden is no install candidate)."""
+        found = [c for c in self._providers.get(name, ()) if (c.installed or not c.hidden)
+                 and self.pinned.get(c.name, c) is c]
+        found.sort(key=lambda c: (c.name, c.version.key), reverse=True)
+        return found
+
+    def names(self) -> list:
+        return sorted(self._by_name)
+
+    def set_aside_unmet(self) -> list:
+        """Set aside the dependencies the installed packages do not meet now (as
+        --no-deps may leave them), and return a message for each: a resolution then
+        leaves such a package as it is instead of failing over it, and only holds the
+        constraint if the dependency gets installed."""
+        messages = []
+        for name, candidate in sorted(self.installed.items()):
+            unmet = []
+            for dependency, constraint in candidate.dependencies.items():
+                there = self.installed.get(dependency)
+                if there is not None and constraint.allows(there.version, True):
+                    continue
+                if there is None and constraint.is_any and any(
+                        dependency in c.provides for c in self.installed.values()):
+                    continue
+                unmet.append(dependency)
+                messages.append("%s needs %s%s, which is not installed; left as it is" % (
+                    candidate.describe(), dependency, "" if constraint.is_any else " " + str(constraint)))
+            if unmet:
+                candidate.unless = {d: c for d, c in candidate.dependencies.items() if d in unmet and not c.is_any}
+                candidate._dependencies = {d: c for d, c in candidate.dependencies.items() if d not in unmet}
+        return messages
+
+    def knows(self, name: str) -> bool:
+        """True when some candidate is named ``name`` or provides it."""
+        return bool(self._by_name.get(name)) or bool(self.providers(name))
+
+
+class Requirement:
+    """``name`` must be installed at a version ``constraint`` allows.  ``parent`` is the
+    candidate that needs it; a root requirement has none and ``origin`` says why
+    (REQUESTED or INSTALLED)."""
+
+    __slots__ = ("name", "constraint", "parent", "origin")
+
+    def __init__(self, name: str, constraint: Constraint, parent: Candidate | None = None,
+                 origin: str = REQUESTED):
+        self.name, self.constraint, self.parent, self.origin = name, constraint, parent, origin
+
+    def __repr__(self):
+        return "Requirement(%s %s)" % (self.name, self.constraint)
+
+
+class Unsatisfiable(Refused):
+    """No choice of candidates meets every requirement; the message explains why."""
+
+
+class _Frame:
+    """One decision of the search: the name, its candidates in order of preference, the
+    next one to try, and the decision levels blamed for the candidates that failed."""
+
+    __slots__ = ("slot", "mark", "options", "next", "blame", "reasons", "rejected", "passed")
+
+    def __init__(self, slot: str, mark: int):
+        self.slot, self.mark = slot, mark
+        self.options: list = []
+        self.next = 0
+        self.blame: set = set()
+        self.reasons: list = []          # why candidates failed, for the explanation
+        self.rejected: list = []         # candidates no requirement on the name allows
+        self.passed = False              # some candidate was accepted at least once
+
+
+class Resolver:
+    """Chooses one candidate per needed name from a Pool (see the section comment).
+
+    ``upgrade`` is a set of names, or True for every name, that prefer their newest
+    candidate to the installed one; other installed packages keep their version unless
+    a requirement needs a newer one.  Candidates older than the installed version are
+    left out unless ``allow_downgrade``; ``reinstall`` names prefer a source's copy of
+    the installed version.  Pre-releases are chosen only with ``pre`` or when a
+    constraint names one (an installed pre-release is always acceptable).
+    """
+
+    def __init__(self, pool: Pool, pre: bool = False, allow_downgrade: bool = False,
+                 upgrade=(), reinstall=(), max_steps: int = MAX_RESOLVER_STEPS):
+        self.pool, self.pre, self.allow_downgrade = pool, pre, allow_downgrade
+        self.upgrade, self.reinstall, self.max_steps = upgrade, set(reinstall), max_steps
+        self.steps = 0
+
+    def resolve(self, requirements: list) -> dict:
+        """The chosen candidates by name (installed ones included) such that every
+        requirement and every dependency of a chosen candidate holds and no chosen
+        candidates conflict; raises Unsatisfiable, with an explanation, otherwise."""
+        self.chosen: dict = {}        # name -> candidate (a provider may fill a virtual name)
+        self.level: dict = {}         # name -> decision level of its choice
+        self.criteria: dict = {}      # name -> requirements on it
+        self.order: list = []         # required names, in the order requirements reached them
+        self.trail: list = []         # undo log
+        self.conflicting: dict = {}   # name -> [(constraint, declaring candidate, is a set-aside need)]
+        self.provided: dict = {}      # name -> chosen candidates providing it
+        self.failures: dict = {}      # name -> [count, explanation of its first failure]
+        self.steps = 0
+        self.rank = self._rank_names([r.name for r in requirements])
+        self.open: list = []          # heap of (rank, name) of names needing a decision
+        for requirement in requirements:
+            self._require(requirement)
+        frames: list = []
+        while True:
+            slot = self._next_open()
+            if slot is None:
+                return {name: c for name, c in self.chosen.items() if c.name == name}
+            frame = _Frame(slot, len(self.trail))
+            self._fill_options(frame)
+            frames.append(frame)
+            while not self._advance(frame, len(frames) - 1):
+                blame = self._exhausted(frame, len(frames) - 1)
+                if not blame:
+                    raise Unsatisfiable("dependencies cannot be satisfied: " + self._explanation())
+                target = max(blame)       # the latest decision that took part in the failure
+                del frames[target + 1:]
+                frame = frames[target]
+                frame.blame |= blame
+                self._undo(frame.mark)
+                self._reopen()
+
+    # -- the search ---------------------------------------------------------------------
+
+    def _rank_names(self, roots: list) -> dict:
+        """Number the names reachable from ``roots`` so that each comes after every name
+        that may depend on it (a topological order of the names' dependency graph, over
+        all their candidates; a cycle is broken anywhere).  Deciding names in this order,
+        no new requirement reaches a name after its choice, so little is ever undone."""
+        def successors(name):
+            following = set()
+            for candidate in self.pool.candidates(name):
+                following.update(candidate.dependencies)
+            following.update(p.name for p in self.pool.providers(name))
+            following.discard(name)
+            return iter(sorted(following))
+
+        finished, seen = [], set()
+        for root in reversed(roots):         # so that unrelated roots keep their order
+            if root in seen:
+                continue
+            seen.add(root)
+            stack = [(root, successors(root))]
+            while stack:
+                name, following = stack[-1]
+                for successor in following:
+                    if successor not in seen:
+                        seen.add(successor)
+                        stack.append((successor, successors(successor)))
+                        break
+                else:
+                    stack.pop()
+                    finished.append(name)
+        return {name: rank for rank, name in enumerate(reversed(finished))}
+
+    def _next_open(self):
+        """The name to decide next: the lowest ranked one required and not chosen."""
+        import heapq
+        while self.open:
+            _, name = heapq.heappop(self.open)
+            if name in self.criteria and name not in self.chosen:
+                return name
+        return None
+
+    def _reopen(self) -> None:
+        """After going back, every required name not chosen is open again."""
+        import heapq
+        self.open = [(self.rank[name], name) for name in self.order if name not in self.chosen]
+        heapq.heapify(self.open)
+
+    def _allows(self, requirement: Requirement, candidate: Candidate) -> bool:
+        """True when ``candidate`` meets ``requirement`` (a provider meets only "any")."""
+        if candidate.name != requirement.name:          # a provider: only "any version"
+            return requirement.constraint.is_any
+        return requirement.constraint.allows(candidate.version, self.pre or candidate.installed)
+
+    def _downgrade(self, candidate: Candidate) -> bool:
+        """True when choosing ``candidate`` would move its installed package to an older
+        version without ``allow_downgrade`` (files are left to the Planner to refuse)."""
+        installed = self.pool.installed.get(candidate.name)
+        return (installed is not None and not self.allow_downgrade and candidate is not installed
+                and candidate.package is None and not candidate.version.unversioned
+                and not installed.version.unversioned and candidate.version < installed.version)
+
+    def _ordered(self, name: str) -> list:
+        """The candidates named ``name`` in order of preference."""
+        candidates = self.pool.candidates(name)
+        installed = self.pool.installed.get(name)
+        if installed is None or name in self.pool.pinned:
+            return candidates
+        same = [c for c in candidates if c.version == installed.version and c is not installed]
+        others = [c for c in candidates if c.version != installed.version]
+        if name in self.reinstall:
+            same.append(installed)
+        else:
+            same = [installed]
+        if self.upgrade is True or name in self.upgrade:
+            newer = [c for c in others if c.version > installed.version]
+            return newer + same + [c for c in others if c.version < installed.version]
+        return same + others
+
+    def _fill_options(self, frame: _Frame) -> None:
+        """The candidates of the frame's name that its requirements allow, best first;
+        the others are blamed on the decisions that made those requirements."""
+        slot = frame.slot
+        criteria = self.criteria[slot]
+        options = []
+        for candidate in self._ordered(slot):
+            failing = next((r for r in criteria if not self._allows(r, candidate)), None)
+            if failing is not None:
+                if failing.parent is not None:
+                    frame.blame.add(self.level[failing.parent.name])
+                frame.rejected.append(candidate)
+            elif self._downgrade(candidate):
+                frame.reasons.append("%s would be a downgrade from %s (use --allow-same-version)"
+                                     % (candidate.describe(), self.pool.installed[slot].version))
+            else:
+                options.append(candidate)
+        if all(r.constraint.is_any for r in criteria):
+            providers = self.pool.providers(slot)
+            preferred = [p for p in providers if self.chosen.get(p.name) is p
+                         or (p.installed and p.name not in self.chosen)]
+            options = preferred + options + [p for p in providers if p not in preferred]
+        frame.options = options
+
+    def _advance(self, frame: _Frame, level: int) -> bool:
+        """Choose the frame's next acceptable candidate; False when none is left."""
+        while frame.next < len(frame.options):
+            candidate = frame.options[frame.next]
+            frame.next += 1
+            self.steps += 1
+            if self.steps > self.max_steps:
+                explained = self._explanation()
+                raise Unsatisfiable("dependency resolution gave up after %d steps%s" % (
+                    self.max_steps, "; the last problem: " + explained if self.failures else ""))
+            failure = self._try(frame.slot, candidate, level)
+            if failure is None:
+                frame.passed = True
+                return True
+            blame, reason = failure
+            frame.blame |= blame
+            if reason and len(frame.reasons) < MAX_EXPLAINED:
+                frame.reasons.append(reason)
+        return False
+
+    def _exhausted(self, frame: _Frame, level: int) -> set:
+        """The decisions to blame once every candidate of the frame failed: those its
+        candidates' failures named and those that required its name at all."""
+        if not frame.passed:
+            record = self.failures.get(frame.slot)
+            if record is None:
+                self.failures[frame.slot] = [1, self._explain(frame)]
+            else:
+                record[0] += 1
+        blame = set(frame.blame)
+        for requirement in self.criteria[frame.slot]:
+            if requirement.parent is not None:
+                blame.add(self.level[requirement.parent.name])
+        blame.discard(level)
+        return {b for b in blame if b < level}
+
+    def _try(self, slot: str, candidate: Candidate, level: int):
+        """Choose ``candidate`` for ``slot`` and require its dependencies; None when that
+        holds, else ``(levels to blame, reason)`` with nothing changed."""
+        name = candidate.name
+        if name != slot:                          # a provider filling a virtual name
+            current = self.chosen.get(name)
+            if current is not None and current is not candidate:
+                return {self.level[name]}, "%s provides %s, but %s is chosen" % (
+                    candidate.describe(), slot, current.describe())
+            if current is None:
+                failing = next((r for r in self.criteria.get(name, ()) if not self._allows(r, candidate)), None)
+                if failing is not None:
+                    blame = {self.level[failing.parent.name]} if failing.parent is not None else set()
+                    return blame, "%s does not fit: %s" % (candidate.describe(), self._need(failing))
+                if self._downgrade(candidate):
+                    return set(), None
+            else:
+                self._choose(slot, candidate, level)
+                return None
+        clash = self._clash(candidate)
+        if clash is not None:
+            return clash
+        mark = len(self.trail)
+        self._choose(slot, candidate, level)
+        if name != slot:
+            self._choose(name, candidate, level)
+        for relations, needed in ((candidate.conflicts, False), (candidate.unless, True)):
+            for other, constraint in relations.items():
+                self.conflicting.setdefault(other, []).append((constraint, candidate, needed))
+                self.trail.append(("conflict", other))
+        for provided in candidate.provides:
+            self.provided.setdefault(provided, []).append(candidate)
+            self.trail.append(("provide", provided))
+        for dependency, constraint in candidate.dependencies.items():
+            requirement = Requirement(dependency, constraint, candidate)
+            current = self._require(requirement)
+            if current is not None:
+                failure = {self.level[dependency]}, self._why_not(candidate, requirement, current)
+                self._undo(mark)
+                return failure
+        return None
+
+    def _why_not(self, candidate: Candidate, requirement: Requirement, current: Candidate) -> str:
+        """Why ``candidate``'s ``requirement`` rules out the chosen ``current``: the other
+        requirements that rule out every version it would accept, when they do."""
+        name = requirement.name
+        needs = "%s needs %s %s" % (candidate.describe(), name, requirement.constraint)
+        blockers = []
+        for other in self.pool.candidates(name):
+            if other is current or not self._allows(requirement, other):
+                continue
+            failing = next((r for r in self.criteria[name][:-1] if not self._allows(r, other)), None)
+            if failing is None:
+                return "%s, but %s is chosen" % (needs, self._chosen_because(current))
+            if failing not in blockers:
+                blockers.append(failing)
+        if not blockers:
+            return "%s, but %s is chosen and no other version fits" % (needs, self._chosen_because(current))
+        return "%s, but %s" % (needs, "; ".join(self._need(b) for b in blockers[:MAX_EXPLAINED]))
+
+    def _clash(self, candidate: Candidate):
+        """``(levels, reason)`` when ``candidate`` conflicts with a chosen package (declared
+        on either side; a conflict with any version of a name also covers its providers),
+        or breaks a dependency set aside (Pool.set_aside_unmet)."""
+        for other, constraint in candidate.unless.items():
+            chosen = self.chosen.get(other)
+            if chosen is not None and chosen.name == other and not constraint.allows(chosen.version, True):
+                return {self.level[other]}, "%s needs %s %s, but %s is chosen" % (
+                    candidate.describe(), other, constraint, self._chosen_because(chosen))
+        for other, constraint in candidate.conflicts.items():
+            chosen = self.chosen.get(other)
+            if chosen is not None and chosen.name == other and chosen is not candidate \
+                    and constraint.allows(chosen.version, True):
+                return {self.level[other]}, "%s conflicts with %s" % (candidate.describe(), chosen.describe())
+            if constraint.is_any:
+                for provider in self.provided.get(other, ()):
+                    if provider is not candidate:
+                        return {self.level[provider.name]}, "%s conflicts with %s, which provides %s" % (
+                            candidate.describe(), provider.describe(), other)
+        for constraint, declaring, needed in self.conflicting.get(candidate.name, ()):
+            if declaring is candidate or needed == constraint.allows(candidate.version, True):
+                continue
+            if needed:
+                return {self.level[declaring.name]}, "%s needs %s %s" % (
+                    declaring.describe(), candidate.name, constraint)
+            return {self.level[declaring.name]}, "%s conflicts with %s" % (
+                declaring.describe(), candidate.describe())
+        for provided in candidate.provides:
+            for constraint, declaring, needed in self.conflicting.get(provided, ()):
+                if declaring is not candidate and not needed and constraint.is_any:
+                    return {self.level[declaring.name]}, "%s conflicts with %s, which %s provides" % (
+                        declaring.describe(), provided, candidate.describe())
+        return None
+
+    def _require(self, requirement: Requirement):
+        """Add a requirement; the chosen candidate it rules out, if any (the requirement
+        is then added all the same, and the caller undoes it)."""
+        name = requirement.name
+        criteria = self.criteria.get(name)
+        if criteria is None:
+            import heapq
+            criteria = self.criteria[name] = []
+            self.order.append(name)
+            rank = self.rank.get(name)
+            if rank is None:                # reached only through a candidate's provides
+                rank = self.rank[name] = len(self.rank) + (1 << 40)
+            heapq.heappush(self.open, (rank, name))
+        criteria.append(requirement)
+        self.trail.append(("require", name))
+        chosen = self.chosen.get(name)
+        if chosen is not None and not self._allows(requirement, chosen):
+            return chosen
+        return None
+
+    def _choose(self, slot: str, candidate: Candidate, level: int) -> None:
+        """Record ``candidate`` as the choice for ``slot`` made at decision ``level``."""
+        self.chosen[slot] = candidate
+        self.level[slot] = level
+        self.trail.append(("choose", slot))
+
+    def _undo(self, mark: int) -> None:
+        """Take back every change recorded after the trail had ``mark`` entries."""
+        trail = self.trail
+        while len(trail) > mark:
+            kind, name = trail.pop()
+            if kind == "require":
+                criteria = self.criteria[name]
+                criteria.pop()
+                if not criteria:
+                    del self.criteria[name]
+                    self.order.pop()
+            elif kind == "choose":
+                del self.chosen[name]
+                del self.level[name]
+            elif kind == "conflict":
+                self.conflicting[name].pop()
+            else:
+                self.provided[name].pop()
+
+    # -- explaining a failure -----------------------------------------------------------
+
+    def _chain(self, candidate: Candidate) -> str:
+        """Why ``candidate`` is chosen: ``requested``, ``installed``, or ``needed by`` the
+        chain of packages that leads to it from one of those."""
+        links, seen = [], set()
+        while candidate is not None and candidate.name not in seen and len(links) < 8:
+            seen.add(candidate.name)
+            criteria = self.criteria.get(candidate.name)
+            first = criteria[0] if criteria else None
+            if first is None or first.parent is None:
+                origin = first.origin if first is not None else REQUESTED
+                return "needed by " + " <- ".join(links + [origin]) if links else origin
+            candidate = first.parent
+            links.append("%s %s" % (candidate.name, candidate.version))
+        return "needed by " + " <- ".join(links + ["..."])
+
+    def _chosen_because(self, candidate: Candidate) -> str:
+        """``name version (why)`` of a chosen candidate."""
+        return "%s %s (%s)" % (candidate.name, candidate.version, self._chain(candidate))
+
+    def _need(self, requirement: Requirement) -> str:
+        """A requirement for people: who needs what, and why that one is there."""
+        wanted = requirement.name if requirement.constraint.is_any else \
+            "%s %s" % (requirement.name, requirement.constraint)
+        if requirement.parent is not None:
+            return "%s needs %s" % (self._chosen_because(requirement.parent), wanted)
+        if requirement.origin == INSTALLED:
+            return "%s is installed" % wanted
+        return "%s %s" % (requirement.origin, wanted)
+
+    def _explain(self, frame: _Frame) -> str:
+        """One line on why no candidate of the frame's name could be chosen."""
+        slot = frame.slot
+        criteria = [r for r in self.criteria[slot] if r.parent is not None or r.origin != INSTALLED]
+        needs = [self._need(r) for r in criteria or self.criteria[slot]]
+        if len(needs) > MAX_EXPLAINED:
+            needs = needs[:MAX_EXPLAINED] + ["and %d more" % (len(needs) - MAX_EXPLAINED)]
+        known = self.pool.candidates(slot)
+        if not known and not self.pool.providers(slot):
+            return "%s is not available from any source: %s" % (slot, "; ".join(needs))
+        parts = needs + frame.reasons[:MAX_EXPLAINED]
+        if frame.rejected:
+            shown = []
+            for candidate in frame.rejected[:6]:
+                text = candidate.describe()
+                if candidate.version.prerelease and not self.pre and all(
+                        r.constraint.allows(candidate.version, True) for r in self.criteria[slot]):
+                    text += " (a pre-release: use --pre)"
+                shown.append(text)
+            more = len(frame.rejected) - len(shown)
+            parts.append("available: " + ", ".join(shown) + (" and %d more" % more if more > 0 else ""))
+        return "no acceptable version of %s: %s" % (slot, "; ".join(parts))
+
+    def _explanation(self) -> str:
+        """The failure met most often (the one that blocked the search), first seen."""
+        if not self.failures:
+            return "no candidates"
+        count, text = max(self.failures.values(), key=lambda record: record[0])
+        return text
+
+
+def unneeded_packages(installed: dict) -> list:
+    """Names of installed packages recorded as dependencies that no explicitly installed
+    package needs any more, directly or through others, by name or by ``provides``.
+    ``installed`` maps names to database records."""
+    providers: dict = {}
+    for name, record in installed.items():
+        for provided in record["manifest"].get("provides", ()):
+            providers.setdefault(provided, []).append(name)
+    needed = {name for name, record in installed.items() if record["reason"] != REASON_DEPENDENCY}
+    stack = list(needed)
+    while stack:
+        for dependency in installed[stack.pop()]["manifest"].get("dependencies", {}):
+            for name in [dependency] if dependency in installed else providers.get(dependency, ()):
+                if name not in needed:
+                    needed.add(name)
+                    stack.append(name)
+    return sorted(name for name in installed if name not in needed)
+
+
+def resolve_requests(pool: Pool, requests: list, upgrade=(), pre: bool = False,
+                     allow_downgrade: bool = False, reinstall=(), out: Output | None = None) -> tuple:
+    """Resolve what a command asks for: ``requests`` (root Requirements) and the package
+    files in the pool, while every installed package stays installed (dependencies an
+    installed package already lacks are set aside, with a warning on ``out``).
+    ``upgrade`` names (or True) prefer their newest candidates; requested names always
+    do.  Returns ``(chosen, explicit)``: the candidates by name, and the names the
+    requests were answered with (a requested virtual name is answered by its provider)."""
+    for message in pool.set_aside_unmet():
+        if out is not None:
+            out.warn(message)
+    any_version = Constraint.parse("*")
+    # The installed packages come first: they are the context a request is explained in.
+    requirements = [Requirement(name, any_version, None, INSTALLED) for name in sorted(pool.installed)]
+    requirements += [Requirement(name, any_version) for name in sorted(pool.pinned)]
+    requirements += requests
+    if upgrade is not True:
+        upgrade = set(upgrade) | {r.name for r in requests}
+    resolver = Resolver(pool, pre, allow_downgrade, upgrade, reinstall)
+    chosen = resolver.resolve(requirements)
+    explicit = {resolver.chosen[r.name].name for r in requests} | set(pool.pinned)
+    return chosen, explicit
+
+
+# =============================================================================
+# 12. Repositories
+# =============================================================================
+#
+# A source is a directory, a file:// URL or an http(s):// URL holding packages and the
+# indexes tools/repoPackager.py writes: index.msgpack.zst (zstd-compressed msgpack, what
+# pm reads), index.json (the same, for people; pm reads it where zstandard is missing)
+# and manifest (the OpenOS Lua index of pm-get).  Each entry names a package file with
+# its size and sha256.  Local sources are read in place by every command, as apk does;
+# remote ones are read from var/cache/pm/indexes, where `pm update` puts them.  A package
+# from a remote source is downloaded into var/cache/pm/packages (resuming a partial
+# download) and checked against its index entry before pm opens it; a local one is
+# checked through the very descriptor pm then reads it from.  A dry run downloads into a
+# temporary directory outside the root and writes nothing under it.
+
+SOURCES_LIST = "/etc/pm/sources.list"
+SOURCES_DIR = "/etc/pm/sources.list.d"
+CACHE_DIR = "/var/cache/pm"
+INDEX_CACHE_DIR = CACHE_DIR + "/indexes"
+PACKAGE_CACHE_DIR = CACHE_DIR + "/packages"
+INDEX_FORMAT = 1
+INDEX_MSGPACK, INDEX_JSON, INDEX_LUA = "index.msgpack.zst", "index.json", "manifest"
+PARTIAL_SUFFIX = ".part"
+HTTP_TIMEOUT = 30.0          # seconds of silence before a transfer counts as interrupted
+DOWNLOAD_CHUNK = 64 * 1024   # bytes read from the network at a time
+FILENAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._+~-]{0,199}$(?!\n)"
+SHA256_PATTERN = r"^[0-9a-f]{64}$(?!\n)"
+
+
+class Source:
+    """One repository: ``url`` as written, ``kind`` (``dir`` or ``http``), ``location``
+    (a host directory, or the URL without its trailing slash), ``trusted`` (an index
+    without checksums is accepted) and ``transient`` (given with --repository: its index
+    is read for this command only, never cached)."""
+
+    def __init__(self, url: str, trusted: bool = False, transient: bool = False, where: str = ""):
+        import urllib.parse
+        self.url, self.trusted, self.transient = url, trusted, transient
+        parsed = urllib.parse.urlsplit(url)
+        if parsed.scheme in ("http", "https") and parsed.netloc:
+            self.kind, self.location = "http", url.rstrip("/")
+        elif parsed.scheme == "file" and parsed.netloc in ("", "localhost"):
+            self.kind, self.location = "dir", urllib.parse.unquote(parsed.path)
+        elif not parsed.scheme and url.startswith("/"):
+            self.kind, self.location = "dir", url
+        else:
+            raise InvalidInput("%sunsupported source %r (a directory, file://, http:// or https:// URL)"
+                               % (where, url))
+        if self.kind == "dir":
+            if not self.location.startswith("/"):
+                raise InvalidInput("%sa directory source needs an absolute path: %r" % (where, url))
+            self.location = os.path.normpath(self.location)
+
+    @property
+    def slug(self) -> str:
+        """The source's name in the cache: readable, and unique by a hash of the URL."""
+        import re
+        readable = re.sub(r"[^A-Za-z0-9.-]+", "_", self.location.split("://", 1)[-1]).strip("_")[:60]
+        return "%s-%s" % (readable or "source", sha256_bytes(self.location.encode()).hex()[:12])
+
+    def __repr__(self):
+        return "Source(%s)" % self.url
+
+
+def read_sources(root: Root, extra=()) -> list:
+    """The sources of the root, in order: etc/pm/sources.list, then each
+    etc/pm/sources.list.d/*.list by name, then ``extra`` URLs (--repository, taken
+    relative to the working directory).  Lines are ``[trusted=yes] URL``; ``#`` starts a
+    comment.  A malformed line is InvalidInput naming the file and line."""
+    files = [SOURCES_LIST]
+    try:
+        files += [SOURCES_DIR + "/" + n for n in sorted(root.listdir(SOURCES_DIR)) if n.endswith(".list")]
+    except (FileNotFoundError, NotADirectoryError):
+        pass
+    sources, seen = [], set()
+    for path in files:
+        try:
+            data = root.read(path)
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+            data = None
+        if data is None:
+            continue
+        for number, line in enumerate(data.decode("utf-8", "replace").splitlines(), 1):
+            source = _source_line(line, "%s line %d: " % (root.host_path(path), number))
+            if source is not None and source.location not in seen:
+                seen.add(source.location)
+                sources.append(source)
+    for url in extra:
+        if "://" not in url:
+            url = os.path.abspath(url)
+        source = Source(url, trusted=False, transient=True, where="--repository: ")
+        if source.location not in seen:
+            seen.add(source.location)
+            sources.append(source)
+    return sources
+
+
+def _source_line(line: str, where: str):
+    line = line.split("#", 1)[0].strip()
+    if not line:
+        return None
+    options = {}
+    if line.startswith("["):
+        end = line.find("]")
+        if end < 0:
+            raise InvalidInput(where + "unclosed '[' in the options")
+        for option in line[1:end].split():
+            key, sep, value = option.partition("=")
+            if key != "trusted" or value not in ("yes", "no"):
+                raise InvalidInput(where + "unknown option %r (known: trusted=yes|no)" % option)
+            options[key] = value
+        line = line[end + 1:].strip()
+    if not line or len(line.split()) != 1:
+        raise InvalidInput(where + "expected '[trusted=yes] URL'")
+    return Source(line, trusted=options.get("trusted") == "yes", where=where)
+
+
+# -- indexes ---------------------------------------------------------------------------
+
+class LuaIndexParser(LuaLiteralParser):
+    """The OpenOS Lua index: one table of manifests, so many more values than one manifest."""
+
+    max_items = MAX_INDEX_ITEMS
+
+
+def parse_index(data: bytes, kind: str, source: Source, out: Output) -> list:
+    """The entries of an index file (``kind`` is its file name): dicts with ``filename``,
+    ``size``, ``sha256`` (hex; None only from a trusted source) and ``manifest``.  Every
+    field is checked; anything malformed is InvalidInput naming the source."""
+    where = "the index %s of %s" % (kind, source.url)
+    if len(data) > MAX_INDEX_BYTES:
+        raise InvalidInput("%s is larger than %d bytes" % (where, MAX_INDEX_BYTES))
+    try:
+        if kind == INDEX_MSGPACK:
+            document = _msgpack().unpackb(_zstd_decompress(data, where), raw=False, strict_map_key=True)
+        elif kind == INDEX_JSON:
+            import json
+            document = json.loads(data.decode("utf-8"))
+        else:
+            table = LuaIndexParser(data.decode("utf-8").lstrip("\ufeff")).parse()
+            document = {"format": INDEX_FORMAT, "packages": _lua_index_entries(table)}
+    except InvalidInput as e:
+        raise InvalidInput("%s: %s" % (where, e.message)) from None
+    except (ValueError, TypeError, UnicodeDecodeError, RecursionError) as e:
+        raise InvalidInput("%s is malformed (%s)" % (where, e)) from None
+    if not isinstance(document, dict) or document.get("format") != INDEX_FORMAT \
+            or not isinstance(document.get("packages"), list):
+        raise InvalidInput("%s is not a format %d pm index" % (where, INDEX_FORMAT))
+    if len(document["packages"]) > MAX_INDEX_ENTRIES:
+        raise InvalidInput("%s lists more than %d packages" % (where, MAX_INDEX_ENTRIES))
+    entries = [_checked_entry(raw, where, source) for raw in document["packages"]]
+    unchecked = sum(1 for e in entries if e["sha256"] is None)
+    if unchecked:
+        out.warn("%s has no checksums for %d package%s; accepted because the source is "
+                 "trusted=yes" % (where, unchecked, "" if unchecked == 1 else "s"))
+    return entries
+
+
+def _zstd_decompress(data: bytes, where: str) -> bytes:
+    zstd = lazy_import("zstandard", "reading a repository index")
+    import io
+    _check_zstd_frames(io.BytesIO(data))
+    try:
+        reader = zstd.ZstdDecompressor().stream_reader(data, read_across_frames=True)
+        result = reader.read(MAX_INDEX_BYTES + 1)
+    except zstd.ZstdError as e:
+        raise InvalidInput("corrupt zstd data (%s)" % e) from None
+    if len(result) > MAX_INDEX_BYTES:
+        raise InvalidInput("expands past %d bytes" % MAX_INDEX_BYTES)
+    return result
+
+
+def _lua_index_entries(table) -> list:
+    """Entries from an OpenOS index ``{name = {manifest..., archiveName = "x.tar"}}``."""
+    if not isinstance(table, dict):
+        raise InvalidInput("not a table of packages")
+    entries = []
+    for name in sorted(table):
+        fields = table[name]
+        if not isinstance(fields, dict):
+            raise InvalidInput("the entry %r is not a table" % (name,))
+        manifest = {k: v for k, v in fields.items() if k not in ("archiveName", "size", "sha256")}
+        for field in ("configFiles", "provides"):      # Lua's {} is an empty list too
+            if manifest.get(field) == {}:
+                manifest[field] = []
+        entries.append({"filename": fields.get("archiveName"), "size": fields.get("size"),
+                        "sha256": fields.get("sha256"), "manifest": manifest})
+    return entries
+
+
+def _checked_entry(raw, where: str, source: Source) -> dict:
+    if not isinstance(raw, dict):
+        raise InvalidInput("%s: an entry is not a table" % where)
+    manifest = raw.get("manifest")
+    try:
+        validate_manifest(manifest)
+    except InvalidInput as e:
+        raise InvalidInput("%s: entry %r: %s" % (where, raw.get("filename"), e.message)) from None
+    label = "%s: %s %s" % (where, manifest["package"], manifest["version"])
+    filename, size, digest = raw.get("filename"), raw.get("size"), raw.get("sha256")
+    if not _matches(FILENAME_PATTERN, filename):
+        raise InvalidInput("%s: bad file name %r" % (label, filename))
+    if digest is None and size is None and source.trusted:
+        return {"filename": filename, "size": None, "sha256": None, "manifest": manifest}
+    if digest is None or size is None:
+        raise InvalidInput("%s: no size and sha256 (mark the source [trusted=yes] to accept "
+                           "an index without checksums)" % label)
+    if not isinstance(size, int) or isinstance(size, bool) or not 0 <= size <= MAX_TOTAL_BYTES:
+        raise InvalidInput("%s: bad size %r" % (label, size))
+    if not _matches(SHA256_PATTERN, digest):
+        raise InvalidInput("%s: bad sha256 %r" % (label, digest))
+    return {"filename": filename, "size": size, "sha256": digest, "manifest": manifest}
+
+
+def _index_kinds() -> tuple:
+    """The index files to look for, best first (the msgpack one needs zstandard)."""
+    import importlib.util
+    if importlib.util.find_spec("zstandard") is not None:
+        return (INDEX_MSGPACK, INDEX_JSON, INDEX_LUA)
+    return (INDEX_JSON, INDEX_LUA)
+
+
+def fetch_index(source: Source, out: Output) -> list:
+    """Read a source's index from the source itself (directory or network)."""
+    for kind in _index_kinds():
+        if source.kind == "dir":
+            data = _read_local(os.path.join(source.location, kind), MAX_INDEX_BYTES)
+        else:
+            data = http_get(source.location + "/" + kind, MAX_INDEX_BYTES)
+        if data is not None:
+            out.detail("read %s from %s" % (kind, source.url))
+            return parse_index(data, kind, source, out)
+    raise PmError("%s has no index (%s); build one with tools/repoPackager.py"
+                  % (source.url, ", ".join(_index_kinds())))
+
+
+def _read_local(path: str, limit: int) -> bytes | None:
+    try:
+        with open(path, "rb") as f:
+            data = f.read(limit + 1)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except OSError as e:
+        raise PmError("cannot read %s: %s" % (path, e.strerror)) from None
+    if len(data) > limit:
+        raise InvalidInput("%s is larger than %d bytes" % (path, limit))
+    return data
+
+
+def cached_index(root: Root, source: Source) -> list | None:
+    """A remote source's entries as `pm update` stored them, or None."""
+    try:
+        data = root.read(INDEX_CACHE_DIR + "/" + source.slug)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    if data is None:
+        return None
+    try:
+        document = _msgpack().unpackb(data, raw=False)
+        if document.get("format") != INDEX_FORMAT or document.get("url") != source.location:
+            return None
+        entries = document["entries"]
+        if not source.trusted and any(e["sha256"] is None for e in entries):
+            return None               # cached while the source was trusted=yes
+        return entries
+    except (ValueError, TypeError, KeyError, AttributeError):
+        raise InvalidInput("the cached index %s is damaged; run pm update" %
+                           root.host_path(INDEX_CACHE_DIR + "/" + source.slug)) from None
+
+
+def store_index(root: Root, source: Source, entries: list, sync: bool) -> None:
+    """Keep a remote source's checked entries in the cache, all at once."""
+    data = _msgpack().packb({"format": INDEX_FORMAT, "url": source.location, "entries": entries},
+                            use_bin_type=True)
+    atomic_write(root.dir_fd(INDEX_CACHE_DIR, 0o755), source.slug, data, sync, kind="cache")
+
+
+def source_entries(root: Root, source: Source, out: Output) -> list:
+    """The entries a command sees: a local or transient source read now, a remote one
+    from the cache (with a warning when `pm update` has not fetched it yet)."""
+    if source.kind == "dir" or source.transient:
+        return fetch_index(source, out)
+    entries = cached_index(root, source)
+    if entries is None:
+        out.warn("no index of %s in the cache; run pm update" % source.url)
+        return []
+    return entries
+
+
+def update_sources(root: Root, sources: list, out: Output, dry_run: bool, sync: bool) -> list:
+    """`pm update`: fetch every source's index and keep the remote ones in the cache
+    (unless ``dry_run``); remove what the cache holds of sources no longer listed and
+    packages their indexes no longer list.  Returns one report per source; a source
+    that fails keeps its old cache and reports its error."""
+    reports = []
+    for source in sources:
+        report = {"url": source.url, "kind": source.kind, "packages": None, "error": None,
+                  "exit_code": EXIT_OK}
+        try:
+            entries = fetch_index(source, out)
+            report["packages"] = len(entries)
+            if source.kind == "http" and not source.transient and not dry_run:
+                store_index(root, source, entries, sync)
+                _prune(root, PACKAGE_CACHE_DIR + "/" + source.slug, {e["filename"] for e in entries})
+        except PmError as e:
+            report["error"], report["exit_code"] = e.message, e.exit_code
+        reports.append(report)
+    if not dry_run:
+        wanted = {s.slug for s in sources}
+        _prune(root, INDEX_CACHE_DIR, wanted)
+        try:
+            for slug in root.listdir(PACKAGE_CACHE_DIR):
+                if slug not in wanted:
+                    _prune(root, PACKAGE_CACHE_DIR + "/" + slug, ())
+                    root.rmdir(PACKAGE_CACHE_DIR + "/" + slug)
+        except (FileNotFoundError, NotADirectoryError):
+            pass
+    return reports
+
+
+def _prune(root: Root, directory: str, wanted) -> None:
+    """Remove the files of a cache directory not ``wanted`` (a partial download counts
+    as its file)."""
+    try:
+        names = root.listdir(directory)
+    except (FileNotFoundError, NotADirectoryError):
+        return
+    for name in names:
+        base = name[:-len(PARTIAL_SUFFIX)] if name.endswith(PARTIAL_SUFFIX) else name
+        if base not in wanted:
+            root.unlink(directory + "/" + name)
+
+
+def build_pool(root: Root, db: Database, out: Output, sources: list, packages=()) -> Pool:
+    """A Pool of the installed packages, the package files given (``packages``) and
+    every candidate the sources offer.  A source that cannot be reached is left out with
+    a warning (an unmounted medium, a server down); a malformed index is InvalidInput."""
+    pool = Pool()
+    for name, record in sorted(db.installed().items()):
+        pool.add(Candidate(record["manifest"], installed=True))
+    for package in packages:
+        pool.add(Candidate(package.manifest, package=package))
+    for source in sources:
+        try:
+            entries = source_entries(root, source, out)
+        except InvalidInput:
+            raise
+        except PmError as e:
+            out.warn("%s; its packages are not offered" % e.message)
+            continue
+        for entry in entries:
+            pool.add(Candidate(entry["manifest"], source=source, entry=entry))
+    return pool
+
+
+# -- fetching packages -----------------------------------------------------------------
+
+def http_get(url: str, limit: int) -> bytes | None:
+    """The body of ``url`` (at most ``limit`` bytes), or None when it is not found."""
+    response = _http_open(url, {}, accept=(404, 410))
+    if response is None:
+        return None
+    with response:
+        chunks, total = [], 0
+        while True:
+            chunk = _http_read(response, url)
+            if not chunk:
+                break
+            total += len(chunk)
+            if total > limit:
+                raise InvalidInput("%s is larger than %d bytes" % (url, limit))
+            chunks.append(chunk)
+    length = response.headers.get("Content-Length")
+    if length is not None and length.isdigit() and int(length) != total:
+        raise PmError("transfer of %s was interrupted after %d of %s bytes" % (url, total, length))
+    return b"".join(chunks)
+
+
+def _http_open(url: str, headers: dict, accept: tuple = ()):
+    """The response to a GET of ``url``; None for an HTTP error status in ``accept``."""
+    import urllib.error
+    import urllib.request
+    request = urllib.request.Request(url, headers=dict(headers, **{"User-Agent": "pm/" + __version__}))
+    try:
+        return urllib.request.urlopen(request, timeout=HTTP_TIMEOUT)
+    except urllib.error.HTTPError as e:
+        e.close()
+        if e.code in accept:
+            return None
+        raise PmError("cannot fetch %s: HTTP %d %s" % (url, e.code, e.reason)) from None
+    except urllib.error.URLError as e:
+        raise PmError("cannot fetch %s: %s" % (url, getattr(e.reason, "strerror", None) or e.reason)) from None
+    except (OSError, ValueError) as e:
+        raise PmError("cannot fetch %s: %s" % (url, e)) from None
+
+
+def _http_read(response, url: str) -> bytes:
+    import http.client
+    try:
+        return response.read(DOWNLOAD_CHUNK)
+    except (OSError, http.client.HTTPException) as e:
+        raise PmError("transfer of %s was interrupted (%s)" % (url, e or type(e).__name__)) from None
+
+
+def package_url(source: Source, entry: dict) -> str:
+    import urllib.parse
+    if source.kind == "dir":
+        return os.path.join(source.location, entry["filename"])
+    return source.location + "/" + urllib.parse.quote(entry["filename"])
+
+
+def verify_file(file, entry: dict, what: str) -> None:
+    """InvalidInput unless the open ``file`` has the size and sha256 of its index
+    ``entry`` (an entry of a trusted source without checksums is accepted)."""
+    if entry["sha256"] is None:
+        return
+    size = os.fstat(file.fileno()).st_size
+    if size != entry["size"]:
+        raise InvalidInput("%s has %d bytes, but the index says %d: refused" % (what, size, entry["size"]))
+    file.seek(0)
+    if sha256_fd(file.fileno()).hex() != entry["sha256"]:
+        raise InvalidInput("%s does not match the sha256 of the index: refused" % what)
+    file.seek(0)
+
+
+class Fetcher:
+    """Brings the packages of chosen candidates to pm: opens local ones in place and
+    downloads remote ones into the cache, or, for a dry run (``scratch``), into a
+    temporary directory outside the root that ``close()`` removes."""
+
+    def __init__(self, root: Root, out: Output, scratch: bool):
+        self.root, self.out, self.scratch = root, out, scratch
+        self._scratch_dir = None
+
+    def close(self) -> None:
+        if self._scratch_dir is not None:
+            import shutil
+            shutil.rmtree(self._scratch_dir, ignore_errors=True)
+            self._scratch_dir = None
+
+    def fetch(self, candidate: Candidate, allow_setuid: bool = False) -> Package:
+        """The checked Package of a candidate from a source; InvalidInput (exit 3) when
+        it does not match its index entry, which is then not kept."""
+        source, entry = candidate.source, candidate.entry
+        if source.kind == "dir":
+            path = package_url(source, entry)
+            try:
+                file = open(path, "rb", buffering=1 << 16)
+            except OSError as e:
+                raise PmError("cannot read %s: %s" % (path, e.strerror)) from None
+            label = path
+            try:
+                verify_file(file, entry, label)
+            except BaseException:
+                file.close()
+                raise
+        else:
+            label = package_url(source, entry)
+            file = self._download(source, entry, label)
+        try:
+            package = Package(label, allow_setuid, file=file)
+        except BaseException:
+            file.close()
+            raise
+        if (package.name, package.version.text) != (candidate.name, candidate.version.text):
+            package.close()
+            raise InvalidInput("%s holds %s %s, but the index of %s says %s %s" % (
+                label, package.name, package.version, source.url, candidate.name, candidate.version))
+        return package
+
+    def _cache_dir(self, source: Source) -> int:
+        """A new descriptor of the directory downloads of ``source`` go to."""
+        if self.scratch:
+            if self._scratch_dir is None:
+                import tempfile
+                self._scratch_dir = tempfile.mkdtemp(prefix="pm-dry-run-")
+            return os.open(self._scratch_dir, _O_DIR)
+        return os.dup(self.root.dir_fd(PACKAGE_CACHE_DIR + "/" + source.slug, 0o755))
+
+    def _cached(self, source: Source, entry: dict, label: str):
+        """The cached copy of the entry's file, open, when it is complete and matches;
+        one that does not match is removed (except by a dry run)."""
+        if entry["sha256"] is None:
+            return None
+        try:
+            dir_fd = self.root.dir_fd(PACKAGE_CACHE_DIR + "/" + source.slug)
+            fd = os.open(entry["filename"], _O_READ, dir_fd=dir_fd)
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        file = os.fdopen(fd, "rb", buffering=1 << 16)
+        try:
+            verify_file(file, entry, label)
+            self.out.detail("using the cached %s" % entry["filename"])
+            return file
+        except InvalidInput:
+            file.close()
+            if not self.scratch:
+                os.unlink(entry["filename"], dir_fd=dir_fd)
+            return None
+
+    def _download(self, source: Source, entry: dict, url: str):
+        """An open, complete and checked copy of the entry's file: the cached one, or a
+        download that resumes a partial one.  A copy that does not match its entry is
+        removed and refused (after one fresh try when the download was resumed)."""
+        cached = self._cached(source, entry, url)
+        if cached is not None:
+            return cached
+        name, part = entry["filename"], entry["filename"] + PARTIAL_SUFFIX
+        dir_fd = self._cache_dir(source)
+        try:
+            for attempt in (1, 2):
+                resumed = self._transfer(url, dir_fd, part, entry)
+                file = os.fdopen(os.open(part, _O_READ, dir_fd=dir_fd), "rb", buffering=1 << 16)
+                try:
+                    verify_file(file, entry, url)
+                except InvalidInput:
+                    file.close()
+                    os.unlink(part, dir_fd=dir_fd)
+                    if resumed and attempt == 1:
+                        self.out.detail("the resumed download of %s did not match; starting again" % url)
+                        continue
+                    raise
+                os.rename(part, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+                return file
+        finally:
+            os.close(dir_fd)
+        raise AssertionError("unreachable")
+
+    def _transfer(self, url: str, dir_fd: int, part: str, entry: dict) -> bool:
+        """Download ``url`` into ``part``, continuing what an interrupted run left there
+        (HTTP Range) or starting over when the server cannot; True when it continued.
+        An interruption keeps the partial file and is a PmError telling to run again."""
+        expected = entry["size"]
+        fd = os.open(part, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0),
+                     0o664, dir_fd=dir_fd)
+        try:
+            offset = os.fstat(fd).st_size
+            if expected is None or offset >= expected:
+                offset = 0
+            response = _http_open(url, {"Range": "bytes=%d-" % offset}, accept=(416,)) if offset else None
+            if response is None:
+                offset = 0
+                response = _http_open(url, {})
+            with response:
+                if offset and response.status == 206 and \
+                        response.headers.get("Content-Range", "").startswith("bytes %d-" % offset):
+                    self.out.detail("resuming %s at byte %d" % (url, offset))
+                elif response.status == 200:
+                    offset = 0
+                else:                         # a range pm did not ask for: start over next time
+                    os.ftruncate(fd, 0)
+                    raise PmError("cannot fetch %s: unexpected HTTP %d; run the command again"
+                                  % (url, response.status))
+                os.ftruncate(fd, offset)
+                os.lseek(fd, offset, os.SEEK_SET)
+                received = offset
+                progress = Progress(self.out, "downloading " + os.path.basename(entry["filename"]),
+                                    expected or 0, unit="bytes")
+                progress.step(offset)
+                while True:
+                    chunk = _http_read(response, url)
+                    if not chunk:
+                        break
+                    received += len(chunk)
+                    write_all(fd, chunk)
+                    progress.step(len(chunk))
+                    if expected is not None and received > expected:
+                        break                 # more than the index says: the check refuses it
+                progress.finish()
+            if expected is not None and received < expected:
+                raise PmError("the download of %s was interrupted after %d of %d bytes; run the "
+                              "command again to resume it" % (url, received, expected))
+            return offset > 0
+        finally:
+            os.close(fd)
+
+
+# =============================================================================
+# 13. OPM and the ODA
+# =============================================================================
+#
+# The ODA (after OSCAR's database) keeps, per node or image and package, the stage an
+# admin requested and the stage reached.  ``pm opm sync`` walks a node's rows up (or
+# down) the stages, each stage gated by the cluster's install progress, and commits
+# the stage reached after each one, so that a sync killed at any point resumes where it
+# stopped.  SQLite by default (one machine: a server and its images), PostgreSQL when a
+# cluster's nodes share one; the same SQL runs on both.  Installs and uninstalls are
+# carried out by the caller's actions (the command layer's transactions).
+
+OPM_STAGES = ("should_not_be_installed", "should_be_installed", "run-configurator",
+              "install-bin-pkgs", "post-image", "post-clients", "post-install")
+CLUSTER_STEPS = ("none", "setup-wizard", "build_image", "addclients", "post_install", "test_install")
+# The cluster progress each stage waits for, as the OPM document's brackets give them:
+# setup-wizard for the first two stages that do something (should_be_installed and
+# run-configurator; should_not_be_installed, the way back, waits for it too), then one
+# wizard step for each later stage.
+STAGE_GATES = {"should_not_be_installed": "setup-wizard", "should_be_installed": "setup-wizard",
+               "run-configurator": "setup-wizard", "install-bin-pkgs": "build_image",
+               "post-image": "addclients", "post-clients": "post_install",
+               "post-install": "test_install"}
+OPM_ROLES = ("server", "client", "image")
+# From which stage on a node of each role has the package installed: a server installs
+# it to run its scripts; clients and images get the binary packages only.
+INSTALLED_FROM = {"server": "should_be_installed", "client": "install-bin-pkgs",
+                  "image": "install-bin-pkgs"}
+# The package's scripts a server runs at each stage (kept by the install, section 9).
+STAGE_SCRIPTS = {"run-configurator": ("api-pre-configure", "api-post-configure"),
+                 "post-image": ("api-post-image",), "post-clients": ("api-post-clients",),
+                 "post-install": ("api-post-deploy",)}
+
+OPM_CONF = "/etc/opm.conf"
+ODA_FILE = DB_DIR + "/oda.sqlite"
+ODA_SCHEMA_VERSION = 1
+SQLITE_BUSY_SECONDS = 120      # how long an SQLite ODA write waits for another writer
+
+
+def stage_index(stage: str) -> int:
+    return OPM_STAGES.index(stage)
+
+
+def valid_node_name(name) -> bool:
+    """Node and image names follow the package name rules (host names fit in them)."""
+    return _matches(NAME_PATTERN, name)
+
+
+def _in_list(values) -> str:
+    return "(%s)" % ", ".join("'%s'" % v for v in values)
+
+
+# Each entry upgrades the schema by one version; ``{serial}`` is the dialect's
+# auto-numbered key.  Never edit a released entry, nor the lists it checks against
+# (stages, roles, steps): a change to them is a new entry.
+ODA_MIGRATIONS = [
+    [
+        "CREATE TABLE oda_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+        "CREATE TABLE nodes (name TEXT PRIMARY KEY,"
+        " role TEXT NOT NULL CHECK (role IN %s)," % _in_list(OPM_ROLES) +
+        " image_path TEXT, server TEXT, added DOUBLE PRECISION NOT NULL,"
+        " synced DOUBLE PRECISION)",
+        "CREATE TABLE package_status ("
+        " node TEXT NOT NULL REFERENCES nodes (name) ON DELETE CASCADE,"
+        " package TEXT NOT NULL,"
+        " requested TEXT NOT NULL CHECK (requested IN %s)," % _in_list(OPM_STAGES) +
+        " current TEXT NOT NULL CHECK (current IN %s)," % _in_list(OPM_STAGES) +
+        " status TEXT NOT NULL DEFAULT 'ok' CHECK (status IN ('ok', 'error')),"
+        " error TEXT, previous TEXT, updated DOUBLE PRECISION NOT NULL,"
+        " PRIMARY KEY (node, package))",
+        "CREATE TABLE cluster_progress (id INTEGER PRIMARY KEY CHECK (id = 1),"
+        " step TEXT NOT NULL CHECK (step IN %s)," % _in_list(CLUSTER_STEPS) +
+        " updated DOUBLE PRECISION NOT NULL)",
+        "INSERT INTO cluster_progress (id, step, updated) VALUES (1, 'none', 0)",
+        "CREATE TABLE inventory ("
+        " node TEXT NOT NULL REFERENCES nodes (name) ON DELETE CASCADE,"
+        " package TEXT NOT NULL, version TEXT NOT NULL, state TEXT NOT NULL, reason TEXT,"
+        " PRIMARY KEY (node, package))",
+        "CREATE TABLE events (id {serial}, time DOUBLE PRECISION NOT NULL, node TEXT NOT NULL,"
+        " package TEXT NOT NULL, stage TEXT NOT NULL, direction TEXT NOT NULL,"
+        " outcome TEXT NOT NULL, detail TEXT, host TEXT, pid INTEGER)",
+        "CREATE INDEX events_by_node ON events (node, package)",
+        "CREATE TABLE sync_locks (node TEXT PRIMARY KEY, host TEXT NOT NULL,"
+        " pid INTEGER NOT NULL, started TEXT NOT NULL, since DOUBLE PRECISION NOT NULL)",
+    ],
+]
+assert len(ODA_MIGRATIONS) == ODA_SCHEMA_VERSION
+
+
+class OdaError(PmError):
+    """The ODA could not be reached or answered with an error."""
+
+
+def redacted_url(url: str) -> str:
+    """``url`` without its password, for messages."""
+    import re
+    return re.sub(r"(://[^:/@]*):[^@/]*@", r"\1:***@", url)
+
+
+def _process_start(pid: int) -> str:
+    """A token that tells a process from a later one with the same pid (Linux: its start
+    time in clock ticks); '' where /proc is missing."""
+    try:
+        with open("/proc/%d/stat" % pid, "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()
+        return fields[19].decode()
+    except (OSError, IndexError):
+        return ""
+
+
+def _process_alive(pid: int, started: str) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    return not started or _process_start(pid) in ("", started)
+
+
+class Oda:
+    """A connection to the ODA and the statements pm runs on it.  SQL is written once with
+    ``?`` placeholders; the PostgreSQL dialect turns them into ``%s``.  Every write runs
+    in ``with oda.writing():`` (BEGIN IMMEDIATE on SQLite, a transaction on PostgreSQL);
+    single-row statements touch only their own columns, so that a sync and an admin's
+    request never overwrite each other."""
+
+    def __init__(self, url: str, create: bool = False):
+        import socket
+        self.url = url
+        self.host = socket.gethostname()
+        self.started = _process_start(os.getpid())
+        self._advisory: dict[str, int] = {}
+        if url.startswith("sqlite:"):
+            self.dialect = "sqlite"
+            self._connect_sqlite(url, create)
+        elif url.startswith(("postgresql:", "postgres:")):
+            self.dialect = "postgresql"
+            self._connect_postgresql(url)
+        else:
+            raise UsageError("the ODA URL %s is neither sqlite:///PATH nor postgresql://..."
+                             % redacted_url(url))
+
+    def _connect_sqlite(self, url: str, create: bool) -> None:
+        import sqlite3
+        path = url[len("sqlite:"):]
+        if not path.startswith("//"):
+            raise UsageError("an SQLite ODA URL is sqlite:///ABSOLUTE/PATH, not %s" % url)
+        path = "/" + path.lstrip("/")
+        self.errors = (sqlite3.Error,)
+        if not create and not os.path.isfile(path):
+            raise Refused("there is no ODA at %s; pm opm init creates it" % path)
+        try:
+            self.conn = sqlite3.connect(path, timeout=SQLITE_BUSY_SECONDS, isolation_level=None,
+                                        check_same_thread=False)
+            self.conn.execute("PRAGMA foreign_keys = ON")
+            if create:
+                self.conn.execute("PRAGMA journal_mode = WAL")
+        except sqlite3.Error as e:
+            raise OdaError("cannot open the ODA %s: %s" % (path, e)) from None
+
+    def _connect_postgresql(self, url: str) -> None:
+        psycopg = lazy_import("psycopg", "a PostgreSQL ODA")
+        self.errors = (psycopg.Error,)
+        try:
+            self.conn = psycopg.connect(url, autocommit=True)
+        except psycopg.Error as e:
+            raise OdaError("cannot connect to the ODA at %s: %s"
+                           % (redacted_url(url), " ".join(str(e).split()))) from None
+
+    def close(self) -> None:
+        try:
+            for node in list(self._advisory):
+                self.unlock_node(node)
+        except OdaError:
+            pass                  # the connection is gone, and its locks with it
+        self.conn.close()
+
+    # -- statements ---------------------------------------------------------------------
+
+    def execute(self, sql: str, params=()) -> list:
+        """Run one statement; its rows (tuples), or [] when it returns none."""
+        if self.dialect == "postgresql":
+            sql = sql.replace("?", "%s").replace("{serial}", "BIGINT GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY")
+        else:
+            sql = sql.replace("{serial}", "INTEGER PRIMARY KEY AUTOINCREMENT")
+        try:
+            cursor = self.conn.execute(sql, tuple(params))
+            return cursor.fetchall() if cursor.description else []
+        except self.errors as e:
+            raise OdaError("the ODA at %s: %s" % (redacted_url(self.url), " ".join(str(e).split()))) from None
+
+    def writing(self):
+        """A write transaction: committed when the block ends, rolled back on error."""
+        import contextlib
+
+        @contextlib.contextmanager
+        def transaction():
+            self.execute("BEGIN IMMEDIATE" if self.dialect == "sqlite" else "BEGIN")
+            try:
+                yield
+            except BaseException:
+                try:
+                    self.execute("ROLLBACK")
+                except OdaError:
+                    pass          # the connection is gone: the server rolled back
+                raise
+            self.execute("COMMIT")
+        return transaction()
+
+    # -- schema -------------------------------------------------------------------------
+
+    def _has_table(self, name: str) -> bool:
+        if self.dialect == "sqlite":
+            return bool(self.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)))
+        return self.execute("SELECT to_regclass(?)", (name,))[0][0] is not None
+
+    def schema_version(self) -> int:
+        """The schema version of the ODA; 0 when pm's tables are not there."""
+        if not self._has_table("oda_meta"):
+            return 0
+        rows = self.execute("SELECT value FROM oda_meta WHERE key = 'schema_version'")
+        return int(rows[0][0]) if rows else 0
+
+    def migrate(self) -> int:
+        """Create or upgrade the schema to ODA_SCHEMA_VERSION in one transaction; returns
+        the version it had.  Concurrent inits wait for each other."""
+        with self.writing():
+            if self.dialect == "postgresql":
+                self.execute("SELECT pg_advisory_xact_lock(?)", (self._lock_key("\0schema"),))
+            old = self.schema_version()
+            if old > ODA_SCHEMA_VERSION:
+                raise Refused("the ODA at %s has schema version %d; this pm knows up to %d"
+                              % (redacted_url(self.url), old, ODA_SCHEMA_VERSION))
+            for statements in ODA_MIGRATIONS[old:]:
+                for statement in statements:
+                    self.execute(statement)
+            if old < ODA_SCHEMA_VERSION:
+                self.execute("INSERT INTO oda_meta (key, value) VALUES ('schema_version', ?)"
+                             " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                             (str(ODA_SCHEMA_VERSION),))
+        return old
+
+    def require_schema(self) -> "Oda":
+        version = self.schema_version()
+        if version != ODA_SCHEMA_VERSION:
+            what = "has no pm schema" if version == 0 else \
+                "has schema version %d, this pm uses %d" % (version, ODA_SCHEMA_VERSION)
+            hint = "; pm opm init creates it" if version < ODA_SCHEMA_VERSION else ""
+            raise Refused("the ODA at %s %s%s" % (redacted_url(self.url), what, hint))
+        return self
+
+    # -- nodes --------------------------------------------------------------------------
+
+    NODE_COLUMNS = ("name", "role", "image_path", "server", "added", "synced")
+
+    def node(self, name: str) -> dict | None:
+        rows = self.execute("SELECT %s FROM nodes WHERE name = ?" % ", ".join(self.NODE_COLUMNS), (name,))
+        return dict(zip(self.NODE_COLUMNS, rows[0])) if rows else None
+
+    def nodes(self, role: str | None = None) -> list:
+        sql = "SELECT %s FROM nodes" % ", ".join(self.NODE_COLUMNS)
+        rows = self.execute(sql + " WHERE role = ? ORDER BY name", (role,)) if role else \
+            self.execute(sql + " ORDER BY name")
+        return [dict(zip(self.NODE_COLUMNS, row)) for row in rows]
+
+    def images_of(self, server: str) -> list:
+        """The images a server's sync handles: those given to it, and those of no server."""
+        return [n for n in self.nodes("image") if n["server"] in (None, server)]
+
+    def add_node(self, name: str, role: str, image_path: str | None, server: str | None) -> None:
+        import time
+        with self.writing():
+            if self.node(name):
+                raise Refused("node %s is already in the ODA" % name)
+            self.execute("INSERT INTO nodes (name, role, image_path, server, added) VALUES (?, ?, ?, ?, ?)",
+                         (name, role, image_path, server, time.time()))
+            if role == "client":
+                # a client that joins late gets what the servers already gave the others
+                for package in self.assigned_packages():
+                    self._raise_request(name, package, "install-bin-pkgs")
+
+    def remove_node(self, name: str) -> None:
+        with self.writing():
+            if not self.node(name):
+                raise Refused("node %s is not in the ODA" % name)
+            self.execute("DELETE FROM nodes WHERE name = ?", (name,))
+
+    # -- package rows -------------------------------------------------------------------
+
+    ROW_COLUMNS = ("node", "package", "requested", "current", "status", "error", "previous", "updated")
+
+    def rows(self, node: str | None = None) -> list:
+        sql = "SELECT %s FROM package_status" % ", ".join(self.ROW_COLUMNS)
+        rows = self.execute(sql + " WHERE node = ? ORDER BY package", (node,)) if node else \
+            self.execute(sql + " ORDER BY node, package")
+        return [dict(zip(self.ROW_COLUMNS, row)) for row in rows]
+
+    def row(self, node: str, package: str) -> dict | None:
+        rows = self.execute("SELECT %s FROM package_status WHERE node = ? AND package = ?"
+                            % ", ".join(self.ROW_COLUMNS), (node, package))
+        return dict(zip(self.ROW_COLUMNS, rows[0])) if rows else None
+
+    def request(self, node: str, package: str, stage: str) -> None:
+        """Ask for ``stage``; the request it replaces becomes ``previous``."""
+        import time
+        with self.writing():
+            if not self.node(node):
+                raise Refused("node %s is not in the ODA (pm opm node add %s --role ...)" % (node, node))
+            self.execute(
+                "INSERT INTO package_status (node, package, requested, current, status, updated)"
+                " VALUES (?, ?, ?, 'should_not_be_installed', 'ok', ?)"
+                " ON CONFLICT (node, package) DO UPDATE SET"
+                " previous = CASE WHEN package_status.requested = excluded.requested"
+                " THEN package_status.previous ELSE package_status.requested END,"
+                " requested = excluded.requested, updated = excluded.updated",
+                (node, package, stage, time.time()))
+
+    def _raise_request(self, node: str, package: str, stage: str) -> None:
+        """Request ``stage`` unless the row already asks for it or more."""
+        import time
+        lower = _in_list(OPM_STAGES[:stage_index(stage)])
+        self.execute(
+            "INSERT INTO package_status (node, package, requested, current, status, updated)"
+            " VALUES (?, ?, ?, 'should_not_be_installed', 'ok', ?)"
+            " ON CONFLICT (node, package) DO UPDATE SET previous = package_status.requested,"
+            " requested = excluded.requested, updated = excluded.updated"
+            " WHERE package_status.requested IN " + lower,
+            (node, package, stage, time.time()))
+
+    def assign(self, nodes: list, package: str, stage: str) -> int:
+        """A server's work for other nodes: raise their request for ``package`` to
+        ``stage``, or, for should_not_be_installed, take the package away from those
+        that have it requested.  Returns how many nodes it asked."""
+        import time
+        with self.writing():
+            for node in nodes:
+                if stage == OPM_STAGES[0]:
+                    self.execute("UPDATE package_status SET previous = requested, requested = ?, updated = ?"
+                                 " WHERE node = ? AND package = ? AND requested <> ?",
+                                 (stage, time.time(), node, package, stage))
+                else:
+                    self._raise_request(node, package, stage)
+        return len(nodes)
+
+    def assigned_packages(self) -> list:
+        """Packages a server has taken past post-clients: every client should have them."""
+        reached = _in_list(OPM_STAGES[stage_index("post-clients"):])
+        return [row[0] for row in self.execute(
+            "SELECT DISTINCT s.package FROM package_status s JOIN nodes n ON n.name = s.node"
+            " WHERE n.role = 'server' AND s.current IN " + reached + " ORDER BY s.package")]
+
+    def reach(self, node: str, package: str, stage: str, direction: str, detail: str) -> None:
+        """Commit ``stage`` as the row's current stage, with its event."""
+        import time
+        with self.writing():
+            self.execute("UPDATE package_status SET current = ?, updated = ? WHERE node = ? AND package = ?",
+                         (stage, time.time(), node, package))
+            self._event(node, package, stage, direction, "ok", detail)
+
+    def fail(self, node: str, package: str, stage: str, direction: str, message: str) -> None:
+        """Mark the row in error: syncs skip it until ``clear``."""
+        import time
+        with self.writing():
+            self.execute("UPDATE package_status SET status = 'error', error = ?, updated = ?"
+                         " WHERE node = ? AND package = ?", (message, time.time(), node, package))
+            self._event(node, package, stage, direction, "error", message)
+
+    def clear(self, node: str, package: str) -> bool:
+        """Clear a row's error; False when it had none.  Refused when there is no row."""
+        import time
+        with self.writing():
+            row = self.row(node, package)
+            if row is None:
+                raise Refused("%s has no request for %s" % (node, package))
+            if row["status"] != "error":
+                return False
+            self.execute("UPDATE package_status SET status = 'ok', error = NULL, updated = ?"
+                         " WHERE node = ? AND package = ?", (time.time(), node, package))
+            self._event(node, package, row["current"], "clear", "ok", "error cleared: " + (row["error"] or ""))
+        return True
+
+    def _event(self, node, package, stage, direction, outcome, detail) -> None:
+        import time
+        self.execute("INSERT INTO events (time, node, package, stage, direction, outcome, detail, host, pid)"
+                     " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                     (time.time(), node, package, stage, direction, outcome, detail, self.host, os.getpid()))
+
+    EVENT_COLUMNS = ("id", "time", "node", "package", "stage", "direction", "outcome", "detail", "host", "pid")
+
+    def events(self, node: str | None = None) -> list:
+        sql = "SELECT %s FROM events" % ", ".join(self.EVENT_COLUMNS)
+        rows = self.execute(sql + " WHERE node = ? ORDER BY id", (node,)) if node else \
+            self.execute(sql + " ORDER BY id")
+        return [dict(zip(self.EVENT_COLUMNS, row)) for row in rows]
+
+    # -- cluster progress and inventory -------------------------------------------------
+
+    def progress(self) -> str:
+        return self.execute("SELECT step FROM cluster_progress WHERE id = 1")[0][0]
+
+    def set_progress(self, step: str) -> None:
+        import time
+        with self.writing():
+            self.execute("UPDATE cluster_progress SET step = ?, updated = ? WHERE id = 1", (step, time.time()))
+
+    def write_inventory(self, node: str, packages: dict) -> None:
+        """Replace the node's inventory by ``packages`` (the records of its database)."""
+        import time
+        with self.writing():
+            self.execute("DELETE FROM inventory WHERE node = ?", (node,))
+            for name in sorted(packages):
+                record = packages[name]
+                self.execute("INSERT INTO inventory (node, package, version, state, reason) VALUES (?, ?, ?, ?, ?)",
+                             (node, name, record["version"], record["state"], record.get("reason")))
+            self.execute("UPDATE nodes SET synced = ? WHERE name = ?", (time.time(), node))
+
+    def inventory(self, node: str) -> dict:
+        return {name: {"version": version, "state": state, "reason": reason}
+                for name, version, state, reason in self.execute(
+                    "SELECT package, version, state, reason FROM inventory WHERE node = ? ORDER BY package", (node,))}
+
+    # -- node locks ---------------------------------------------------------------------
+    #
+    # PostgreSQL: a session advisory lock, released by the server when the connection
+    # ends, whatever happens to the process.  SQLite (one machine): a row in sync_locks
+    # naming the holder's host, pid and process start, taken over once that process is
+    # gone.  The row also names the holder on PostgreSQL, for the message.
+
+    def _lock_key(self, name: str) -> int:
+        schema = self.execute("SELECT current_schema()")[0][0] if self.dialect == "postgresql" else ""
+        digest = sha256_bytes(("%s\0%s" % (schema, name)).encode("utf-8"))
+        return int.from_bytes(digest[:8], "big", signed=True)
+
+    def lock_node(self, name: str, wait: float) -> None:
+        """Take the node's sync lock, waiting up to ``wait`` seconds; LockHeld after that."""
+        import time
+        deadline = time.monotonic() + max(0.0, wait)
+        key = self._lock_key(name) if self.dialect == "postgresql" else None
+        while True:
+            holder = self._try_lock(name, key)
+            if holder is None:
+                return
+            if time.monotonic() >= deadline:
+                raise LockHeld("node %s is being synced by %s; try again or use --wait SECONDS" % (name, holder))
+            time.sleep(0.05)
+
+    def _try_lock(self, name: str, key: int | None) -> str | None:
+        """Take the lock now; None when taken, else who holds it."""
+        import time
+        if key is not None:
+            if not self.execute("SELECT pg_try_advisory_lock(?)", (key,))[0][0]:
+                rows = self.execute("SELECT host, pid FROM sync_locks WHERE node = ?", (name,))
+                return "pid %s on %s" % (rows[0][1], rows[0][0]) if rows else "another pm process"
+            self._advisory[name] = key
+        with self.writing():
+            rows = self.execute("SELECT host, pid, started FROM sync_locks WHERE node = ?", (name,))
+            if rows and key is None:
+                host, pid, started = rows[0]
+                if host != self.host or _process_alive(pid, started):
+                    return "pid %s on %s" % (pid, host)
+            self.execute("INSERT INTO sync_locks (node, host, pid, started, since) VALUES (?, ?, ?, ?, ?)"
+                         " ON CONFLICT (node) DO UPDATE SET host = excluded.host, pid = excluded.pid,"
+                         " started = excluded.started, since = excluded.since",
+                         (name, self.host, os.getpid(), self.started, time.time()))
+        return None
+
+    def unlock_node(self, name: str) -> None:
+        try:
+            self.execute("DELETE FROM sync_locks WHERE node = ? AND host = ? AND pid = ?",
+                         (name, self.host, os.getpid()))
+        finally:
+            key = self._advisory.pop(name, None)
+            if key is not None:
+                self.execute("SELECT pg_advisory_unlock(?)", (key,))
+
+
+def read_opm_conf(root: Root) -> tuple | None:
+    """``(role, name)`` from the root's etc/opm.conf, or None when it has none."""
+    try:
+        data = root.read(OPM_CONF)
+    except (FileNotFoundError, NotADirectoryError):
+        data = None
+    if data is None:
+        return None
+    lines = [line.strip() for line in data.decode("utf-8", "replace").splitlines()]
+    lines = [line for line in lines if line and not line.startswith("#")]
+    if len(lines) != 2 or lines[0] not in OPM_ROLES or not valid_node_name(lines[1]):
+        raise InvalidInput("%s: expected two lines, server|client|image then the node's name"
+                           % root.host_path(OPM_CONF))
+    return lines[0], lines[1]
+
+
+class OpmSync:
+    """One ``pm opm sync``: walks the rows of a node (and a server's images) through the
+    stages, in the roles' ways (SPEC §11), recording every stage in the ODA.  ``actions``
+    installs and uninstalls: ``actions.install(root_path, package)`` and
+    ``actions.uninstall(root_path, package)`` do it as one pm transaction on that root,
+    raising PmError when it fails (the command layer supplies them)."""
+
+    def __init__(self, oda: Oda, actions, out: Output, wait: float):
+        self.oda, self.actions, self.out, self.wait = oda, actions, out, wait
+        self.report: list[dict] = []
+        self.busy: list[str] = []         # nodes or roots left alone because another pm held them
+
+    def sync(self, node: dict, root_path: str) -> None:
+        """Sync ``node`` (installing under ``root_path``, or under its image path for an
+        image); a server then syncs its images."""
+        self.oda.lock_node(node["name"], self.wait)
+        try:
+            self._sync_locked(node, root_path)
+        finally:
+            self.oda.unlock_node(node["name"])
+        if node["role"] == "server":
+            for image in self.oda.images_of(node["name"]):
+                try:
+                    self.oda.lock_node(image["name"], self.wait)
+                except LockHeld as e:
+                    self.out.warn(e.message + "; its rows were left for now")
+                    self.busy.append(image["name"])
+                    continue
+                try:
+                    self._sync_locked(image, image["image_path"])
+                finally:
+                    self.oda.unlock_node(image["name"])
+
+    def _sync_locked(self, node: dict, root_path: str) -> None:
+        if node["role"] == "image":
+            root_path = node["image_path"]
+        for row in self.oda.rows(node["name"]):
+            entry = {"node": node["name"], "package": row["package"], "from": row["current"],
+                     "requested": row["requested"], "stages": [], "waiting_for": None}
+            self.report.append(entry)
+            if row["status"] == "error":
+                self.out.say("%s %s: skipped: in error since an earlier sync (%s); pm opm clear %s %s"
+                             % (node["name"], row["package"], row["error"], node["name"], row["package"]))
+            elif row["requested"] != row["current"]:
+                self._walk(node, row["package"], root_path, entry)
+            final = self.oda.row(node["name"], row["package"]) or row
+            entry.update(current=final["current"], status=final["status"], error=final["error"])
+        self._write_inventory(node, root_path)
+
+    def _walk(self, node: dict, package: str, root_path: str, entry: dict) -> None:
+        """Step the row toward its request one stage at a time, re-reading it and the
+        cluster progress before each stage (an admin may change either meanwhile)."""
+        name = node["name"]
+        while True:
+            row = self.oda.row(name, package)
+            if row is None or row["status"] == "error" or row["requested"] == row["current"]:
+                return
+            current, requested = stage_index(row["current"]), stage_index(row["requested"])
+            up = requested > current
+            stage = OPM_STAGES[current + 1] if up else row["requested"]
+            gate = STAGE_GATES[stage]
+            progress = self.oda.progress()
+            if CLUSTER_STEPS.index(progress) < CLUSTER_STEPS.index(gate):
+                entry["waiting_for"] = gate
+                self.out.say("%s %s: %s waits for the cluster to reach %s (it is at %s)"
+                             % (name, package, stage, gate, progress))
+                return
+            direction = "up" if up else "down"
+            try:
+                if up:
+                    detail = self._stage_up(node, package, stage, root_path)
+                else:
+                    detail = self._stage_down(node, package, row["current"], stage, root_path)
+            except LockHeld as e:         # another pm command works on the root: not an error of the row
+                self.out.warn("%s %s: %s left for the next sync: %s" % (name, package, stage, e.message))
+                entry["waiting_for"] = "the lock of " + root_path
+                self.busy.append(root_path)
+                return
+            except (PmError, OSError) as e:
+                message = e.message if isinstance(e, PmError) else \
+                    "%s%s" % (e.strerror or e, ": " + e.filename if getattr(e, "filename", None) else "")
+                self.oda.fail(name, package, stage, direction, message)
+                self.out.say("pm: error: %s %s: %s failed: %s (skipped until pm opm clear %s %s)"
+                             % (name, package, stage, message, name, package))
+                return
+            self.oda.reach(name, package, stage, direction, detail)
+            entry["stages"].append(stage)
+            self.out.result("%s %s: %s%s" % (name, package, stage, " (%s)" % detail if detail else ""))
+
+    def _stage_up(self, node: dict, package: str, stage: str, root_path: str) -> str:
+        """Carry out ``stage`` on the node; returns what was done, for the event log."""
+        role, done = node["role"], []
+        if stage == INSTALLED_FROM[role]:
+            self._check_root(node, root_path)
+            self.actions.install(root_path, package)
+            done.append("installed")
+        if role != "server":
+            return ", ".join(done)
+        for script in STAGE_SCRIPTS.get(stage, ()):
+            if self._run_script(root_path, package, script, stage):
+                done.append("ran " + script)
+        if stage == "install-bin-pkgs":
+            images = [i["name"] for i in self.oda.images_of(node["name"])]
+            if images:
+                self.oda.assign(images, package, stage)
+                done.append("gave it to images " + ", ".join(images))
+        if stage == "post-clients":
+            clients = [c["name"] for c in self.oda.nodes("client")]
+            if clients:
+                self.oda.assign(clients, package, "install-bin-pkgs")
+                done.append("gave it to %d client%s" % (len(clients), "" if len(clients) == 1 else "s"))
+        return ", ".join(done)
+
+    def _stage_down(self, node: dict, package: str, current: str, stage: str, root_path: str) -> str:
+        """Go back from ``current`` to ``stage``: uninstall when the package is no longer
+        installed at ``stage`` for this role (the uninstall runs its scripts)."""
+        role = node["role"]
+        installed_from = stage_index(INSTALLED_FROM[role])
+        if not stage_index(stage) < installed_from <= stage_index(current):
+            return ""
+        self._check_root(node, root_path)
+        self.actions.uninstall(root_path, package)
+        done = ["uninstalled"]
+        if role == "server":
+            others = [n["name"] for n in self.oda.images_of(node["name"]) + self.oda.nodes("client")]
+            if others:
+                self.oda.assign(others, package, OPM_STAGES[0])
+                done.append("took it back from " + ", ".join(others))
+        return ", ".join(done)
+
+    @staticmethod
+    def _check_root(node: dict, root_path: str) -> None:
+        if not os.path.isdir(root_path):
+            what = "image root" if node["role"] == "image" else "root"
+            raise Refused("the %s %s of %s is not a directory" % (what, root_path, node["name"]))
+
+    def _run_script(self, root_path: str, package: str, script: str, stage: str) -> bool:
+        """Run one OPM script the package keeps on the server, if it has it."""
+        root = Root(root_path)
+        try:
+            record = Database(root).load().get(package)
+            if record is None or record["state"] != STATE_INSTALLED:
+                raise Refused("%s is not installed under %s" % (package, root_path))
+            try:
+                content = root.read(SCRIPTS_DIR + "/" + package + "/" + script)
+            except (FileNotFoundError, NotADirectoryError):
+                content = None
+        finally:
+            root.close()
+        if content is None:
+            return False
+        error = run_script(root_path, content, script, package, record["version"], "", stage, self.out)
+        if error:
+            raise Refused(error)
+        return True
+
+    def _write_inventory(self, node: dict, root_path: str) -> None:
+        """Write back what is installed under the node's root (nothing when it has no
+        root yet, as an image whose directory is still to be made)."""
+        if not os.path.isdir(root_path):
+            return
+        root = Root(root_path)
+        try:
+            packages = Database(root).load().packages
+        finally:
+            root.close()
+        self.oda.write_inventory(node["name"], packages)
+
+
+# =============================================================================
+# 14. Site management
+# =============================================================================
+#
+# For the software managers of shared areas (SPEC §13, §14): installed packages against
+# a vulnerability list, whether this user can manage this root (doctor), and the
+# prerequisites a prereq.cfg names for this root's distribution.  Everything here reads;
+# the commands of section 15 make the changes through Planner and carry_out.
+
+MAX_VULNERABILITY_LIST = 64 << 20     # pkgsrc's list is a few MB; bounds a hostile server
+MAX_PREREQ_CONFIG = 1 << 20           # a prereq.cfg or order file is a few lines
+VULNERABILITY_CHECKS = ("warn", "always", "never")   # pm.conf check_vulnerabilities
+
+
+def read_location(location: str, what: str, limit: int) -> bytes:
+    """The bytes of a host file or of a ``file://``, ``http://`` or ``https://`` URL, at
+    most ``limit`` of them; Refused when it cannot be read."""
+    import urllib.parse
+    parsed = urllib.parse.urlsplit(location)
+    if parsed.scheme not in ("", "file", "http", "https"):
+        raise UsageError("%s %s: only http, https and file URLs are supported" % (what, location))
+    try:
+        if parsed.scheme in ("http", "https"):
+            data = http_get(location, limit)
+        else:
+            data = _read_local(urllib.parse.unquote(parsed.path) if parsed.scheme else location, limit)
+    except InvalidInput as e:
+        raise InvalidInput("the %s: %s" % (what, e.message)) from None
+    except PmError as e:
+        raise Refused("cannot read the %s: %s" % (what, e.message)) from None
+    if data is None:
+        raise Refused("cannot read the %s %s: not found" % (what, location))
+    return data
+
+
+class Vulnerability:
+    """One entry of a vulnerability list: versions ``constraint`` of package ``name``
+    have a problem of ``kind`` described at ``url``."""
+
+    __slots__ = ("name", "constraint", "kind", "url", "line")
+
+    def __init__(self, name: str, constraint: Constraint, kind: str, url: str, line: int):
+        self.name, self.constraint, self.kind, self.url, self.line = name, constraint, kind, url, line
+
+    def describe(self, version: str) -> str:
+        return "%s %s has a %s vulnerability (%s %s), see %s" % (
+            self.name, version, self.kind, self.name, self.constraint, self.url)
+
+    def as_json(self) -> dict:
+        return {"package": self.name, "constraint": str(self.constraint), "type": self.kind,
+                "url": self.url, "line": self.line}
+
+
+class VulnerabilityList:
+    """A vulnerability list, one entry per line: ``NAME CONSTRAINT TYPE URL`` (the
+    constraint may contain blanks: ``>=1.2, <1.4``), ``#`` comments.  Malformed lines
+    are kept in ``malformed`` as ``(line number, problem)`` instead of hiding the rest."""
+
+    def __init__(self, source: str, text: str):
+        self.source = source
+        self.entries: dict[str, list] = {}
+        self.malformed: list[tuple] = []
+        for number, line in enumerate(text.splitlines(), 1):
+            line = line.strip()
+            if not line or line.startswith("#"):
+                continue
+            problem = self._add(line, number)
+            if problem:
+                self.malformed.append((number, problem))
+
+    def _add(self, line: str, number: int) -> str | None:
+        fields = line.split()
+        if len(fields) < 4:
+            return "expected NAME CONSTRAINT TYPE URL"
+        name, kind, url = fields[0], fields[-2], fields[-1]
+        if not valid_package_name(name):
+            return "bad package name %r" % name
+        if "://" not in url:
+            return "the last field must be a URL, not %r" % url
+        try:
+            constraint = Constraint.parse(" ".join(fields[1:-2]), name)
+        except InvalidInput as e:
+            return e.message
+        self.entries.setdefault(name, []).append(Vulnerability(name, constraint, kind, url, number))
+        return None
+
+    @classmethod
+    def load(cls, root: Root, location: str | None) -> "VulnerabilityList":
+        """The list at ``location`` (a host path or URL, from the command line), or else
+        the one pm.conf names (``vulnerabilities =``: a URL, or a path within the root)."""
+        if location is None:
+            location = read_settings(root).get("vulnerabilities")
+            if not location:
+                raise UsageError("no vulnerability list: give --vulns FILE|URL or set "
+                                 "'vulnerabilities = ...' in %s" % root.host_path(PM_CONF))
+            if "://" not in location:
+                location = root.host_path("/" + location.lstrip("/"))
+        data = read_location(location, "vulnerability list", MAX_VULNERABILITY_LIST)
+        return cls(location, data.decode("utf-8", "replace"))
+
+    def affecting(self, name: str, version: str) -> list:
+        """The entries that ``name`` at ``version`` is affected by (an unversioned
+        package is assumed affected, as it satisfies every constraint)."""
+        parsed = Version.parse(version)
+        return [v for v in self.entries.get(name, ()) if v.constraint.allows(parsed, pre=True)]
+
+    def malformed_summary(self) -> str:
+        lines = ", ".join(str(n) for n, _ in self.malformed[:10])
+        more = " and %d more" % (len(self.malformed) - 10) if len(self.malformed) > 10 else ""
+        return "the vulnerability list %s has %s (%s%s)" % (
+            self.source, counted(len(self.malformed), "malformed line"), lines, more)
+
+
+def check_install_vulnerabilities(root: Root, out: Output, installs: list) -> None:
+    """The install-time audit: warn about each ``(name, version)`` about to be installed
+    that the vulnerability list of pm.conf names; refuse instead with
+    ``check_vulnerabilities = always`` (pkgsrc's CHECK_VULNERABILITIES)."""
+    if not installs:
+        return
+    settings = read_settings(root)
+    mode = settings.get("check_vulnerabilities", "warn")
+    if mode not in VULNERABILITY_CHECKS:
+        raise InvalidInput("%s: check_vulnerabilities must be %s, not %r"
+                           % (root.host_path(PM_CONF), ", ".join(VULNERABILITY_CHECKS), mode))
+    if mode == "never":
+        return
+    if not settings.get("vulnerabilities"):
+        if mode == "always":
+            raise Refused("check_vulnerabilities = always, but %s names no vulnerability list; "
+                          "nothing was changed" % root.host_path(PM_CONF))
+        return
+    try:
+        vulnerabilities = VulnerabilityList.load(root, None)
+    except PmError as e:
+        if mode == "always":
+            raise Refused("cannot check for vulnerabilities (%s); nothing was changed" % e.message) from None
+        out.warn("cannot check for vulnerabilities: %s" % e.message)
+        return
+    if vulnerabilities.malformed:
+        out.warn(vulnerabilities.malformed_summary() + "; pm audit shows them")
+    found = [v.describe(version) for name, version in installs
+             for v in vulnerabilities.affecting(name, version)]
+    if found and mode == "always":
+        raise Refused("; ".join(found) + " (check_vulnerabilities = always); nothing was changed")
+    for message in found:
+        out.warn(message)
+
+
+class Finding:
+    """One line of ``pm doctor``: which ``check``, its ``status`` (ok, note, or problem:
+    something needs action) and a sentence for people."""
+
+    OK, NOTE, PROBLEM = "ok", "note", "problem"
+
+    def __init__(self, check: str, status: str, message: str):
+        self.check, self.status, self.message = check, status, message
+
+    def as_json(self) -> dict:
+        return {"check": self.check, "status": self.status, "message": self.message}
+
+
+def _some(root: Root, paths: list, shown: int = 5) -> str:
+    """The first few of ``paths`` under ``root`` as host paths, for a one-line message."""
+    more = " and %d more" % (len(paths) - shown) if len(paths) > shown else ""
+    return ", ".join(root.host_path(p) for p in paths[:shown]) + more
+
+
+def diagnose(root: Root, shared: bool) -> list:
+    """Every Finding about ``root``: access for this user (and for a group with
+    ``shared``), database, journal, staging debris, lock, optional modules.  Reads only:
+    unlike other commands it does not recover an interrupted transaction."""
+    try:
+        root.dir_fd("/")
+    except PmError as e:
+        return [Finding("root", Finding.PROBLEM, e.message)]
+    findings = []
+    db, db_problem = Database(root), None
+    try:
+        db.load()
+    except InvalidInput as e:
+        db_problem = e.message
+    holder = RootLock(root).holder()
+    directories = _managed_directories(root, db)
+    findings += _access_findings(root, directories)
+    if shared:
+        findings += _shared_findings(root, directories)
+    findings += _database_findings(db, db_problem)
+    journal, journal_findings = _journal_findings(root, db, holder)
+    findings += journal_findings
+    findings += _debris_findings(root, db, directories, journal, holder)
+    findings.append(Finding("lock", Finding.OK, "the lock is free") if holder is None else
+                    Finding("lock", Finding.NOTE, "the lock is held by %s" % RootLock.who(holder)))
+    try:
+        settings = read_settings(root)
+    except InvalidInput as e:
+        settings = {}
+        findings.append(Finding("settings", Finding.PROBLEM, e.message))
+    findings += _module_findings(settings)
+    return findings
+
+
+def _managed_directories(root: Root, db: Database) -> list:
+    """The existing directories pm writes in under ``root``: the root, its own state
+    directories, and those holding installed packages' files, sorted."""
+    wanted = {"/", DB_DIR, FILES_DIR, SCRIPTS_DIR}
+    for name in db.packages:
+        try:
+            entries = db.files(name)
+        except InvalidInput:
+            continue
+        for path, entry in entries.items():
+            wanted.add(path if entry.kind == "d" else parent_of(path))
+    if root_exists(root, SCRIPTS_DIR):
+        wanted.update(SCRIPTS_DIR + "/" + name for name in root.listdir(SCRIPTS_DIR))
+    found = []
+    for path in sorted(wanted):
+        try:
+            st = root.lstat(path)
+        except UnsafePath:
+            continue
+        if st is not None and stat.S_ISDIR(st.st_mode):
+            found.append(path)
+    return found
+
+
+def _access_findings(root: Root, directories: list) -> list:
+    """Can this user create, rename and remove entries where pm writes?"""
+    mode = os.W_OK | os.X_OK
+    effective = os.access in os.supports_effective_ids
+    where = [d for d in directories if not os.access(root.host_path(d), mode, effective_ids=effective)]
+    if not root_exists(root, DB_DIR):                  # pm makes var/lib/pm in the nearest one
+        nearest = next((p for p in ("/var/lib", "/var") if root_exists(root, p)), "/")
+        if not os.access(root.host_path(nearest), mode, effective_ids=effective):
+            where.append(nearest)
+    lock = DB_DIR + "/lock"
+    if root_exists(root, lock) and not os.access(root.host_path(lock), os.W_OK, effective_ids=effective):
+        where.append(lock)
+    who = "uid %d" % os.geteuid()
+    if not where:
+        return [Finding("access", Finding.OK, "%s can write where pm writes in %s (%s)"
+                        % (who, root.path, counted(len(directories), "directory", "directories")))]
+    why = ""
+    try:
+        if os.statvfs(root.path).f_flag & getattr(os, "ST_RDONLY", 1):
+            why = " (the root is on a read-only filesystem)"
+    except OSError:
+        pass
+    return [Finding("access", Finding.PROBLEM, "%s cannot write %s pm writes in%s: %s"
+                    % (who, counted(len(where), "place"), why, _some(root, sorted(where))))]
+
+
+def _shared_findings(root: Root, directories: list) -> list:
+    """What a software area shared by a group needs (pkgsrc on grid sites): umask 002,
+    group-writable directories and lock, a group this user is in."""
+    findings = []
+    umask = os.umask(0o022)
+    os.umask(umask)
+    if umask & 0o020:
+        findings.append(Finding("umask", Finding.PROBLEM, "the umask is %04o; a shared area needs "
+                                "group-writable files: run 'umask 002' first" % umask))
+    else:
+        findings.append(Finding("umask", Finding.OK, "the umask is %04o" % umask))
+    top = os.stat(root.path)
+    groups = {os.getegid(), *os.getgroups()}
+    if top.st_gid not in groups:
+        findings.append(Finding("group", Finding.PROBLEM, "the root belongs to group %s, which this "
+                                "user is not in" % _group_name(top.st_gid)))
+    else:
+        findings.append(Finding("group", Finding.OK, "the root belongs to group %s, one of this user's"
+                                % _group_name(top.st_gid)))
+    closed = [d for d in directories if not os.stat(root.host_path(d)).st_mode & 0o020]
+    lock = root.lstat(DB_DIR + "/lock")
+    if lock is not None and not lock.st_mode & 0o020:
+        closed.append(DB_DIR + "/lock")
+    if closed:
+        findings.append(Finding("group-write", Finding.PROBLEM, "%s pm writes in not group-writable "
+                                "(chmod g+w): %s" % (counted(len(closed), "place"), _some(root, closed))))
+    else:
+        findings.append(Finding("group-write", Finding.OK, "every place pm writes in is group-writable"))
+    if not top.st_mode & stat.S_ISGID:
+        findings.append(Finding("setgid", Finding.NOTE, "the root has no setgid bit: new files get "
+                                "the creator's group, not the root's (chmod g+s keeps it)"))
+    return findings
+
+
+def _group_name(gid: int) -> str:
+    try:
+        import grp
+        return grp.getgrgid(gid).gr_name
+    except (ImportError, KeyError):
+        return str(gid)
+
+
+def _database_findings(db: Database, problem: str | None) -> list:
+    if problem:
+        return [Finding("database", Finding.PROBLEM, problem)]
+    findings = []
+    for name in sorted(db.packages):
+        try:
+            db.files(name)
+        except InvalidInput as e:
+            findings.append(Finding("database", Finding.PROBLEM, e.message))
+    for entry in db.pending:
+        what = "%s of %s" % (entry["script"], entry["package"])
+        findings.append(Finding("scripts", Finding.PROBLEM, "%s %s; pm recover runs it again"
+                                % (what, "failed" if entry.get("error") else "has not run yet")))
+    if not findings:
+        installed = len(db.installed())
+        findings.append(Finding("database", Finding.OK, "the database is readable: %s installed"
+                                % counted(installed, "package")))
+    return findings
+
+
+def _journal_findings(root: Root, db: Database, holder: str | None) -> tuple:
+    """``(journal or None, findings)`` about an interrupted transaction."""
+    try:
+        journal = read_journal(root)
+    except InvalidInput as e:
+        return None, [Finding("journal", Finding.PROBLEM, e.message)]
+    if journal is None:
+        return None, [Finding("journal", Finding.OK, "no interrupted transaction")]
+    if holder is not None:
+        return journal, [Finding("journal", Finding.NOTE, "a transaction is in progress (%s)"
+                                 % RootLock.who(holder))]
+    fate = "finishes" if db.txid == journal["txid"] else "undoes"
+    return journal, [Finding("journal", Finding.PROBLEM, "a transaction was interrupted; pm recover "
+                             "(or the next pm command that changes the root) %s it" % fate)]
+
+
+def _debris_findings(root: Root, db: Database, directories: list, journal: dict | None,
+                     holder: str | None) -> list:
+    """Staging files (named STAGING_PREFIX…) and temporary database files: those of the
+    journal's transaction are recovery's to remove; any others are debris."""
+    current = journal["txid"] if journal else None
+    places = set(directories)
+    if journal:
+        places.update(parent_of(op[1]) for op in journal["ops"])
+    ours, stray = [], []
+    for directory in sorted(places):
+        try:
+            names = root.listdir(directory)
+        except (FileNotFoundError, NotADirectoryError, UnsafePath):
+            continue
+        for name in names:
+            path = directory.rstrip("/") + "/" + name
+            if name.startswith(STAGING_PREFIX):
+                txid = name[len(STAGING_PREFIX):].split(".", 1)[0]
+                (ours if txid == current else stray).append(path)
+            elif directory == DB_DIR and name in ("journal.tmp", "status.tmp"):
+                (ours if current else stray).append(path)
+    if root_exists(root, FILES_DIR):
+        referenced = {r["files"] for r in db.packages.values()}
+        if journal:
+            referenced.update(journal["lists"] + journal["obsolete"])
+        stray += [FILES_DIR + "/" + n for n in sorted(root.listdir(FILES_DIR)) if n not in referenced]
+    findings = []
+    if ours:
+        whose = "the transaction in progress" if holder else "the interrupted transaction (pm recover removes them)"
+        findings.append(Finding("staging", Finding.NOTE if holder else Finding.PROBLEM, "%s of %s: %s"
+                                % (counted(len(ours), "staging file"), whose, _some(root, ours))))
+    if stray and holder is None:
+        findings.append(Finding("staging", Finding.PROBLEM, "%s of no transaction (safe to delete): %s"
+                                % (counted(len(stray), "leftover file"), _some(root, stray))))
+    elif stray:
+        findings.append(Finding("staging", Finding.NOTE, "%s, perhaps of the transaction in progress: %s"
+                                % (counted(len(stray), "staging file"), _some(root, stray))))
+    if not findings:
+        findings.append(Finding("staging", Finding.OK, "no leftover staging files"))
+    return findings
+
+
+def _module_findings(settings: dict) -> list:
+    """Which of pm's runtime modules are importable here (SPEC §2)."""
+    import importlib
+    findings = []
+
+    def present(module):
+        try:
+            return importlib.import_module(module)
+        except ImportError:
+            return None
+
+    msgpack = present("msgpack")
+    if msgpack is None:
+        findings.append(Finding("msgpack", Finding.PROBLEM, "msgpack is missing: pm cannot read its "
+                                "database (pip install msgpack)"))
+    elif getattr(msgpack.Packer, "__module__", "").endswith("_cmsgpack"):
+        findings.append(Finding("msgpack", Finding.OK, "msgpack %s with its C extension"
+                                % ".".join(str(n) for n in getattr(msgpack, "version", ()))))
+    else:
+        findings.append(Finding("msgpack", Finding.NOTE, "msgpack runs without its C extension "
+                                "(pure Python: slower on large databases)"))
+    findings.append(Finding("semver", Finding.OK, "semver is present") if present("semver") else
+                    Finding("semver", Finding.PROBLEM, "semver is missing: pm cannot read versions "
+                            "(pip install semver)"))
+    findings.append(Finding("zstandard", Finding.OK, "zstandard is present (.tar.zst packages)")
+                    if present("zstandard") else
+                    Finding("zstandard", Finding.NOTE, "zstandard is missing: .tar.zst packages "
+                            "cannot be read (pip install zstandard)"))
+    wants_postgres = any(v.startswith(("postgres://", "postgresql://")) for v in settings.values())
+    if present("psycopg"):
+        findings.append(Finding("psycopg", Finding.OK, "psycopg is present (PostgreSQL ODA)"))
+    else:
+        findings.append(Finding("psycopg", Finding.PROBLEM if wants_postgres else Finding.NOTE,
+                                "psycopg is missing: %s (pip install psycopg)" % (
+                                    "pm.conf names a PostgreSQL database" if wants_postgres
+                                    else "needed only for a PostgreSQL ODA")))
+    return findings
+
+
+# -- prerequisites (install_prereq's prereq.cfg) ---------------------------------------
+
+PREREQ_CONFIG = "prereq.cfg"
+
+
+class PrereqEntry:
+    """One line of a prereq.cfg block: ``install`` a package name or file, ``remove``
+    (``!name``) or ``command`` (``:bash: …`` or ``sh: …``, run by ``shell``)."""
+
+    INSTALL, REMOVE, COMMAND = "install", "remove", "command"
+
+    def __init__(self, kind: str, text: str, line: int, shell: str | None = None):
+        self.kind, self.text, self.line, self.shell = kind, text, line, shell
+
+    def __str__(self):
+        if self.kind == self.REMOVE:
+            return "!" + self.text
+        if self.kind == self.COMMAND:
+            return (":bash: " if self.shell == "bash" else "sh: ") + self.text
+        return self.text
+
+
+class PrereqBlock:
+    """A ``[distro:version:arch]`` block: each field a ``|``-list of alternatives in
+    which ``*`` matches anything; the entries below it in order."""
+
+    def __init__(self, header: str, line: int):
+        import re
+        self.header, self.line = header, line
+        fields = header[1:-1].split(":")
+        if len(fields) != 3 or not all(fields):
+            raise ValueError("a block header is [distro:version:architecture]")
+        self.patterns = []
+        for field in fields:
+            alternatives = (".*".join(re.escape(p) for p in alt.split("*")) for alt in field.split("|"))
+            self.patterns.append(re.compile("(?:%s)\\Z" % "|".join(alternatives), re.IGNORECASE))
+        self.entries: list = []
+
+    def of(self, kind: str) -> list:
+        """The entries of one kind, in order."""
+        return [e for e in self.entries if e.kind == kind]
+
+    def matches(self, system: dict) -> bool:
+        values = (system["distro"], system["version"], system["arch"])
+        return all(p.match(v) for p, v in zip(self.patterns, values))
+
+
+def parse_prereq_config(text: str, source: str) -> list:
+    """The blocks of a prereq.cfg; InvalidInput naming the line of the first mistake."""
+    blocks = []
+    for number, line in enumerate(text.splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+
+        def bad(problem):
+            return InvalidInput("%s line %d: %s" % (source, number, problem))
+
+        if line.startswith("["):
+            if not line.endswith("]"):
+                raise bad("a block header is [distro:version:architecture]")
+            try:
+                blocks.append(PrereqBlock(line, number))
+            except ValueError as e:
+                raise bad(str(e)) from None
+            continue
+        if not blocks:
+            raise bad("%r comes before any [distro:version:architecture] header" % line)
+        for prefix, shell in ((":bash:", "bash"), ("sh:", "sh")):
+            if line.startswith(prefix):
+                command = line[len(prefix):].strip()
+                if not command:
+                    raise bad("an empty command")
+                blocks[-1].entries.append(PrereqEntry(PrereqEntry.COMMAND, command, number, shell))
+                break
+        else:
+            if any(c.isspace() for c in line):
+                raise bad("one package name or package file per line, not %r" % line)
+            if line.startswith("!"):
+                if not valid_package_name(line[1:]):
+                    raise bad("bad package name %r" % line[1:])
+                blocks[-1].entries.append(PrereqEntry(PrereqEntry.REMOVE, line[1:], number))
+            else:
+                blocks[-1].entries.append(PrereqEntry(PrereqEntry.INSTALL, line, number))
+    return blocks
+
+
+def read_os_release(root: Root) -> dict:
+    """The ``KEY=value`` pairs of the root's os-release (etc/, else usr/lib/), or {}."""
+    import shlex
+    for path in ("/etc/os-release", "/usr/lib/os-release"):
+        try:
+            data = root.read(path)
+        except (FileNotFoundError, NotADirectoryError, UnsafePath):
+            data = None
+        if data is None:
+            continue
+        values = {}
+        for line in data.decode("utf-8", "replace").splitlines():
+            key, sep, value = line.strip().partition("=")
+            if sep and key and not key.startswith("#"):
+                try:
+                    values[key] = " ".join(shlex.split(value))
+                except ValueError:
+                    values[key] = value
+        return values
+    return {}
+
+
+def system_identity(root: Root) -> dict:
+    """What prereq.cfg headers match: the root's distribution ID and VERSION_ID, and its
+    architecture (``architecture =`` in pm.conf, else this machine's)."""
+    release = read_os_release(root)
+    arch = read_settings(root).get("architecture") or os.uname().machine
+    return {"distro": release.get("ID", ""), "version": release.get("VERSION_ID", ""), "arch": arch}
+
+
+def prereq_directories(paths: list) -> list:
+    """The prerequisite directories to process, in order: each PATH is a directory
+    holding a prereq.cfg (or that file itself), or an order file listing such
+    directories one per line (relative to the order file; ``#`` comments)."""
+    found = []
+    for path in paths:
+        if os.path.isdir(path):
+            found.append(_prereq_directory(path, path))
+        elif os.path.basename(path) == PREREQ_CONFIG and os.path.isfile(path):
+            found.append(os.path.dirname(os.path.abspath(path)))
+        elif os.path.isfile(path):
+            base = os.path.dirname(os.path.abspath(path))
+            text = read_location(path, "order file", MAX_PREREQ_CONFIG).decode("utf-8", "replace")
+            for number, line in enumerate(text.splitlines(), 1):
+                line = line.strip()
+                if line and not line.startswith("#"):
+                    found.append(_prereq_directory(os.path.join(base, line), "%s line %d" % (path, number)))
+        else:
+            raise Refused("%s: no such prerequisite directory or order file" % path)
+    return found
+
+
+def _prereq_directory(path: str, where: str) -> str:
+    if not os.path.isfile(os.path.join(path, PREREQ_CONFIG)):
+        raise Refused("%s: %s has no %s" % (where, path, PREREQ_CONFIG))
+    return os.path.abspath(path)
+
+
+def read_prereq_block(directory: str, system: dict) -> PrereqBlock | None:
+    """The first block of ``directory``'s prereq.cfg matching ``system`` (only that one
+    counts, as with install_prereq), or None."""
+    path = os.path.join(directory, PREREQ_CONFIG)
+    text = read_location(path, "prerequisite file", MAX_PREREQ_CONFIG).decode("utf-8", "replace")
+    return next((b for b in parse_prereq_config(text, path) if b.matches(system)), None)
+
+
+def prereq_package_file(directory: str, entry: PrereqEntry) -> str | None:
+    """The package file an install line names, in the prerequisite directory (a bare
+    file name may also be found below it), or None when the line names a package."""
+    text = entry.text
+    direct = os.path.join(directory, text)
+    if os.path.isfile(direct):
+        return direct
+    if "/" not in text and not text.endswith(PACKAGE_SUFFIXES):
+        return None
+    where = "%s/%s line %d" % (directory, PREREQ_CONFIG, entry.line)
+    matches = []
+    if "/" not in text:
+        for top, dirs, files in os.walk(directory):
+            dirs.sort()
+            if text in files:
+                matches.append(os.path.join(top, text))
+    if len(matches) > 1:
+        raise InvalidInput("%s: %s matches several files: %s" % (where, text, ", ".join(matches)))
+    if not matches:
+        raise Refused("%s: no package file %s in %s" % (where, text, directory))
+    return matches[0]
+
+
+def run_prereq_command(entry: PrereqEntry, directory: str, root_path: str, out: Output) -> str | None:
+    """Run a ``:bash:`` or ``sh:`` line in the prerequisite directory with PM_ROOT set;
+    None on success, else a one-line error.  Its stdout goes to stderr."""
+    import subprocess
+    env = dict(os.environ, PM_ROOT=root_path, PM_PREREQ_DIR=directory)
+    for name in ("PM_FAULT", "PM_FAULT_COUNT"):
+        env.pop(name, None)
+    out.detail("running %s" % entry)
+    sys.stdout.flush()
+    try:
+        result = subprocess.run([entry.shell, "-c", entry.text], cwd=directory, env=env,
+                                stdin=subprocess.DEVNULL, stdout=sys.stderr.fileno())
+    except OSError as e:
+        return "%s/%s line %d: %s could not run: %s" % (directory, PREREQ_CONFIG, entry.line,
+                                                         entry.shell, e.strerror)
+    if result.returncode != 0:
+        return "%s/%s line %d: %r failed (%s)" % (directory, PREREQ_CONFIG, entry.line, entry.text,
+                                                 describe_exit(result.returncode))
+    return None
+
+
+# =============================================================================
+# 15. Commands and command line
+# =============================================================================
+
+class Session:
+    """One command's view of a root: its options, its output, and the database, read
+    after an interrupted transaction was recovered (SPEC §9)."""
+
+    def __init__(self, args):
+        self.args = args
+        self.root = Root(args.root)
+        self.out = Output(args.json, args.verbose - args.quiet)
+        self.sync = not args.unsafe_io
+        self.lock = RootLock(self.root)
+        self.extra_sources = list(getattr(args, "repository", None) or ())   # --repository URL
+
+    def close(self) -> None:
+        self.lock.release()
+        self.root.close()
+
+    def read_db(self) -> Database:
+        """The database for a command that changes nothing.  An interrupted transaction
+        is recovered first when nobody holds the lock and the root is writable; else the
+        last committed state is read, which is always whole."""
+        interrupted = root_exists(self.root, JOURNAL) or root_exists(self.root, JOURNAL + ".tmp")
+        if not self.args.dry_run_mode and interrupted \
+                and os.access(self.root.host_path(DB_DIR), os.W_OK) and self.lock.try_acquire():
+            try:
+                recover(self.root, self.out)
+            finally:
+                self.lock.release()
+        return self._warn_pending(Database(self.root).load())
+
+    def write_db(self, command: str):
+        """Take the lock (waiting up to --wait), recover, and return the database."""
+        self.lock.acquire(self.args.wait, command)
+        recover(self.root, self.out)
+        return self._warn_pending(Database(self.root).load())
+
+    def _warn_pending(self, db: Database) -> Database:
+        for entry in db.pending:
+            if entry.get("error"):
+                self.out.warn("%s; pm recover runs it again" % entry["error"])
+        return db
+
+
+def carry_out(session: Session, db: Database, plan, dry_run: bool, no_scripts: bool) -> int:
+    """apply_plan, then print the command's JSON document (with --json)."""
+    code, report = apply_plan(session, db, plan, dry_run, no_scripts)
+    return finish(session, report, code)
+
+
+def apply_plan(session: Session, db: Database, plan, dry_run: bool, no_scripts: bool,
+               relabel: dict | None = None) -> tuple:
+    """Plan a command's changes with ``plan(planner)`` and print them (dry run), or run
+    pre-scripts, the transaction and post-scripts; returns ``(exit code, report)``.
+    ``relabel`` ({name: reason}) records a new install reason for installed packages
+    the plan leaves as they are, in the same transaction."""
+    out, root = session.out, session.root
+    tx = Transaction(root, db, out, session.sync)
+    planner = Planner(root, db, out, tx)
+    changes = plan(planner)
+    check_install_vulnerabilities(root, out, [(c.name, c.version) for c in changes if c.package])
+    changed = {c.name for c in changes}
+    relabel = {name: reason for name, reason in (relabel or {}).items() if name not in changed
+               and db.get(name) is not None and db.get(name)["state"] == STATE_INSTALLED
+               and db.get(name)["reason"] != reason}
+    packages = planner.new_packages(changes) if changes else dict(db.packages)
+    for name, reason in relabel.items():
+        packages[name] = dict(packages[name], reason=reason)
+    report = {"dry_run": dry_run, "changes": [c.as_json() for c in changes], "reasons": relabel}
+    if dry_run or not (changes or relabel):
+        for change in changes:
+            out.result(change.heading())
+            for verb, path in change.steps:
+                out.result("  %s %s" % (verb, path))
+            for script in (change.pre_script, change.post_script):
+                if script and not no_scripts:
+                    out.result("  run %s" % script)
+        for name, reason in sorted(relabel.items()):
+            out.result("mark %s %s" % (name, reason))
+        if not changes:
+            out.detail("nothing to do")
+        return EXIT_OK, report
+    if not no_scripts:
+        for change in changes:
+            if change.pre_script:
+                content = change.package.scripts[change.pre_script] if change.package else \
+                    root.read(SCRIPTS_DIR + "/" + change.name + "/" + change.pre_script)
+                error = run_script(root.path, content, change.pre_script, change.name, change.version,
+                                   change.old_version, change.script_action, out)
+                if error:
+                    raise Refused(error + "; nothing was changed")
+    pending = list(db.pending)
+    if not no_scripts:
+        pending += [{"txid": tx.txid, "package": c.name, "script": c.post_script, "content": c.post_content,
+                     "version": c.version, "old_version": c.old_version, "action": c.script_action,
+                     "error": None} for c in changes if c.post_script]
+    total = sum(len(tx.member_puts.get(c.package, ())) for c in changes if c.package)
+    progress = Progress(out, "installing", total)
+    tx.run(packages, pending, progress)
+    progress.finish()
+    for name, reason in sorted(relabel.items()):
+        out.result("marked %s %s" % (name, reason))
+    for change in changes:
+        out.result(_PAST.get(change.action, change.action) + change.heading()[len(change.action):])
+        for verb, path in change.steps:
+            out.detail("  %s %s" % (verb, path))
+            if verb == "write-new":
+                out.say("%s kept; the packaged version is %s" % (path[:-len(".pm-new")], path))
+    failures = run_pending_scripts(root, db, out, session.sync, tx.txid)
+    for failure in failures:
+        out.say("pm: error: %s (recorded; pm recover runs it again)" % failure)
+    report["script_failures"] = failures
+    return (EXIT_FAILED if failures else EXIT_OK), report
+
+
+_PAST = {"install": "installed", "upgrade": "upgraded", "reinstall": "reinstalled",
+         "downgrade": "downgraded", "remove": "removed", "purge": "purged"}
+
+
+def finish(session: Session, report, code: int) -> int:
+    """Print the JSON document of a command (with --json) and return its exit code.  A
+    report is an object (which gets the warnings) or, for listings, a list of rows."""
+    if session.out.json_mode:
+        import json
+        if isinstance(report, dict):
+            report = dict(report, warnings=session.out.warnings)
+        sys.stdout.write(json.dumps(report, indent=2, sort_keys=True, default=str) + "\n")
+    return code
+
+
+def looks_like_file(argument: str) -> bool:
+    """A command-line package argument is a file when it has a directory part or a
+    package file's ending; a bare name is a package name, whatever files the current
+    directory holds (as with apt: ``./name`` for a local file)."""
+    return "/" in argument or argument.endswith(PACKAGE_SUFFIXES)
+
+
+def cmd_install(session: Session, args) -> int:
+    code, report = install_packages(session, args.packages, args.dry_run, args.allow_same_version,
+                                    args.no_deps, args.force_overwrite, args.pre, args.allow_setuid,
+                                    args.no_scripts)
+    return finish(session, report, code)
+
+
+def parse_spec(spec: str) -> Requirement:
+    """A ``NAME[CONSTRAINT]`` argument as a requested Requirement: ``lib``, ``lib>=1.2``,
+    ``lib=1.0``, ``lib^1``, ``"lib >=1,<2"``; a malformed constraint is InvalidInput."""
+    import re
+    text = spec.strip()
+    name, _, constraint = text.partition(" ")
+    if not constraint:
+        match = re.match(r"^(.*?)([=<>!^~*].*)?$", text)
+        name, constraint = match.group(1), match.group(2) or ""
+    if not valid_package_name(name):
+        raise UsageError("bad package name %r in %r" % (name, spec))
+    return Requirement(name, Constraint.parse(constraint.strip(), name))
+
+
+def _fetch_chosen(session: Session, fetcher: Fetcher, chosen: dict, allow_setuid: bool) -> tuple:
+    """Fetch and check the packages of the chosen candidates that come from sources;
+    returns ``(packages, report rows)``."""
+    packages, rows = [], []
+    try:
+        for name in sorted(chosen):
+            candidate = chosen[name]
+            if candidate.installed or candidate.package is not None:
+                continue
+            packages.append(fetcher.fetch(candidate, allow_setuid))
+            rows.append({"package": name, "version": candidate.version.text,
+                         "url": package_url(candidate.source, candidate.entry)})
+            session.out.detail("fetched %s %s from %s" % (name, candidate.version, candidate.source.url))
+    except BaseException:
+        for package in packages:
+            package.close()
+        raise
+    return packages, rows
+
+
+def install_packages(session: Session, specs: list, dry_run: bool = False,
+                     allow_same_version: bool = False, no_deps: bool = False,
+                     force_overwrite: bool = False, pre: bool = False, allow_setuid: bool = False,
+                     no_scripts: bool = False, db: Database | None = None) -> tuple:
+    """Install ``specs`` — package files and ``NAME[CONSTRAINT]`` — as `pm install`
+    does, and return ``(exit code, report)`` (the report is not printed).
+
+    Names are resolved, with the dependencies of everything installed, against the
+    installed packages, the files given and the root's sources (SPEC §10): the newest
+    versions allowed, installed packages left as they are unless a requirement needs
+    them newer.  Packages from sources are fetched and checked against their index, then
+    everything is planned and carried out in one transaction.  Names and files given are
+    recorded as explicitly installed, what they pulled in as dependencies.  With no
+    names and no sources configured, files are installed as they are and their
+    dependencies only checked (SPEC §8.2); ``no_deps`` installs only what is named.
+
+    ``db`` is the database of a caller that already holds the root's lock (from
+    Session.write_db); without it the lock is taken, or for a dry run the database is
+    only read.  Anything refused raises PmError with nothing changed.
+    """
+    files = [s for s in specs if looks_like_file(s)]
+    requests = [parse_spec(s) for s in specs if not looks_like_file(s)]
+    packages, fetched = [], []
+    fetcher = Fetcher(session.root, session.out, scratch=dry_run)
+    try:
+        for path in files:
+            packages.append(Package(path, allow_setuid))
+        if db is None and not dry_run:
+            refuse_writes_through_symlinks(session.root, packages)
+        if db is None:
+            db = session.read_db() if dry_run else session.write_db("install " + " ".join(specs))
+        sources = read_sources(session.root, session.extra_sources)
+        reasons = {p.name: REASON_EXPLICIT for p in packages}
+        rows = []
+        if requests or sources:
+            pool = build_pool(session.root, db, session.out, sources, packages)
+            for request in requests:
+                if not pool.knows(request.name):
+                    raise Refused("no source offers a package named %s%s" % (request.name, "" if sources else
+                                  " (no sources are configured in %s)" % SOURCES_LIST))
+            if no_deps:
+                chosen = _newest_allowed(pool, requests, pre)
+                explicit = set(chosen)
+            else:
+                chosen, explicit = resolve_requests(pool, requests, pre=pre, allow_downgrade=allow_same_version,
+                                                    reinstall={r.name for r in requests} if allow_same_version else (),
+                                                    out=session.out)
+            for name in sorted(explicit):
+                candidate = chosen.get(name)
+                if candidate is not None and candidate.installed and candidate.package is None:
+                    session.out.say("%s %s is already installed" % (name, candidate.version))
+            fetched, rows = _fetch_chosen(session, fetcher, chosen, allow_setuid)
+            for package in fetched:
+                if package.name in explicit:
+                    reasons[package.name] = REASON_EXPLICIT
+                elif package.name not in pool.installed:
+                    reasons[package.name] = REASON_DEPENDENCY
+            reasons.update((name, REASON_EXPLICIT) for name in explicit)
+        to_install = packages + fetched
+        code, report = apply_plan(session, db, lambda planner: planner.install(
+            to_install, reasons, allow_same_version, no_deps, force_overwrite), dry_run, no_scripts,
+            relabel={name: reason for name, reason in reasons.items() if reason == REASON_EXPLICIT})
+        report["fetched"] = rows
+        return code, report
+    finally:
+        for package in packages + fetched:
+            package.close()
+        fetcher.close()
+
+
+def _newest_allowed(pool: Pool, requests: list, pre: bool) -> dict:
+    """For --no-deps: each request's newest candidate its constraint allows."""
+    chosen = dict(pool.pinned)
+    for request in requests:
+        for candidate in pool.candidates(request.name):
+            if request.constraint.allows(candidate.version, pre or candidate.installed):
+                chosen[request.name] = candidate
+                break
+        else:
+            raise Refused("no version of %s satisfies %s" % (request.name, request.constraint))
+    return chosen
+
+
+def upgrade_packages(session: Session, names=(), dry_run: bool = False, pre: bool = False,
+                     allow_setuid: bool = False, no_scripts: bool = False,
+                     db: Database | None = None) -> tuple:
+    """Move the installed packages — or only ``names`` — to the newest versions the
+    sources offer and the installed packages' dependencies allow, installing new
+    dependencies they need, as `pm upgrade` does; returns ``(exit code, report)``.
+    ``db`` as for install_packages."""
+    fetched = []
+    fetcher = Fetcher(session.root, session.out, scratch=dry_run)
+    try:
+        if db is None:
+            db = session.read_db() if dry_run else session.write_db("upgrade " + " ".join(names))
+        for name in names:
+            if name not in db.installed():
+                raise Refused("%s is not installed" % name)
+        sources = read_sources(session.root, session.extra_sources)
+        if not sources:
+            session.out.say("no sources are configured in %s; nothing to upgrade" % SOURCES_LIST)
+        pool = build_pool(session.root, db, session.out, sources)
+        chosen, _ = resolve_requests(pool, [], upgrade=set(names) or True, pre=pre, out=session.out)
+        fetched, rows = _fetch_chosen(session, fetcher, chosen, allow_setuid)
+        reasons = {p.name: REASON_DEPENDENCY for p in fetched if p.name not in pool.installed}
+        code, report = apply_plan(session, db, lambda planner: planner.install(fetched, reasons),
+                                  dry_run, no_scripts)
+        report["fetched"] = rows
+        return code, report
+    finally:
+        for package in fetched:
+            package.close()
+        fetcher.close()
+
+
+def autoremove_packages(session: Session, dry_run: bool = False, purge: bool = False,
+                        no_scripts: bool = False, db: Database | None = None) -> tuple:
+    """Uninstall the packages installed as dependencies that no explicitly installed
+    package needs any more, as `pm autoremove` does; returns ``(exit code, report)``.
+    ``db`` as for install_packages."""
+    if db is None:
+        db = session.read_db() if dry_run else session.write_db("autoremove")
+    names = unneeded_packages(db.installed())
+    return apply_plan(session, db, lambda planner: planner.uninstall(names, purge), dry_run, no_scripts)
+
+
+def cmd_upgrade(session: Session, args) -> int:
+    code, report = upgrade_packages(session, args.names, args.dry_run, args.pre, args.allow_setuid,
+                                    args.no_scripts)
+    return finish(session, report, code)
+
+
+def cmd_autoremove(session: Session, args) -> int:
+    code, report = autoremove_packages(session, args.dry_run, args.purge, args.no_scripts)
+    return finish(session, report, code)
+
+
+def cmd_update(session: Session, args) -> int:
+    sources = read_sources(session.root, session.extra_sources)
+    if not sources:
+        session.out.say("no sources are configured in %s" % SOURCES_LIST)
+    if not args.dry_run:
+        session.write_db("update")
+    reports = update_sources(session.root, sources, session.out, args.dry_run, session.sync)
+    for report in reports:
+        if report["error"]:
+            session.out.say("pm: error: %s" % report["error"])
+        else:
+            session.out.result("%s: %d package%s%s" % (report["url"], report["packages"],
+                               "" if report["packages"] == 1 else "s",
+                               " (read in place)" if report["kind"] == "dir" else ""))
+    upgradable = []
+    if not args.dry_run:
+        db = Database(session.root).load()
+        pool = build_pool(session.root, db, Output(verbosity=-1), sources)
+        for name, installed in sorted(pool.installed.items()):
+            newest = next((c for c in pool.candidates(name) if not c.version.prerelease), None)
+            if newest is not None and newest.version > installed.version:
+                upgradable.append({"package": name, "installed": installed.version.text,
+                                   "available": newest.version.text})
+        if upgradable:
+            session.out.say("%d package%s can be upgraded (pm upgrade)" % (
+                len(upgradable), "" if len(upgradable) == 1 else "s"))
+    code = max([r["exit_code"] for r in reports] or [EXIT_OK])
+    return finish(session, {"dry_run": args.dry_run, "sources": reports, "upgradable": upgradable}, code)
+
+
+def cmd_search(session: Session, args) -> int:
+    db = session.read_db()
+    sources = read_sources(session.root, session.extra_sources)
+    if not sources:
+        session.out.say("no sources are configured in %s" % SOURCES_LIST)
+    pool = build_pool(session.root, db, session.out, sources)
+    words = [w.lower() for w in args.text]
+    rows = []
+    for name in pool.names():
+        offered = [c for c in pool.candidates(name) if not c.installed and not c.hidden]
+        if not offered:
+            continue
+        newest = next((c for c in offered if not c.version.prerelease), offered[0])
+        manifest = newest.manifest
+        haystack = " ".join([name, str(manifest.get("name", "")), str(manifest.get("description", ""))]).lower()
+        if not all(word in haystack for word in words):
+            continue
+        installed = pool.installed.get(name)
+        rows.append({"package": name, "version": newest.version.text, "description": manifest.get("description", ""),
+                     "installed": installed.version.text if installed else None, "source": newest.source.url})
+        line = "%s %s" % (name, newest.version)
+        if installed:
+            line += " [installed %s]" % installed.version
+        if manifest.get("description"):
+            line += " - " + manifest["description"]
+        session.out.result(line)
+    return finish(session, {"packages": rows}, EXIT_OK)
+
+
+def cmd_uninstall(session: Session, args) -> int:
+    for name in args.names:
+        if not valid_package_name(name):
+            raise UsageError("bad package name %r" % name)
+    db = session.read_db() if args.dry_run else session.write_db("uninstall " + " ".join(args.names))
+    return carry_out(session, db, lambda planner: planner.uninstall(args.names, args.purge, args.recursive),
+                     args.dry_run, args.no_scripts)
+
+
+def cmd_list_installed(session: Session, args) -> int:
+    db = session.read_db()
+    rows = []
+    for name in sorted(db.packages):
+        record = db.packages[name]
+        if record["state"] != STATE_INSTALLED and not args.include_removed:
+            continue
+        rows.append({"name": name, "version": record["version"], "state": record["state"],
+                     "reason": record["reason"], "time": record["time"]})
+        line = "%s (%s)" % (name, record["version"])
+        if args.include_removed:
+            line += " [installed]" if record["state"] == STATE_INSTALLED else " [config remaining]"
+        session.out.result(line)
+    return finish(session, {"packages": rows}, EXIT_OK)
+
+
+def cmd_info(session: Session, args) -> int:
+    if looks_like_file(args.package):
+        package = Package(args.package, allow_setuid=True)
+        package.close()
+        info = {"package": package.name, "version": package.version.text, "manifest": package.manifest,
+                "state": None, "files": len(package.members), "size": sum(m.size for m in package.members),
+                "scripts": sorted(package.scripts)}
+    else:
+        record = session.read_db().get(args.package)
+        if record is None:
+            raise Refused("%s is not installed" % args.package)
+        info = {"package": args.package, "version": record["version"], "manifest": record["manifest"],
+                "state": record["state"], "reason": record["reason"], "time": record["time"],
+                "size": record.get("size", 0), "config_files": record["config"]}
+    manifest = info["manifest"]
+    lines = [("Package", info["package"]), ("Version", info["version"]),
+             ("Name", manifest.get("name")), ("Description", manifest.get("description")),
+             ("Authors", ", ".join(manifest["authors"]) if isinstance(manifest.get("authors"), list)
+              else manifest.get("authors")),
+             ("Depends", ", ".join("%s %s" % kv for kv in sorted(manifest.get("dependencies", {}).items()))),
+             ("Conflicts", ", ".join("%s %s" % kv for kv in sorted(manifest.get("conflicts", {}).items()))),
+             ("Provides", ", ".join(manifest.get("provides", []))),
+             ("Config files", ", ".join(manifest.get("configFiles", []))),
+             ("State", info.get("state")), ("Reason", info.get("reason")),
+             ("Size", info.get("size")), ("Note", manifest.get("note")), ("Repo", manifest.get("repo"))]
+    for label, value in lines:
+        if value not in (None, "", []):
+            session.out.result("%-13s %s" % (label + ":", value))
+    return finish(session, info, EXIT_OK)
+
+
+def _installed_files(session: Session, name: str) -> tuple:
+    db = session.read_db()
+    if db.get(name) is None:
+        raise Refused("%s is not installed" % name)
+    return db, db.files(name)
+
+
+def cmd_files(session: Session, args) -> int:
+    db, entries = _installed_files(session, args.name)
+    rows = []
+    for path in sorted(entries):
+        entry = entries[path]
+        rows.append({"path": path, "type": {"f": "file", "d": "directory", "l": "symlink"}[entry.kind],
+                     "mode": "%04o" % entry.mode, "size": entry.size,
+                     "sha256": entry.digest.hex() if entry.digest else None, "link": entry.link})
+        session.out.result(path)
+    return finish(session, {"package": args.name, "files": rows}, EXIT_OK)
+
+
+def root_relative(session: Session, path: str) -> str:
+    """A path given on the command line as a path within the root (``/etc/x``); a host
+    path below the root is accepted too."""
+    import posixpath
+    if not path.startswith("/"):
+        path = os.path.abspath(path)
+    root = session.root.path.rstrip("/")
+    if root and (path == root or path.startswith(root + "/")):
+        path = path[len(root):] or "/"
+    return posixpath.normpath(path)
+
+
+def cmd_owner(session: Session, args) -> int:
+    path = root_relative(session, args.path)
+    db = session.read_db()
+    owners = sorted(name for name in db.packages if path in db.files(name))
+    if not owners:
+        session.out.result("%s is not owned by any package" % path)
+        return finish(session, {"path": path, "owners": []}, EXIT_FAILED)
+    session.out.result("%s is owned by %s" % (path, ", ".join(owners)))
+    return finish(session, {"path": path, "owners": owners}, EXIT_OK)
+
+
+def verify_package(root: Root, db: Database, name: str) -> tuple:
+    """``(damage, modified_config)``: lists of ``(path, problem)`` for one package."""
+    record = db.get(name)
+    config = set(record["config"])
+    damage, modified = [], []
+    for path, entry in sorted(db.files(name).items()):
+        try:
+            st = root.lstat(path)
+        except UnsafePath as e:
+            damage.append((path, e.message))
+            continue
+        if st is None:
+            damage.append((path, "missing"))
+            continue
+        kind = "d" if stat.S_ISDIR(st.st_mode) else "l" if stat.S_ISLNK(st.st_mode) else \
+            "f" if stat.S_ISREG(st.st_mode) else "?"
+        if kind != entry.kind:
+            damage.append((path, "is no longer a %s" % {"f": "file", "d": "directory", "l": "symlink"}[entry.kind]))
+        elif kind == "l":
+            if root.readlink(path) != entry.link:
+                damage.append((path, "symlink target changed"))
+        elif kind == "f":
+            if path in config:
+                if st.st_size != entry.size or root.digest(path) != entry.digest:
+                    modified.append((path, "modified config file"))
+                continue
+            if stat.S_IMODE(st.st_mode) != entry.mode:
+                damage.append((path, "mode changed from %04o to %04o" % (entry.mode, stat.S_IMODE(st.st_mode))))
+            if st.st_size != entry.size or root.digest(path) != entry.digest:
+                damage.append((path, "content changed"))
+    return damage, modified
+
+
+def cmd_verify(session: Session, args) -> int:
+    db = session.read_db()
+    names = args.names or sorted(db.installed())
+    damage, modified = [], []
+    for name in names:
+        if db.get(name) is None:
+            raise Refused("%s is not installed" % name)
+        bad, changed = verify_package(session.root, db, name)
+        damage += [(name, p, what) for p, what in bad]
+        modified += [(name, p, what) for p, what in changed]
+    for name, path, what in damage:
+        session.out.result("%s: %s: %s" % (name, path, what))
+    for name, path, what in modified:
+        session.out.result("%s: %s: %s (not damage)" % (name, path, what))
+    if not damage:
+        session.out.say("%d package%s verified, no damage" % (len(names), "" if len(names) == 1 else "s"))
+    report = {"ok": not damage,
+              "damage": [{"package": n, "path": p, "problem": w} for n, p, w in damage],
+              "modified_config": [{"package": n, "path": p} for n, p, _ in modified]}
+    return finish(session, report, EXIT_DAMAGE if damage else EXIT_OK)
+
+
+def cmd_recover(session: Session, args) -> int:
+    session.lock.acquire(args.wait, "recover")
+    done = recover(session.root, session.out)
+    db = Database(session.root).load()
+    failures = run_pending_scripts(session.root, db, session.out, session.sync)
+    if not done and not failures:
+        session.out.say("nothing to recover")
+    for failure in failures:
+        session.out.say("pm: error: %s" % failure)
+    return finish(session, {"transaction": done, "script_failures": failures},
+                  EXIT_FAILED if failures else EXIT_OK)
+
+
+def cmd_audit(session: Session, args) -> int:
+    vulnerabilities = VulnerabilityList.load(session.root, args.vulns)
+    out = session.out
+    for number, problem in vulnerabilities.malformed:
+        out.warn("%s line %d: %s" % (vulnerabilities.source, number, problem))
+    installed = session.read_db().installed()
+    affected = []
+    for name, record in sorted(installed.items()):
+        found = vulnerabilities.affecting(name, record["version"])
+        if found and Version.parse(record["version"]).unversioned:
+            out.warn("%s is unversioned (oppm); assuming every listed vulnerability affects it" % name)
+        for vulnerability in found:
+            out.result(vulnerability.describe(record["version"]))
+            affected.append(dict(vulnerability.as_json(), version=record["version"]))
+    entries = sum(len(v) for v in vulnerabilities.entries.values())
+    out.say("%s checked against %s of %s: %d affected"
+            % (counted(len(installed), "installed package"), counted(entries, "entry", "entries"),
+               vulnerabilities.source, len({a["package"] for a in affected})))
+    report = {"source": vulnerabilities.source, "checked": len(installed), "entries": entries,
+              "affected": affected,
+              "malformed": [{"line": n, "problem": p} for n, p in vulnerabilities.malformed]}
+    # a list with broken lines may hide a vulnerability: say so in the exit status too
+    code = EXIT_FAILED if affected else EXIT_INVALID if vulnerabilities.malformed else EXIT_OK
+    return finish(session, report, code)
+
+
+def cmd_doctor(session: Session, args) -> int:
+    findings = diagnose(session.root, args.shared)
+    for finding in findings:
+        session.out.result("%-8s %s" % (finding.status, finding.message))
+    problems = sum(1 for f in findings if f.status == Finding.PROBLEM)
+    if problems:
+        session.out.say("%s to act on" % counted(problems, "problem"))
+    report = {"root": session.root.path, "ok": not problems, "findings": [f.as_json() for f in findings]}
+    return finish(session, report, EXIT_FAILED if problems else EXIT_OK)
+
+
+def cmd_prereq(session: Session, args) -> int:
+    system = system_identity(session.root)
+    work = [(directory, read_prereq_block(directory, system)) for directory in prereq_directories(args.paths)]
+    session.out.detail("this root is %(distro)s:%(version)s:%(arch)s" % system)
+    if args.status:
+        return _prereq_status(session, work, system)
+    session.write_db("prereq " + " ".join(args.paths))
+    reports = []
+    for directory, block in (reversed(work) if args.remove else work):
+        report = {"path": directory, "block": block.header if block else None, "changes": [], "commands": []}
+        reports.append(report)
+        if block is None:
+            session.out.say("%s: no block of %s matches %s:%s:%s" % (
+                directory, PREREQ_CONFIG, system["distro"], system["version"], system["arch"]))
+        elif args.remove:
+            _undo_prereq(session, directory, block, report)
+        else:
+            _apply_prereq(session, directory, block, args.smart, report)
+    return finish(session, {"system": system, "prerequisites": reports}, EXIT_OK)
+
+
+def _prereq_requirement(directory: str, entry: PrereqEntry) -> Requirement:
+    """The ``NAME[CONSTRAINT]`` of an install line that names no package file."""
+    try:
+        return parse_spec(entry.text)
+    except PmError as e:
+        raise InvalidInput("%s/%s line %d: %s" % (directory, PREREQ_CONFIG, entry.line, e.message)) from None
+
+
+def _prereq_record(report: dict, result: dict) -> None:
+    """Add one transaction's changes to a prereq report; a failed post-script stops the run."""
+    report["changes"] += result["changes"]
+    if result.get("script_failures"):
+        raise Refused("; ".join(result["script_failures"]) + " (recorded; pm recover runs it again)")
+
+
+def _apply_prereq(session: Session, directory: str, block: PrereqBlock, smart: bool, report: dict) -> None:
+    """Removals, then installs, then commands of one matching block.  The block's files
+    and names are checked before the first change; with ``smart`` the resolution from the
+    sources (install_packages) comes after the removals, as it must see their result."""
+    root, where = session.root, "%s/%s" % (directory, PREREQ_CONFIG)
+    installs = [(e, prereq_package_file(directory, e)) for e in block.of(PrereqEntry.INSTALL)]
+    files = [path for _, path in installs if path is not None]
+    names = [e for e, path in installs if path is None]
+    requirements = [_prereq_requirement(directory, e) for e in names]
+    installed = Database(root).load().installed()
+    missing = [r for r in requirements if r.name not in installed
+               or not r.constraint.allows(Version.parse(installed[r.name]["version"]), pre=True)]
+    if missing and not smart:
+        raise Refused("%s names %s, which --dumb cannot install (it installs only package files; "
+                      "use --smart)" % (where, ", ".join("%s%s" % (r.name, "" if r.constraint.is_any else
+                                                                    " " + str(r.constraint)) for r in missing)))
+    packages = []
+    try:
+        for path in files:
+            packages.append(Package(path))
+        gone = [e.text for e in block.of(PrereqEntry.REMOVE) if e.text in installed]
+        if gone:
+            _prereq_record(report, apply_plan(session, Database(root).load(),
+                                              lambda planner: planner.uninstall(gone), False, False)[1])
+        if smart and installs:
+            _prereq_record(report, install_packages(session, files + [e.text for e in names],
+                                                    db=Database(root).load())[1])
+        elif packages:
+            reasons = {p.name: REASON_EXPLICIT for p in packages}
+            _prereq_record(report, apply_plan(session, Database(root).load(),
+                                              lambda planner: planner.install(packages, reasons), False, False)[1])
+    finally:
+        for package in packages:
+            package.close()
+    for entry in block.of(PrereqEntry.COMMAND):
+        error = run_prereq_command(entry, directory, root.path, session.out)
+        report["commands"].append({"command": str(entry), "line": entry.line, "ok": error is None})
+        if error:
+            raise Refused(error)
+
+
+def _prereq_package_name(directory: str, entry: PrereqEntry) -> tuple:
+    """``(name, version or None)`` of an install line: read from the package file it
+    names, else the name it gives."""
+    path = prereq_package_file(directory, entry)
+    if path is None:
+        return _prereq_requirement(directory, entry).name, None
+    package = Package(path, allow_setuid=True)
+    package.close()
+    return package.name, package.version
+
+
+def _undo_prereq(session: Session, directory: str, block: PrereqBlock, report: dict) -> None:
+    """Uninstall what the block installs (removals and commands cannot be undone)."""
+    names = []
+    for entry in block.of(PrereqEntry.INSTALL):
+        name = _prereq_package_name(directory, entry)[0]
+        if name not in names:
+            names.append(name)
+    installed = Database(session.root).load().installed()
+    present = [n for n in names if n in installed]
+    if present:
+        _prereq_record(report, apply_plan(session, Database(session.root).load(),
+                                          lambda planner: planner.uninstall(present), False, False)[1])
+    for entry in block.entries:
+        if entry.kind != PrereqEntry.INSTALL:
+            session.out.say("%s/%s line %d: %s is not undone" % (directory, PREREQ_CONFIG, entry.line, entry))
+
+
+def _prereq_status(session: Session, work: list, system: dict) -> int:
+    """Which lines of each matching block are in effect: installed, absent (removals),
+    or not trackable (commands).  Exit 1 when something is not done."""
+    installed = session.read_db().installed()
+    reports, done = [], True
+    for directory, block in work:
+        report = {"path": directory, "block": block.header if block else None, "entries": []}
+        reports.append(report)
+        if block is None:
+            session.out.result("%s: no block matches %s:%s:%s" % (
+                directory, system["distro"], system["version"], system["arch"]))
+            continue
+        session.out.result("%s %s" % (directory, block.header))
+        for entry in block.entries:
+            version = None
+            if entry.kind == PrereqEntry.COMMAND:
+                state = "command"
+            elif entry.kind == PrereqEntry.REMOVE:
+                state = "present" if entry.text in installed else "absent"
+                version = installed[entry.text]["version"] if entry.text in installed else None
+            else:
+                name, wanted = _prereq_package_name(directory, entry)
+                record = installed.get(name)
+                version = record["version"] if record else None
+                if record is None:
+                    state = "missing"
+                elif wanted is not None:
+                    state = "installed" if Version.parse(version) >= wanted else "older"
+                else:
+                    constraint = _prereq_requirement(directory, entry).constraint
+                    state = "installed" if constraint.allows(Version.parse(version), pre=True) else "older"
+            done = done and state in ("installed", "absent", "command")
+            report["entries"].append({"line": entry.line, "kind": entry.kind, "text": str(entry),
+                                      "state": state, "version": version})
+            session.out.result("  %-9s %s%s" % (state, entry, " (%s)" % version if version else ""))
+    return finish(session, {"system": system, "prerequisites": reports, "done": done},
+                  EXIT_OK if done else EXIT_FAILED)
+
+class NestedOutput(Output):
+    """The output of a step inside another command (an install during ``opm sync``):
+    its result lines become the outer command's messages, its warnings the outer
+    command's, so that the outer command's stdout and JSON stay its own."""
+
+    def __init__(self, outer: Output, prefix: str):
+        super().__init__(False, outer.verbosity)
+        self.outer, self.prefix = outer, prefix
+
+    def result(self, line: str) -> None:
+        self.outer.say(self.prefix + line)
+
+    def warn(self, message: str) -> None:
+        self.outer.warn(self.prefix + message)
+
+
+class SessionActions:
+    """A sync's installs and uninstalls: each one pm transaction on the node's root,
+    with that root's lock, recovery, sources and scripts, as ``pm install`` and
+    ``pm uninstall`` would do them."""
+
+    def __init__(self, session: Session):
+        self.session = session
+
+    def _on(self, root_path: str, package: str) -> Session:
+        import argparse
+        args = argparse.Namespace(**vars(self.session.args))
+        args.root, args.json, args.dry_run_mode = root_path, False, False
+        nested = Session(args)
+        nested.out = NestedOutput(self.session.out, "  %s: " % package)
+        return nested
+
+    def install(self, root_path: str, package: str) -> None:
+        """Install ``package`` by name from the root's sources (with what it depends on);
+        a no-op when it is installed already."""
+        nested = self._on(root_path, package)
+        try:
+            db = nested.write_db("opm sync: install " + package)
+            self._check(*install_packages(nested, [package], db=db))
+        finally:
+            nested.close()
+
+    def uninstall(self, root_path: str, package: str) -> None:
+        nested = self._on(root_path, package)
+        try:
+            db = nested.write_db("opm sync: uninstall " + package)
+            self._check(*apply_plan(nested, db, lambda planner: planner.uninstall([package]), False, False))
+        finally:
+            nested.close()
+
+    @staticmethod
+    def _check(code: int, report: dict) -> None:
+        """A post-script that failed fails the stage (pm recover also reruns it)."""
+        if code != EXIT_OK:
+            raise Refused("; ".join(report.get("script_failures") or ()) or "pm exited with %d" % code)
+
+
+def oda_url(session: Session, args) -> str:
+    """The ODA: --oda, else $PM_ODA, else ``oda =`` in etc/pm/pm.conf, else an SQLite
+    file under the root."""
+    url = getattr(args, "oda", None) or os.environ.get("PM_ODA") or read_settings(session.root).get("oda")
+    return url or "sqlite://" + session.root.host_path(ODA_FILE)
+
+
+def open_oda(session: Session, args) -> Oda:
+    return Oda(oda_url(session, args)).require_schema()
+
+
+def with_oda(handler):
+    """A command handler that gets the ODA as its third argument and closes it after."""
+    def run(session: Session, args) -> int:
+        oda = open_oda(session, args)
+        try:
+            return handler(session, args, oda)
+        finally:
+            oda.close()
+    run.__doc__ = handler.__doc__
+    return run
+
+
+def cmd_opm_init(session: Session, args) -> int:
+    url = oda_url(session, args)
+    if url == "sqlite://" + session.root.host_path(ODA_FILE):
+        session.root.dir_fd(DB_DIR, 0o755)
+    oda = Oda(url, create=True)
+    try:
+        old = oda.migrate()
+    finally:
+        oda.close()
+    where = redacted_url(url)
+    if old == 0:
+        session.out.result("created the ODA at %s (schema version %d)" % (where, ODA_SCHEMA_VERSION))
+    elif old < ODA_SCHEMA_VERSION:
+        session.out.result("upgraded the ODA at %s from schema version %d to %d" % (where, old, ODA_SCHEMA_VERSION))
+    else:
+        session.out.result("the ODA at %s is up to date (schema version %d)" % (where, ODA_SCHEMA_VERSION))
+    return finish(session, {"oda": where, "schema_version": ODA_SCHEMA_VERSION, "previous_version": old}, EXIT_OK)
+
+
+def _check_node_name(name: str) -> None:
+    if not valid_node_name(name):
+        raise UsageError("bad node name %r" % name)
+
+
+@with_oda
+def cmd_opm_node_add(session: Session, args, oda: Oda) -> int:
+    _check_node_name(args.name)
+    image_path = getattr(args, "image_path", None)
+    server = getattr(args, "server", None)
+    if args.role == "image":
+        if not image_path:
+            raise UsageError("an image needs --image-path DIR, the directory it is built in")
+        image_path = os.path.abspath(image_path)
+    elif image_path or server:
+        raise UsageError("--image-path and --server are for images only")
+    if server:
+        owner = oda.node(server)
+        if not owner or owner["role"] != "server":
+            raise Refused("%s is not a server in the ODA" % server)
+    oda.add_node(args.name, args.role, image_path, server)
+    session.out.result("added %s %s%s" % (args.role, args.name, " at " + image_path if image_path else ""))
+    return finish(session, {"node": args.name, "role": args.role, "image_path": image_path, "server": server},
+                  EXIT_OK)
+
+
+@with_oda
+def cmd_opm_node_remove(session: Session, args, oda: Oda) -> int:
+    oda.remove_node(args.name)
+    session.out.result("removed %s and its package rows" % args.name)
+    return finish(session, {"node": args.name}, EXIT_OK)
+
+
+@with_oda
+def cmd_opm_node_list(session: Session, args, oda: Oda) -> int:
+    nodes = oda.nodes()
+    for node in nodes:
+        extra = " at %s" % node["image_path"] if node["image_path"] else ""
+        extra += " (server %s)" % node["server"] if node["server"] else ""
+        session.out.result("%s %s%s" % (node["name"], node["role"], extra))
+    return finish(session, {"nodes": nodes}, EXIT_OK)
+
+
+@with_oda
+def cmd_opm_request(session: Session, args, oda: Oda) -> int:
+    _check_node_name(args.node)
+    if not valid_package_name(args.package):
+        raise UsageError("bad package name %r" % args.package)
+    oda.request(args.node, args.package, args.stage)
+    row = oda.row(args.node, args.package)
+    session.out.result("%s %s: requested %s (current %s)" % (args.node, args.package, row["requested"], row["current"]))
+    if row["status"] == "error":
+        session.out.warn("%s %s is in error (%s); syncs skip it until pm opm clear %s %s"
+                         % (args.node, args.package, row["error"], args.node, args.package))
+    return finish(session, _status_json(row), EXIT_OK)
+
+
+@with_oda
+def cmd_opm_clear(session: Session, args, oda: Oda) -> int:
+    cleared = oda.clear(args.node, args.package)
+    if cleared:
+        session.out.result("%s %s: error cleared; the next sync carries on" % (args.node, args.package))
+    else:
+        session.out.say("%s %s is not in error" % (args.node, args.package))
+    return finish(session, dict(_status_json(oda.row(args.node, args.package)), cleared=cleared), EXIT_OK)
+
+
+@with_oda
+def cmd_opm_progress(session: Session, args, oda: Oda) -> int:
+    if args.step:
+        oda.set_progress(args.step)
+    step = oda.progress()
+    session.out.result("cluster progress: %s" % step)
+    return finish(session, {"progress": step}, EXIT_OK)
+
+
+def _status_json(row: dict) -> dict:
+    return {"node": row["node"], "package": row["package"], "requested": row["requested"],
+            "current": row["current"], "status": row["status"], "error": row["error"],
+            "previous": row["previous"], "updated": row["updated"]}
+
+
+def print_table(out: Output, headings: tuple, rows: list) -> None:
+    """Rows of strings under headings, in columns as wide as their widest cell."""
+    widths = [max(len(str(cell)) for cell in column) for column in zip(headings, *rows)]
+    for line in [headings] + rows:
+        out.result("  ".join(str(cell).ljust(width) for cell, width in zip(line, widths)).rstrip())
+
+
+@with_oda
+def cmd_opm_status(session: Session, args, oda: Oda) -> int:
+    rows = [_status_json(row) for row in oda.rows(getattr(args, "node", None))]
+    if rows:
+        print_table(session.out, ("NODE", "PACKAGE", "REQUESTED", "CURRENT", "STATUS", "ERROR"),
+                    [(r["node"], r["package"], r["requested"], r["current"], r["status"], r["error"] or "")
+                     for r in rows])
+    else:
+        session.out.say("the ODA has no package requests")
+    session.out.say("cluster progress: %s" % oda.progress())
+    return finish(session, rows, EXIT_OK)
+
+
+@with_oda
+def cmd_opm_inventory(session: Session, args, oda: Oda) -> int:
+    names = [args.node] if getattr(args, "node", None) else [n["name"] for n in oda.nodes()]
+    rows = []
+    for name in names:
+        for package, record in oda.inventory(name).items():
+            rows.append(dict(record, node=name, package=package))
+            session.out.result("%s %s (%s)%s" % (name, package, record["version"], "" if record["state"] ==
+                                                 STATE_INSTALLED else " [config remaining]"))
+    return finish(session, rows, EXIT_OK)
+
+
+@with_oda
+def cmd_opm_log(session: Session, args, oda: Oda) -> int:
+    import time
+    events = oda.events(getattr(args, "node", None))
+    for e in events:
+        session.out.result("%s %s %s %s %s %s%s" % (
+            time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(e["time"])), e["node"], e["package"],
+            e["direction"], e["stage"], e["outcome"], ": " + e["detail"] if e["detail"] else ""))
+    return finish(session, events, EXIT_OK)
+
+
+@with_oda
+def cmd_opm_sync(session: Session, args, oda: Oda) -> int:
+    conf = read_opm_conf(session.root)
+    name = getattr(args, "node", None) or (conf[1] if conf else None)
+    if name is None:
+        raise Refused("%s does not say which node this is; write it or give --node NAME"
+                      % session.root.host_path(OPM_CONF))
+    _check_node_name(name)
+    node = oda.node(name)
+    if node is None:
+        raise Refused("node %s is not in the ODA (pm opm node add %s --role ...)" % (name, name))
+    if conf and conf[1] == name and conf[0] != node["role"]:
+        raise Refused("%s says %s is a %s, the ODA says a %s" % (session.root.host_path(OPM_CONF), name,
+                                                                 conf[0], node["role"]))
+    if conf and conf[1] != name and node["role"] != "image":
+        raise Refused("this root is node %s (%s); syncing %s here would install its packages into it"
+                      % (conf[1], session.root.host_path(OPM_CONF), name))
+    sync = OpmSync(oda, SessionActions(session), session.out, session.args.wait)
+    sync.sync(node, session.root.path)
+    errors = [r for r in sync.report if r["status"] == "error"]
+    if not sync.report:
+        session.out.say("%s has no package requests" % name)
+    code = EXIT_FAILED if errors else EXIT_LOCKED if sync.busy else EXIT_OK
+    return finish(session, {"node": name, "role": node["role"], "rows": sync.report, "busy": sync.busy}, code)
+
+
+def cmd_opm_needs_command(session: Session, args) -> int:
+    raise UsageError("pm %s needs a command (pm %s -h lists them)" % (args.command_path, args.command_path))
+
+
+class _Parser:
+    """argparse, reporting usage errors as UsageError (one line, exit 2)."""
+
+    @staticmethod
+    def make(**kwargs):
+        import argparse
+
+        class Parser(argparse.ArgumentParser):
+            def error(self, message):
+                raise UsageError(message)
+        return Parser(**kwargs)
+
+
+def build_parser():
+    import argparse
+    common = _Parser.make(add_help=False)
+    # Global options work before and after the command: both copies default to
+    # SUPPRESS, so only what was given is set, and parse_arguments fills in the rest.
+    common.add_argument("--root", default=argparse.SUPPRESS, help="the root to manage (default $PM_ROOT or /)")
+    common.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print one JSON document")
+    common.add_argument("-v", "--verbose", action="count", default=argparse.SUPPRESS, help="say more")
+    common.add_argument("-q", "--quiet", action="count", default=argparse.SUPPRESS, help="say less")
+    common.add_argument("--wait", type=float, default=argparse.SUPPRESS, metavar="SECONDS",
+                        help="wait this long for the root's lock (default: do not wait)")
+    common.add_argument("--unsafe-io", action="store_true", default=argparse.SUPPRESS,
+                        help="skip fsync: faster, not safe against power loss")
+    common.add_argument("--repository", action="append", default=argparse.SUPPRESS, metavar="URL",
+                        help="also use this source (directory or URL) for this command")
+    oda_option = _Parser.make(add_help=False)
+    oda_option.add_argument("--oda", default=argparse.SUPPRESS, metavar="URL",
+                            help="the ODA of pm opm: sqlite:///PATH or postgresql://... (default $PM_ODA, "
+                                 "else oda = URL in etc/pm/pm.conf, else sqlite:///ROOT%s)" % ODA_FILE)
+    parser = _Parser.make(prog="pm", parents=[common, oda_option],
+                          description="pm: a small, careful package manager for tar-container packages.")
+    parser.add_argument("--version", action="version", version="pm " + __version__)
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    def command(name, handler, help_text, reads_only=False):
+        sub = commands.add_parser(name, parents=[common], help=help_text, description=help_text)
+        sub.set_defaults(func=handler, reads_only=reads_only)
+        return sub
+
+    sub = command("install", cmd_install, "install or upgrade packages from files or by name from the sources")
+    sub.add_argument("packages", nargs="+", metavar="PKG.tar|NAME[CONSTRAINT]")
+    sub.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
+    sub.add_argument("--allow-same-version", action="store_true",
+                     help="reinstall the installed version, or install a lower one")
+    sub.add_argument("--no-deps", action="store_true", help="do not check dependencies")
+    sub.add_argument("--force-overwrite", action="store_true",
+                     help="replace files owned by other packages or by none")
+    sub.add_argument("--pre", action="store_true", help="allow pre-release versions")
+    sub.add_argument("--allow-setuid", action="store_true", help="accept setuid and setgid files")
+    sub.add_argument("--no-scripts", action="store_true", help="do not run package scripts")
+
+    sub = command("uninstall", cmd_uninstall, "remove packages (config files stay unless --purge)")
+    sub.add_argument("names", nargs="+", metavar="NAME")
+    sub.add_argument("--purge", action="store_true", help="also remove config files and the record")
+    sub.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
+    sub.add_argument("--recursive", action="store_true", help="also remove the packages that need these")
+    sub.add_argument("--no-scripts", action="store_true", help="do not run package scripts")
+
+    sub = command("list-installed", cmd_list_installed, "list installed packages", True)
+    sub.add_argument("--include-removed", action="store_true",
+                     help="also list packages whose config files remain")
+    sub = command("info", cmd_info, "show a package (installed, or a package file)", True)
+    sub.add_argument("package", metavar="NAME|PKG.tar")
+    sub = command("files", cmd_files, "list the paths a package owns", True)
+    sub.add_argument("name", metavar="NAME")
+    sub = command("owner", cmd_owner, "tell which package owns a path", True)
+    sub.add_argument("path", metavar="PATH")
+    sub = command("verify", cmd_verify, "check installed files against the database", True)
+    sub.add_argument("names", nargs="*", metavar="NAME")
+    command("recover", cmd_recover, "finish or undo an interrupted transaction; rerun failed post-scripts")
+
+    sub = command("update", cmd_update, "fetch the indexes of the sources (etc/pm/sources.list) into the cache")
+    sub.add_argument("--dry-run", action="store_true", help="fetch and check the indexes, keep nothing")
+    sub = command("upgrade", cmd_upgrade, "upgrade installed packages to the newest versions the sources offer")
+    sub.add_argument("names", nargs="*", metavar="NAME", help="only these packages (default: all)")
+    sub.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
+    sub.add_argument("--pre", action="store_true", help="allow pre-release versions")
+    sub.add_argument("--allow-setuid", action="store_true", help="accept setuid and setgid files")
+    sub.add_argument("--no-scripts", action="store_true", help="do not run package scripts")
+    sub = command("autoremove", cmd_autoremove, "remove dependencies no explicitly installed package needs")
+    sub.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
+    sub.add_argument("--purge", action="store_true", help="also remove their config files")
+    sub.add_argument("--no-scripts", action="store_true", help="do not run package scripts")
+    sub = command("search", cmd_search, "list the packages the sources offer (hidden ones left out)", True)
+    sub.add_argument("text", nargs="*", metavar="TEXT", help="words to find in names and descriptions")
+
+    sub = command("audit", cmd_audit, "check installed packages against a vulnerability list", True)
+    sub.add_argument("--vulns", metavar="FILE|URL",
+                     help="the list: NAME CONSTRAINT TYPE URL per line (default: vulnerabilities in pm.conf)")
+    sub = command("doctor", cmd_doctor, "check that this user can manage this root, and the root's health", True)
+    sub.add_argument("--shared", action="store_true",
+                     help="also check what an area shared by a group needs (umask 002, group-writable)")
+    sub = command("prereq", cmd_prereq, "install the prerequisites that prereq.cfg files name for this "
+                  "root's distribution")
+    sub.add_argument("paths", nargs="+", metavar="PATH", help="a prerequisite directory, or an order file")
+    mode = sub.add_mutually_exclusive_group()
+    mode.add_argument("--dumb", action="store_true", help="install only the package files named (default)")
+    mode.add_argument("--smart", action="store_true", help="also install packages by name from the sources")
+    what = sub.add_mutually_exclusive_group()
+    what.add_argument("--status", action="store_true", help="report what is done, change nothing")
+    what.add_argument("--remove", action="store_true", help="uninstall what the prerequisites installed")
+
+    add_opm_commands(command, common, oda_option)
+    return parser
+
+
+def add_opm_commands(command, common, oda_option) -> None:
+    """``pm opm ...``: OPM over the ODA (section 13)."""
+    import argparse
+    opm = command("opm", cmd_opm_needs_command,
+                  "OPM: walk packages through their stages on a cluster's server, clients and images")
+    opm.add_argument("--oda", default=argparse.SUPPRESS, metavar="URL", help=oda_option._actions[0].help)
+    opm.set_defaults(command_path="opm")
+    opm_commands = opm.add_subparsers(metavar="OPM-COMMAND")
+
+    def sub(parent, name, handler, help_text):
+        parser = parent.add_parser(name, parents=[common, oda_option], help=help_text, description=help_text)
+        parser.set_defaults(func=handler)
+        return parser
+
+    sub(opm_commands, "init", cmd_opm_init, "create the ODA's tables, or upgrade them to this pm's schema")
+    node = sub(opm_commands, "node", cmd_opm_needs_command, "add, remove or list nodes and images")
+    node.set_defaults(command_path="opm node")
+    node_commands = node.add_subparsers(metavar="NODE-COMMAND")
+    add = sub(node_commands, "add", cmd_opm_node_add, "add a node or an image to the ODA")
+    add.add_argument("name", metavar="NAME")
+    add.add_argument("--role", required=True, choices=OPM_ROLES)
+    add.add_argument("--image-path", default=argparse.SUPPRESS, metavar="DIR",
+                     help="an image's root directory (images only)")
+    add.add_argument("--server", default=argparse.SUPPRESS, metavar="NAME",
+                     help="the server whose syncs handle this image (default: every server)")
+    remove = sub(node_commands, "remove", cmd_opm_node_remove, "remove a node and its package rows")
+    remove.add_argument("name", metavar="NAME")
+    sub(node_commands, "list", cmd_opm_node_list, "list the nodes and images")
+    request = sub(opm_commands, "request", cmd_opm_request, "ask for a package to reach a stage on a node")
+    request.add_argument("node", metavar="NODE")
+    request.add_argument("package", metavar="PACKAGE")
+    request.add_argument("stage", metavar="STAGE", choices=OPM_STAGES, help=" < ".join(OPM_STAGES))
+    progress = sub(opm_commands, "progress", cmd_opm_progress, "show or set the cluster's install progress")
+    progress.add_argument("step", metavar="STEP", nargs="?", choices=CLUSTER_STEPS, help=" < ".join(CLUSTER_STEPS))
+    sync = sub(opm_commands, "sync", cmd_opm_sync,
+               "carry out this node's requests (the node named in etc/opm.conf, or --node); "
+               "--wait also waits for another sync of the node")
+    sync.add_argument("--node", default=argparse.SUPPRESS, metavar="NAME", help="the node or image to sync")
+    clear = sub(opm_commands, "clear", cmd_opm_clear, "clear a package's error so that syncs retry it")
+    clear.add_argument("node", metavar="NODE")
+    clear.add_argument("package", metavar="PACKAGE")
+    status = sub(opm_commands, "status", cmd_opm_status, "show the requests and stages of every node's packages")
+    status.add_argument("--node", default=argparse.SUPPRESS, metavar="NAME", help="only this node's rows")
+    inventory = sub(opm_commands, "inventory", cmd_opm_inventory,
+                    "show what the last syncs found installed on each node and image")
+    inventory.add_argument("--node", default=argparse.SUPPRESS, metavar="NAME", help="only this node")
+    log = sub(opm_commands, "log", cmd_opm_log, "show the event log of stage runs")
+    log.add_argument("--node", default=argparse.SUPPRESS, metavar="NAME", help="only this node's events")
+
+
+def parse_arguments(argv: list):
+    args = build_parser().parse_args(argv)
+    if not getattr(args, "command", None):
+        raise UsageError("a command is needed (pm -h lists them)")
+    defaults = {"root": os.environ.get("PM_ROOT") or "/", "json": False, "verbose": 0, "quiet": 0,
+                "wait": 0.0, "unsafe_io": False, "repository": []}
+    for key, value in defaults.items():
+        if not hasattr(args, key):
+            setattr(args, key, value)
+    args.dry_run_mode = bool(getattr(args, "dry_run", False))
+    return args
+
+
+def main(argv: list | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv == ["--version"]:
+        sys.stdout.write("pm %s\n" % __version__)
+        return EXIT_OK
+    json_mode = "--json" in argv
+    session = None
+    try:
+        args = parse_arguments(argv)
+        session = Session(args)
+        return args.func(session, args)
+    except PmError as e:
+        return _report_error(e.message, e.exit_code, json_mode)
+    except KeyboardInterrupt:
+        return _report_error("interrupted", EXIT_FAILED, json_mode)
+    except BrokenPipeError:
+        return EXIT_FAILED
+    except OSError as e:
+        what = "%s: %s" % (e.strerror or e, e.filename) if e.filename else (e.strerror or str(e))
+        return _report_error(what, EXIT_FAILED, json_mode)
+    except Exception as e:           # a defect in pm itself: still one line for people
+        if os.environ.get("PM_DEBUG"):
+            raise
+        return _report_error("internal error: %s: %s (PM_DEBUG=1 shows the traceback; please report it)"
+                             % (type(e).__name__, e), EXIT_FAILED, json_mode)
+    finally:
+        FAULTS.save_counts()
+        if session is not None:
+            session.close()
+
+
+def _report_error(message: str, code: int, json_mode: bool) -> int:
+    message = " ".join(message.split("\n"))
+    if json_mode:
+        import json
+        sys.stdout.write(json.dumps({"error": message, "exit_code": code}) + "\n")
+    sys.stderr.write("pm: error: %s\n" % message)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
