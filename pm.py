@@ -204,6 +204,8 @@ def counted(n: int, noun: str, nouns: str | None = None) -> str:
 
 def has_control_chars(text: str) -> bool:
     """True for C0 and C1 control characters and DEL (a terminal acts on all of them)."""
+    if text.isprintable():          # the fast path: printable text has none of them
+        return False
     return any(ord(c) < 32 or 127 <= ord(c) < 160 for c in text)
 
 
@@ -978,10 +980,6 @@ class Member:
         self.path, self.kind, self.mode, self.size, self.link, self.mtime = \
             path, kind, mode, size, link, mtime
 
-    def same_header(self, other: "Member") -> bool:
-        return (self.path, self.kind, self.mode, self.size, self.link) == \
-            (other.path, other.kind, other.mode, other.size, other.link)
-
 
 def _tar_number(field: bytes, what: str) -> int:
     if field[:1] == b"\x80":                       # GNU base-256 for large values
@@ -1022,6 +1020,8 @@ class TarReader:
         self.stream = stream
         self.remaining = 0      # data bytes of the current entry not yet read
         self.padding = 0
+        if hasattr(stream, "skip"):
+            self.skip = stream.skip
 
     def read_exact(self, n: int) -> bytes:
         data = self.stream.read(n)
@@ -1113,6 +1113,10 @@ class TarReader:
             elif size and entry.type not in _REFUSED_TYPES:
                 raise InvalidInput("corrupt archive: %s has data but is not a file" % entry.name)
             yield entry
+
+
+def _header_key(entry) -> tuple:
+    return (entry.name, entry.type, entry.mode, entry.size, entry.link, entry.mtime)
 
 
 def _decode_name(raw) -> str:
@@ -1219,6 +1223,13 @@ class _PlainStream:
     def __init__(self, raw):
         self.raw = raw
         self.read = raw.read
+        self.size = os.fstat(raw.fileno()).st_size
+
+    def skip(self, n: int) -> None:
+        """Skip ``n`` bytes without reading them (a plain tar is a seekable file)."""
+        if self.raw.tell() + n > self.size:
+            raise InvalidInput("truncated archive")
+        self.raw.seek(n, 1)
 
     def finish(self) -> None:
         pass
@@ -1296,10 +1307,13 @@ class Package:
         total = count = 0
         late_config = False
         is_config = None
+        self._headers: list[tuple] = []   # every entry's header, for stream() to compare
+        self._positions: list[int] = []   # the entry number of each of self.members
         stream = open_tar_stream(self.file)
         reader = TarReader(stream)
         try:
             for entry in reader.entries():
+                self._headers.append(_header_key(entry))
                 count += 1
                 if count > MAX_MEMBERS:
                     raise self.fail("more than %d members" % MAX_MEMBERS)
@@ -1321,6 +1335,7 @@ class Package:
                         continue
                     self.members.append(Member(name, kind, entry.mode & 0o7777, entry.size,
                                                entry.link if kind == "l" else None, entry.mtime))
+                    self._positions.append(count - 1)
                     if kind == "f":
                         if is_config is None:
                             late_config = True
@@ -1444,22 +1459,23 @@ class Package:
         be the one that was checked."""
         stream = open_tar_stream(self.file)
         reader = TarReader(stream)
-        index = 0
+        headers, members = self._headers, self.members
+        positions = self._positions + [-1]
+        changed = self.fail("the archive changed while it was being installed")
+        index, position = 0, -1
         empty = iter(())
-        for entry in reader.entries():
-            where, name = self._member_place(entry)
-            if where != "DATA" or name == "/":
-                continue
-            kind = self._member_kind(entry, name)
-            member = Member(name, kind, entry.mode & 0o7777, entry.size,
-                            entry.link if kind == "l" else None, entry.mtime)
-            if index >= len(self.members) or not member.same_header(self.members[index]):
-                raise self.fail("the archive changed while it was being installed")
-            yield self.members[index], reader.data() if kind == "f" else empty
-            index += 1
+        for position, entry in enumerate(reader.entries()):
+            # Every header was checked by the first pass: the same header needs no
+            # second check, and any other means the file changed under pm.
+            if position >= len(headers) or _header_key(entry) != headers[position]:
+                raise changed
+            if position == positions[index]:
+                member = members[index]
+                index += 1
+                yield member, reader.data() if member.kind == "f" else empty
         stream.finish()
-        if index != len(self.members):
-            raise self.fail("the archive changed while it was being installed")
+        if index != len(members) or position + 1 != len(headers):
+            raise changed
 
 
 def _link_escape(link_path: str, target: str) -> str | None:
@@ -2557,7 +2573,9 @@ class Planner:
             path = member.path
             self._ensure_dir(change, parent_of(path), 0o755)
             for ancestor in _ancestors(path):
-                entries.setdefault(ancestor, FileEntry("d", 0o755))
+                if ancestor in entries:     # and so are all of its own ancestors
+                    break
+                entries[ancestor] = FileEntry("d", 0o755)
             if member.kind == "d":
                 self._ensure_dir(change, path, member.mode)
                 entries[path] = FileEntry("d", member.mode)
