@@ -1226,7 +1226,13 @@ class _PlainStream:
         self.size = os.fstat(raw.fileno()).st_size
 
     def skip(self, n: int) -> None:
-        """Skip ``n`` bytes without reading them (a plain tar is a seekable file)."""
+        """Skip ``n`` bytes; large runs by seeking (a plain tar is a seekable file),
+        small ones from the read buffer (tell and seek each cost a system call)."""
+        if n <= COPY_CHUNK:
+            data = self.raw.read(n)
+            if len(data) < n:
+                raise InvalidInput("truncated archive")
+            return
         if self.raw.tell() + n > self.size:
             raise InvalidInput("truncated archive")
         self.raw.seek(n, 1)
@@ -2460,6 +2466,7 @@ class Planner:
                 else:
                     self.owner[path] = name
         self.made_dirs: set = set()
+        self.new_dirs: set = set()       # the directories this command creates
         self.removed: set = set()                  # paths this command removes
         self.changing: set = set()                 # packages this command installs or removes
         self.stolen: dict[str, set] = {}           # package -> paths taken by --force-overwrite
@@ -2548,13 +2555,19 @@ class Planner:
         if problems:
             raise Refused("; ".join(problems))
 
+    def _lstat(self, path: str):
+        """The root's lstat of ``path``, or None, with no system call when its directory
+        is one this command creates."""
+        return None if parent_of(path) in self.new_dirs else self.root.lstat(path)
+
     def _ensure_dir(self, change: Change, path: str, mode: int, shown: bool = True) -> None:
         if path == "/" or path in self.made_dirs:
             return
         self._ensure_dir(change, parent_of(path), 0o755, shown)
         self.made_dirs.add(path)
-        st = self.root.lstat(path)
+        st = self._lstat(path)
         if st is None:
+            self.new_dirs.add(path)
             self.tx.mkdir(path, mode)
             if shown:
                 change.steps.append(("mkdir", path))
@@ -2580,7 +2593,7 @@ class Planner:
                 self._ensure_dir(change, path, member.mode)
                 entries[path] = FileEntry("d", member.mode)
                 continue
-            st = self.root.lstat(path)
+            st = self._lstat(path)
             owner = self.owner.get(path)
             if st is not None and stat.S_ISDIR(st.st_mode):
                 conflicts.append("%s is a directory on disk" % path)

@@ -581,6 +581,12 @@ def truncated_in_a_member(where):
 
 
 @kind("truncated archive")
+def truncated_in_a_large_member_that_is_skipped_by_seeking(where):
+    large = bytes(range(256)) * (pm_module.COPY_CHUNK // 128)      # two chunks: skipped, not read
+    return archive(manifest(), member("DATA/usr/bin/base", large))[:512 * 4 + pm_module.COPY_CHUNK]
+
+
+@kind("truncated archive")
 def truncated_in_a_header(where):
     return valid_tar()[:512 * 2 + 200]
 

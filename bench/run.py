@@ -1,0 +1,612 @@
+#!/usr/bin/env python3
+"""Run every pm benchmark side by side and write bench/RESULTS.md.
+
+usage: python bench/run.py [--runs N] [--quick] [--out bench/RESULTS.md] [--only NAME,...]
+
+  --runs N     runs per measurement; the median is reported (default 5)
+  --quick      smoke check: 2 runs and smaller sizes
+  --out FILE   where to write the report (default bench/RESULTS.md)
+  --only LIST  run only these benchmarks (comma-separated): install, upgrade, uninstall,
+               list, startup, memory, resolve, oda
+
+Every pm command runs as a new process with this interpreter, timed with the wall clock
+around the whole process.  pm runs from its compiled bytecode, `import pm; pm.main()`, the
+way the /usr/bin/pm launcher of an installed pm runs it (the installer ships pm.py with its
+.pyc); the start-up rows also show `python pm.py`, which compiles pm.py on every start.  Each timed run
+gets a fresh root prepared outside the timed part; the page cache is flushed (sync) before
+every timed command.  Peak memory is the child's own ru_maxrss from os.wait4.  All work is
+done in a temporary directory under /var/tmp, removed at the end.
+
+The report's last section, from the line starting "## Profile findings" to the end, is
+written by hand and kept as it is when the report is rewritten.
+
+Exit status: 0 when every benchmark ran (targets met or not: the table says which); 1 when
+a benchmark failed (a command it ran exited non-zero), after a one-line error.
+"""
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)
+PM = os.path.join(REPO, "pm.py")
+PY = sys.executable
+sys.path.insert(0, HERE)
+import fixtures as F  # noqa: E402
+
+BENCHMARKS = ("startup", "resolve", "install", "upgrade", "uninstall", "list", "memory", "oda")
+FINDINGS = "## Profile findings"
+
+
+class BenchError(Exception):
+    """A benchmark could not run: a command exited non-zero."""
+
+
+class Result:
+    """One row of the table: pm's figure, what it is compared with, and the target
+    (pm must stay below it).  ``unit`` is "s", "MiB" or "syncs/s"."""
+
+    def __init__(self, name, pm, unit, compared=(), target=None, notes=""):
+        self.name, self.pm, self.unit = name, pm, unit
+        self.compared = list(compared)      # [(label, value)]
+        self.target, self.notes = target, notes
+        self.error = None
+
+    def ratios(self):
+        if self.unit == "syncs/s":
+            return []
+        return [("pm/" + label.split()[0], self.pm / value) for label, value in self.compared if value]
+
+    def met(self):
+        if self.error:
+            return "FAILED"
+        if self.target is None:
+            return "-"
+        return "yes" if self.pm < self.target else "no"
+
+
+def fmt(value, unit):
+    if value is None:
+        return "-"
+    if unit == "s":
+        return "%.1f ms" % (value * 1000) if value < 1 else "%.2f s" % value
+    if unit == "MiB":
+        return "%.1f MiB" % value
+    return "%.1f %s" % (value, unit)
+
+
+# -- running and timing commands ----------------------------------------------------------
+
+def warm(path):
+    """Read ``path`` so that it is in the page cache (this machine reclaims cold pages
+    within seconds: an input read from disk would time the disk, not the tool)."""
+    with open(path, "rb") as f:
+        while f.read(1 << 20):
+            pass
+
+
+def measure(argv, sync=True):
+    """Run ``argv`` once: (wall seconds, child's max RSS in KiB, stdout bytes).  Raises
+    BenchError with the last line of its stderr when it exits non-zero.  Every existing
+    file named in ``argv`` (the archive a tool reads) is read first, into the cache."""
+    if sync:
+        os.sync()
+    for arg in argv:
+        if os.path.isfile(arg):
+            warm(arg)
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        started = time.perf_counter()
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=err)
+        _, status, usage = os.wait4(proc.pid, 0)
+        seconds = time.perf_counter() - started
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        if proc.returncode != 0:
+            err.seek(0)
+            lines = err.read().decode(errors="replace").strip().splitlines() or ["(no message)"]
+            shown = " ".join(os.path.basename(a) if os.path.isabs(a) else a for a in argv[:6])
+            raise BenchError("`%s` exited %d: %s" % (shown, proc.returncode, lines[-1]))
+        out.seek(0)
+        return seconds, usage.ru_maxrss, out.read()
+
+
+# pm as its launcher runs it: imported, so from the bytecode compiled once below.
+RUN_PM = "import sys; sys.path.insert(0, %r); import pm; sys.exit(pm.main())" % REPO
+
+
+def compile_pm():
+    """Compile pm.py to its __pycache__ .pyc (as the installer does for a node), even
+    where PYTHONDONTWRITEBYTECODE is set."""
+    import importlib.util
+    import py_compile
+    py_compile.compile(PM, cfile=importlib.util.cache_from_source(PM), doraise=True)
+
+
+def pm_argv(root, *args):
+    return [PY, "-c", RUN_PM, "--root", root] + list(args)
+
+
+def median(values):
+    return statistics.median(values)
+
+
+class Context:
+    """The run's settings, its work directory, and fixtures built once and shared."""
+
+    def __init__(self, runs, quick, work):
+        self.runs, self.quick, self.work = runs, quick, work
+        self._big = None
+        self._counter = 0
+        self.garbage = []
+
+    def path(self, name):
+        return os.path.join(self.work, name)
+
+    def fresh_root(self, dpkg=False):
+        """A new empty directory (with a dpkg admin dir when ``dpkg``)."""
+        self._counter += 1
+        root = self.path("root%04d" % self._counter)
+        os.makedirs(root)
+        if dpkg:
+            F.init_dpkg_root(root)
+        return root
+
+    def big(self):
+        """The 5,000-file package, version 1 and 2 (half the files changed), as a pm
+        package, a plain tar of DATA and an uncompressed .deb."""
+        if self._big is None:
+            files, megabytes = (1000, 5) if self.quick else (5000, 25)
+            layout = F.file_layout(files, 100, megabytes * F.MIB, seed=1)
+            changed = set(range(0, files, 2))
+            fx = {"files": files, "megabytes": megabytes, "layout": layout, "changed": changed}
+            for v, version in ((1, "1.0.0"), (2, "2.0.0")):
+                src = self.path("big-src%d" % v)
+                F.write_manifest(src, "big", version)
+                F.write_tree(os.path.join(src, "DATA"), layout, seed=1, changed=changed if v == 2 else None)
+                fx["src%d" % v] = src
+                fx["pm%d" % v] = F.build_pm(src, self.path("big-pkg%d" % v))
+                fx["tar%d" % v] = F.build_tar(os.path.join(src, "DATA"), self.path("big%d.tar" % v))
+                fx["deb%d" % v] = F.build_deb(os.path.join(src, "DATA"), "big", version, self.work,
+                                              self.path("big_%s_all.deb" % version))
+            self._big = fx
+        return self._big
+
+    def remove(self, path):
+        """Set ``path`` aside, to be deleted when every benchmark has run: deleting many
+        files makes the next ones slow to create (and on a filesystem mounted with
+        ``discard``, much slower), which would blur the runs that follow."""
+        self.garbage.append(path)
+
+
+def count_files(top):
+    return sum(len(names) for _, _, names in os.walk(top))
+
+
+def check(condition, message):
+    if not condition:
+        raise BenchError(message)
+
+
+# -- the benchmarks -----------------------------------------------------------------------
+
+def bench_startup(ctx):
+    """pm --version and list-installed on an empty root, against a bare Python start."""
+    empty = ctx.fresh_root()
+    cases = {"pm --version": pm_argv(empty, "--version"),
+             "pm list-installed": pm_argv(empty, "list-installed"),
+             "script": [PY, PM, "--version"],
+             "python -c pass": [PY, "-c", "pass"]}
+    runs = ctx.runs * 3
+    times = {label: [] for label in cases}
+    for argv in cases.values():
+        measure(argv)                                   # warm-up, not counted
+    for _ in range(runs):
+        for label, argv in cases.items():
+            times[label].append(measure(argv, sync=False)[0])
+    check(not os.listdir(empty), "pm list-installed wrote into an empty root")
+    floor = median(times["python -c pass"])
+    note = ("start-up rows: %d runs each after one warm-up, interleaved; floor: `%s -c pass` (same interpreter, "
+            "with site). pm runs from its .pyc, as the /usr/bin/pm launcher runs it; the `python pm.py` row runs "
+            "the same `--version` as a script, which Python compiles on every start (no .pyc for __main__): "
+            "copy pm.py to a node and run it that way, and start-up costs that much more." % (
+                runs, os.path.basename(PY)))
+    return [Result("start-up: pm --version", median(times["pm --version"]), "s",
+                   [("python -c pass", floor)], target=0.060, notes=note),
+            Result("start-up: pm list-installed (empty root)", median(times["pm list-installed"]), "s",
+                   [("python -c pass", floor)]),
+            Result("start-up: python pm.py --version (no .pyc)", median(times["script"]), "s",
+                   [("python -c pass", floor)])]
+
+
+def bench_resolve(ctx):
+    """bench/bench_resolve.py: the resolver on a 300-package closure among 12,000."""
+    argv = [PY, os.path.join(HERE, "bench_resolve.py"), "--runs", str(max(ctx.runs, 5))]
+    if ctx.quick:
+        argv = [PY, os.path.join(HERE, "bench_resolve.py"), "--runs", "2", "--names", "1000", "--closure", "100"]
+    report = json.loads(measure(argv, sync=False)[2])
+    note = "bench_resolve.py: %d packages, closure %d, %d runs in one process (index load %.0f ms, not counted)." % (
+        report["packages"], report["closure"], len(report["runs"]), report["index_load_s"] * 1000)
+    return [Result("resolve: %d-package closure" % report["closure"], report["median_s"], "s",
+                   target=report.get("target_s", 0.3), notes=note)]
+
+
+def bench_install(ctx):
+    """Install into an empty root: pm vs tar -xf vs dpkg -i, and both with unsafe I/O."""
+    fx = ctx.big()
+    cases = {
+        "pm": lambda r: pm_argv(r, "install", fx["pm1"]),
+        "tar -xf": lambda r: ["tar", "-xf", fx["tar1"], "-C", r],
+        "dpkg -i": lambda r: F.dpkg_argv(r, "-i", fx["deb1"]),
+        "pm --unsafe-io": lambda r: pm_argv(r, "--unsafe-io", "install", fx["pm1"]),
+        "dpkg --force-unsafe-io": lambda r: F.dpkg_argv(r, "--force-unsafe-io", "-i", fx["deb1"]),
+    }
+    times, rss = {label: [] for label in cases}, []
+    for run in range(ctx.runs):
+        for label, argv in cases.items():
+            root = ctx.fresh_root(dpkg=label.startswith("dpkg"))
+            seconds, maxrss, _ = measure(argv(root))
+            times[label].append(seconds)
+            if label == "pm":
+                rss.append(maxrss)
+            if run == 0:
+                got = count_files(os.path.join(root, "usr"))
+                check(got == fx["files"], "%s installed %d files, not %d" % (label, got, fx["files"]))
+            ctx.remove(root)
+    what = "%d files, %d MiB in 100 directories" % (fx["files"], fx["megabytes"])
+    note = ("%d runs, interleaved, each into a fresh empty root, also for the --unsafe-io row. pm installs the plain .tar that "
+            "repoPackager writes; tar -xf an uncompressed tar of the same DATA tree; dpkg an uncompressed "
+            "(`dpkg-deb -Znone`) .deb of the same tree, no maintainer scripts, so nobody pays for "
+            "decompression. pm's max RSS: %.1f MiB." % (ctx.runs, max(rss) / 1024))
+    m = {label: median(values) for label, values in times.items()}
+    return [Result("install (%s)" % what, m["pm"], "s", [("dpkg -i", m["dpkg -i"]), ("tar -xf", m["tar -xf"])],
+                   notes=note),
+            Result("install --unsafe-io", m["pm --unsafe-io"], "s",
+                   [("dpkg --force-unsafe-io", m["dpkg --force-unsafe-io"])])]
+
+
+def bench_upgrade(ctx):
+    """Version 2 (half the files changed) over version 1: pm vs dpkg vs tar -xf."""
+    fx = ctx.big()
+    cases = {  # label: (preparation, timed command), both given the root
+        "pm": (lambda r: pm_argv(r, "--unsafe-io", "install", fx["pm1"]),
+               lambda r: pm_argv(r, "install", fx["pm2"])),
+        "dpkg -i": (lambda r: F.dpkg_argv(r, "--force-unsafe-io", "-i", fx["deb1"]),
+                    lambda r: F.dpkg_argv(r, "-i", fx["deb2"])),
+        "tar -xf": (lambda r: ["tar", "-xf", fx["tar1"], "-C", r],
+                    lambda r: ["tar", "-xf", fx["tar2"], "-C", r]),
+    }
+    sample = fx["layout"][0][0]          # file 0 is one of the changed ones
+    with open(os.path.join(fx["src2"], "DATA", sample), "rb") as f:
+        expected = f.read()
+    times = {label: [] for label in cases}
+    for run in range(ctx.runs):
+        for label, (prepare, timed) in cases.items():
+            root = ctx.fresh_root(dpkg=label.startswith("dpkg"))
+            measure(prepare(root))
+            times[label].append(measure(timed(root))[0])
+            if run == 0:
+                with open(os.path.join(root, sample), "rb") as f:
+                    check(f.read() == expected, "%s did not upgrade %s" % (label, sample))
+            ctx.remove(root)
+    m = {label: median(values) for label, values in times.items()}
+    note = ("%d files, %d of them with new content; %d runs. Version 1 is installed untimed (with unsafe I/O), "
+            "then version 2 timed with the default (safe) I/O; tar -xf of v2 over the v1 tree is the floor." % (
+                fx["files"], len(fx["changed"]), ctx.runs))
+    return [Result("upgrade (half the files changed)", m["pm"], "s",
+                   [("dpkg -i", m["dpkg -i"]), ("tar -xf", m["tar -xf"])], notes=note)]
+
+
+def bench_uninstall(ctx):
+    """Remove the installed package: pm uninstall vs dpkg -r vs rm -rf of the tree."""
+    fx = ctx.big()
+    cases = {
+        "pm": (lambda r: pm_argv(r, "--unsafe-io", "install", fx["pm1"]),
+               lambda r: pm_argv(r, "uninstall", "big")),
+        "dpkg -r": (lambda r: F.dpkg_argv(r, "--force-unsafe-io", "-i", fx["deb1"]),
+                    lambda r: F.dpkg_argv(r, "-r", "big")),
+        "rm -rf": (lambda r: ["tar", "-xf", fx["tar1"], "-C", r],
+                   lambda r: ["rm", "-rf", os.path.join(r, "usr")]),
+    }
+    times = {label: [] for label in cases}
+    for run in range(ctx.runs):
+        for label, (prepare, timed) in cases.items():
+            root = ctx.fresh_root(dpkg=label.startswith("dpkg"))
+            measure(prepare(root))
+            times[label].append(measure(timed(root))[0])
+            if run == 0:
+                check(not os.path.exists(os.path.join(root, "usr/share/bench")), "%s left files behind" % label)
+            ctx.remove(root)
+    m = {label: median(values) for label, values in times.items()}
+    note = "%d files; %d runs; the package is installed untimed, then removed timed (default, safe I/O)." % (
+        fx["files"], ctx.runs)
+    return [Result("uninstall", m["pm"], "s", [("dpkg -r", m["dpkg -r"]), ("rm -rf", m["rm -rf"])], notes=note)]
+
+
+def bench_list(ctx):
+    """list-installed on a root with many packages vs dpkg-query -W on the same set."""
+    count, files_each = (200, 100) if ctx.quick else (1000, 100)
+    sources = F.many_small_sources(ctx.path("many-src"), count, files_each, seed=3)
+    packages = ctx.path("many-pkg")
+    F.run([PY, F.PACKAGER, "-d", packages, ctx.path("many-src")])
+    tars = sorted(os.path.join(packages, n) for n in os.listdir(packages) if n.endswith(".tar"))
+    root = ctx.fresh_root()
+    for start in range(0, len(tars), 250):
+        measure(pm_argv(root, "--unsafe-io", "install", *tars[start:start + 250]))
+    dpkg_root = ctx.fresh_root(dpkg=True)
+    admin = os.path.join(dpkg_root, "var/lib/dpkg")
+    F.synthesize_dpkg_db(admin, [(name, "1.0.%d" % (i % 7), paths) for i, (name, paths) in enumerate(sources)])
+    cases = {"pm": pm_argv(root, "list-installed"),
+             "dpkg-query -W": ["dpkg-query", "--admindir", admin, "-W"]}
+    for label, argv in cases.items():
+        lines = measure(argv)[2].decode().splitlines()
+        check(len(lines) == count, "%s listed %d packages, not %d" % (label, len(lines), count))
+    times = {label: [] for label in cases}
+    for _ in range(ctx.runs):
+        for label, argv in cases.items():
+            times[label].append(measure(argv)[0])
+    note = ("%d packages of %d files (%d files) installed with pm (untimed, in batches of 250); the dpkg database "
+            "with the same names, versions and file lists is synthesized directly (status file + info/NAME.list), "
+            "not installed from .debs. Prepared once; %d runs after one check run." % (
+                count, files_each, count * files_each, ctx.runs))
+    return [Result("list-installed (%d packages, %d files)" % (count, count * files_each),
+                   median(times["pm"]), "s", [("dpkg-query -W", median(times["dpkg-query -W"]))], notes=note)]
+
+
+def bench_memory(ctx):
+    """Peak RSS of pm install for a 1 GiB package, against a tiny package."""
+    megabytes = 64 if ctx.quick else 1024
+    src = ctx.path("huge-src")
+    F.write_manifest(src, "huge", "1.0.0")
+    F.write_big_tree(os.path.join(src, "DATA"), 4, megabytes * F.MIB, seed=5)
+    huge = F.build_pm(src, ctx.path("huge-pkg"))
+    shutil.rmtree(src)
+    tiny_src = ctx.path("tiny-src")
+    F.write_manifest(tiny_src, "tiny", "1.0.0")
+    F.write_tree(os.path.join(tiny_src, "DATA"), [("usr/share/tiny/readme.txt", 1000)], seed=6)
+    tiny = F.build_pm(tiny_src, ctx.path("tiny-pkg"))
+    big_rss, big_times, tiny_rss = [], [], []
+    for _ in range(2):
+        root = ctx.fresh_root()
+        seconds, maxrss, _ = measure(pm_argv(root, "install", huge))
+        big_rss.append(maxrss / 1024)
+        big_times.append(seconds)
+        ctx.remove(root)
+    for _ in range(ctx.runs):
+        root = ctx.fresh_root()
+        tiny_rss.append(measure(pm_argv(root, "install", tiny))[1] / 1024)
+        ctx.remove(root)
+    note = ("a %d MiB package (4 files of %d MiB), installed twice into a fresh root (default I/O; install took "
+            "%s median); the figure is the highest max RSS (ru_maxrss from os.wait4) of the pm process. "
+            "Comparison: the same for a one-file package (%d runs)." % (
+                megabytes, megabytes // 4, fmt(median(big_times), "s"), ctx.runs))
+    return [Result("peak RSS, install %s package" % ("1 GiB" if megabytes == 1024 else "%d MiB" % megabytes),
+                   max(big_rss), "MiB", [("tiny package", max(tiny_rss))], target=48, notes=note)]
+
+
+def bench_oda(ctx):
+    """bench/bench_opm.py: node syncs per second against the ODA (SQLite; PostgreSQL when
+    $PM_TEST_POSTGRES_URL is set)."""
+    argv = [PY, os.path.join(HERE, "bench_opm.py")]
+    if ctx.quick:
+        argv += ["--nodes", "1,4", "--packages", "2"]
+    env_tmp = os.environ.get("TMPDIR")
+    os.environ["TMPDIR"] = ctx.work
+    try:
+        report = json.loads(measure(argv, sync=False)[2])
+    finally:
+        if env_tmp is None:
+            del os.environ["TMPDIR"]
+        else:
+            os.environ["TMPDIR"] = env_tmp
+    results = []
+    for backend, data in sorted(report["backends"].items(), reverse=True):      # sqlite first
+        if "skipped" in data:
+            results.append(Result("ODA %s" % backend, None, "syncs/s", notes="skipped: " + data["skipped"]))
+            continue
+        rows = "; ".join("N=%d: install %.2f, no-op %.2f" % (r["nodes"], r["install_syncs_per_second"],
+                                                             r["noop_syncs_per_second"]) for r in data["runs"])
+        last = data["runs"][-1]
+        note = ("bench_opm.py, %d packages per node; syncs/s by node count: %s. %s." % (
+            report["packages_per_node"], rows, report["method"]))
+        results.append(Result("ODA %s: no-op syncs/s, N=%d" % (backend, last["nodes"]),
+                              last["noop_syncs_per_second"], "syncs/s", notes=note))
+        results.append(Result("ODA %s: install syncs/s, N=%d" % (backend, last["nodes"]),
+                              last["install_syncs_per_second"], "syncs/s"))
+    return results
+
+
+# -- the report ---------------------------------------------------------------------------
+
+def first_line(argv):
+    try:
+        return subprocess.run(argv, capture_output=True, text=True).stdout.strip().splitlines()[0]
+    except (OSError, IndexError):
+        return "(unknown)"
+
+
+def machine(work):
+    info = {}
+    info["uname"] = " ".join(platform.uname())
+    cpu, ram = "(unknown)", "(unknown)"
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("MemTotal"):
+                ram = "%.1f GiB" % (int(line.split()[1]) / 1024 / 1024)
+    info["cpu"] = "%s, %d cores" % (cpu, os.cpu_count())
+    info["ram"] = ram
+    info["python"] = "%s (%s)" % (platform.python_version(), PY)
+    info["dpkg"] = first_line(["dpkg", "--version"])
+    info["tar"] = first_line(["tar", "--version"])
+    fields = first_line(["findmnt", "-n", "-o", "FSTYPE,SOURCE,TARGET,OPTIONS", "-T", work]).split()
+    info["filesystem"] = "%s (%s on %s, %s)" % tuple(fields[:4]) if len(fields) >= 4 else "(unknown)"
+    info["fsync probe"] = "writing 8 MiB and fsync took %.1f ms in the work dir" % (fsync_probe(work) * 1000)
+    head = subprocess.run(["git", "-C", REPO, "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    dirty = subprocess.run(["git", "-C", REPO, "status", "--porcelain", "--", "pm.py"], capture_output=True, text=True)
+    info["pm.py"] = "commit %s%s" % (head.stdout.strip() or "?", " + uncommitted changes" if dirty.stdout.strip() else "")
+    return info
+
+
+def fsync_probe(work):
+    """Seconds to fsync 8 MiB just written: how much the safe I/O of pm and dpkg can cost here."""
+    path = os.path.join(work, "fsync-probe")
+    with open(path, "wb") as f:
+        f.write(os.urandom(8 * F.MIB))
+        f.flush()
+        started = time.perf_counter()
+        os.fsync(f.fileno())
+        seconds = time.perf_counter() - started
+    os.unlink(path)
+    return seconds
+
+
+def table_rows(results):
+    rows = []
+    for r in results:
+        if r.error:
+            rows.append([r.name, "FAILED", r.error, "", "", "FAILED"])
+            continue
+        compared = "; ".join("%s %s" % (label, fmt(value, r.unit)) for label, value in r.compared) or "-"
+        ratios = "; ".join("%s %.2f" % (label, value) for label, value in r.ratios()) or "-"
+        target = "< %s" % fmt(r.target, r.unit) if r.target is not None else "-"
+        rows.append([r.name, fmt(r.pm, r.unit) if r.pm is not None else "skipped", compared, ratios, target, r.met()])
+    return rows
+
+
+HEADER = ["benchmark", "pm (median)", "compared with (median)", "ratio", "target", "met"]
+
+
+def text_table(results):
+    rows = [HEADER] + table_rows(results)
+    widths = [max(len(row[i]) for row in rows) for i in range(len(HEADER))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def markdown_table(results):
+    rows = [HEADER, ["---"] * len(HEADER)] + table_rows(results)
+    return "\n".join("| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in rows)
+
+
+def write_report(path, results, args, info, started, elapsed, load):
+    findings = FINDINGS + "\n\n(to be written)\n"
+    if os.path.exists(path):
+        with open(path) as f:
+            lines = f.read().splitlines(keepends=True)
+        for i, line in enumerate(lines):
+            if line.startswith(FINDINGS):
+                findings = "".join(lines[i:])
+                break
+    command = " ".join(["python bench/run.py"] + args.given)
+    out = ["# pm benchmarks", "",
+           "Date: %s (UTC); the run took %.1f minutes." % (started.strftime("%Y-%m-%d %H:%M"), elapsed / 60), "",
+           "## Machine", ""]
+    out += ["- %s: %s" % (key, value) for key, value in info.items()]
+    out += ["- load average at start / end: %s / %s" % load, "",
+            "## How to run", "",
+            "```sh",
+            "/tmp/v311/bin/python bench/run.py            # full run: 5 runs",
+            "/tmp/v311/bin/python bench/run.py --quick    # smoke check: 2 runs, small sizes",
+            "/tmp/v311/bin/python bench/run.py --only install,startup --runs 3",
+            "```", "",
+            "Any Python with pm's dependencies (msgpack, semver, zstandard) will do; this report came from "
+            "`%s`. Every pm command is a new process (`python pm.py ...`), timed with the wall clock around "
+            "the whole process, each run in a fresh root prepared outside the timed part, with `sync` before "
+            "every timed command. Medians; ratio = pm / the other. Memory is ru_maxrss of the child (os.wait4)."
+            % command, "",
+            "## Results", "", markdown_table(results), "", "## Notes", ""]
+    for r in results:
+        if r.notes or r.error:
+            out.append("- **%s**: %s" % (r.name, r.error and "FAILED: " + r.error or r.notes))
+    out += ["- dpkg runs as `dpkg --root R --force-not-root --force-script-chrootless --log=/dev/null`, on a root "
+            "holding only `var/lib/dpkg/{status,available}` (empty) and `var/lib/dpkg/{info,updates,triggers}/`; "
+            "the host's dpkg database is not touched.",
+            "- Other work on the machine during the run shows in the load average above; the numbers move with it.",
+            "", ""]
+    with open(path + ".tmp", "w") as f:
+        f.write("\n".join(out) + findings)
+    os.replace(path + ".tmp", path)
+
+
+# -- main ---------------------------------------------------------------------------------
+
+def default_work_base():
+    """A tmpfs where there is one: on it every tool's time is its own work.  On a disk,
+    the time to create a file depends on where the filesystem places it and on what was
+    deleted before (ext4 mounted with discard on this kind of VM: the same tar -xf took
+    0.10 s in one directory and 2.4 s in another, measured), which swamps the differences
+    between the tools; --dir /var/tmp measures there all the same."""
+    if os.path.isdir("/dev/shm") and first_line(["findmnt", "-n", "-o", "FSTYPE", "-T", "/dev/shm"]) == "tmpfs":
+        return "/dev/shm"
+    return os.path.join(HERE, "work") if not os.path.isdir("/var/tmp") else "/var/tmp"
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", type=int, default=None, help="runs per measurement (default 5; 2 with --quick)")
+    parser.add_argument("--quick", action="store_true", help="2 runs and smaller sizes: a smoke check")
+    parser.add_argument("--out", default=os.path.join(HERE, "RESULTS.md"), help="the report (default bench/RESULTS.md)")
+    parser.add_argument("--only", default="", help="comma-separated: " + ",".join(BENCHMARKS))
+    parser.add_argument("--dir", default=None,
+                        help="where to work (default /dev/shm, a tmpfs, where there is one; else /var/tmp)")
+    args = parser.parse_args(argv)
+    args.given = list(sys.argv[1:] if argv is None else argv)
+    if args.runs is None:
+        args.runs = 2 if args.quick else 5
+    if args.runs < 1:
+        parser.error("--runs must be at least 1")
+    chosen = [n.strip() for n in args.only.split(",") if n.strip()] or list(BENCHMARKS)
+    unknown = [n for n in chosen if n not in BENCHMARKS]
+    if unknown:
+        parser.error("unknown benchmark %s (choose from %s)" % (", ".join(unknown), ", ".join(BENCHMARKS)))
+
+    started, clock = datetime.datetime.now(datetime.timezone.utc), time.perf_counter()
+    load_start = "%.2f" % os.getloadavg()[0]
+    base = args.dir or default_work_base()
+    work = tempfile.mkdtemp(prefix="pm-bench-", dir=base)
+    ctx = Context(args.runs, args.quick, work)
+    results, failures = [], []
+    try:
+        compile_pm()
+        info = machine(work)
+        for name in BENCHMARKS:
+            if name not in chosen:
+                continue
+            sys.stderr.write("run.py: %s ...\n" % name)
+            sys.stderr.flush()
+            t0 = time.perf_counter()
+            try:
+                results += globals()["bench_" + name](ctx)
+            except (BenchError, RuntimeError, ValueError, KeyError) as e:
+                failed = Result(name, None, "s")
+                failed.error = str(e)
+                results.append(failed)
+                failures.append("%s: %s" % (name, e))
+            sys.stderr.write("run.py: %s took %.0f s\n" % (name, time.perf_counter() - t0))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    elapsed = time.perf_counter() - clock
+    load = (load_start, "%.2f" % os.getloadavg()[0])
+    print(text_table(results))
+    print("\n%d runs; total %.1f minutes; report: %s" % (args.runs, elapsed / 60, args.out))
+    write_report(args.out, results, args, info, started, elapsed, load)
+    for failure in failures:
+        sys.stderr.write("run.py: error: %s\n" % failure)
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
