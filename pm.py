@@ -1533,10 +1533,20 @@ def shared_dir_mode(mode: int) -> int:
     created 0664 under the umask for the same reason."""
     global _group_write
     if _group_write is None:
-        umask = os.umask(0o022)
-        os.umask(umask)
-        _group_write = 0 if umask & 0o020 else 0o020
+        _group_write = 0 if process_umask() & 0o020 else 0o020
     return mode | _group_write
+
+
+_umask = None
+
+
+def process_umask() -> int:
+    """The umask (read once: reading it means setting it)."""
+    global _umask
+    if _umask is None:
+        _umask = os.umask(0o022)
+        os.umask(_umask)
+    return _umask
 
 
 def parent_of(path: str) -> str:
@@ -2170,10 +2180,9 @@ class Transaction:
         db_fd = root.dir_fd(DB_DIR)
         if self.sync:
             devices = {}
-            for op in self.ops:
-                if op[0] != "rmdir":
-                    fd = root.dir_fd(parent_of(op[1]))
-                    devices.setdefault(os.fstat(fd).st_dev, fd)
+            for parent in {parent_of(op[1]) for op in self.ops if op[0] != "rmdir"}:
+                fd = root.dir_fd(parent)
+                devices.setdefault(os.fstat(fd).st_dev, fd)
             devices.setdefault(os.fstat(db_fd).st_dev, db_fd)
             for fd in devices.values():
                 sync_filesystem(fd)
@@ -2187,7 +2196,10 @@ def _write_new_file(dir_fd: int, name: str, mode: int, chunks, mtime) -> tuple:
     """Create ``name`` (which must not exist) with the data, mode and mtime given;
     return (sha256, size)."""
     FAULTS.step("write")
-    fd = os.open(name, _O_CREATE, 0o600, dir_fd=dir_fd)
+    # Created with its final mode when the umask leaves that mode whole (no fchmod call
+    # per file); else private first, and set exactly once written.
+    direct = mode == mode & 0o777 & ~process_umask()
+    fd = os.open(name, _O_CREATE, mode if direct else 0o600, dir_fd=dir_fd)
     try:
         h = new_sha256()
         size = 0
@@ -2195,7 +2207,8 @@ def _write_new_file(dir_fd: int, name: str, mode: int, chunks, mtime) -> tuple:
             h.update(chunk)
             write_all(fd, chunk)
             size += len(chunk)
-        os.fchmod(fd, mode)
+        if not direct:
+            os.fchmod(fd, mode)
         if mtime is not None:
             os.utime(fd, (mtime, mtime))
     finally:

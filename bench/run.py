@@ -14,7 +14,7 @@ around the whole process.  pm runs from its compiled bytecode, `import pm; pm.ma
 way the /usr/bin/pm launcher of an installed pm runs it (the installer ships pm.py with its
 .pyc); the start-up rows also show `python pm.py`, which compiles pm.py on every start.  Each timed run
 gets a fresh root prepared outside the timed part; the page cache is flushed (sync) before
-every timed command.  Peak memory is the child's own ru_maxrss from os.wait4.  All work is
+every timed command.  Peak memory is the pm process's own max RSS (os.wait4 in a small process that forks it).  All work is
 done in a temporary directory under /var/tmp, removed at the end.
 
 The report's last section, from the line starting "## Profile findings" to the end, is
@@ -128,6 +128,25 @@ def compile_pm():
     import importlib.util
     import py_compile
     py_compile.compile(PM, cfile=importlib.util.cache_from_source(PM), doraise=True)
+
+
+# A child starts as a copy of this (large) process until it execs, and the kernel counts
+# that copy in the child's max RSS: for memory, a small process forks the command and
+# reports the max RSS of that grandchild alone.
+RSS_OF = ("import os, sys\n"
+          "pid = os.fork()\n"
+          "if pid == 0:\n"
+          "    os.execvp(sys.argv[2], sys.argv[2:])\n"
+          "_, status, usage = os.wait4(pid, 0)\n"
+          "open(sys.argv[1], 'w').write(str(usage.ru_maxrss))\n"
+          "sys.exit(os.waitstatus_to_exitcode(status))\n")
+
+
+def peak_rss(argv):
+    """Run ``argv`` once (untimed): its own max RSS in KiB."""
+    with tempfile.NamedTemporaryFile("r") as report:
+        measure([PY, "-S", "-c", RSS_OF, report.name] + argv, sync=False)
+        return int(report.read())
 
 
 def pm_argv(root, *args):
@@ -252,10 +271,10 @@ def bench_install(ctx):
     for run in range(ctx.runs):
         for label, argv in cases.items():
             root = ctx.fresh_root(dpkg=label.startswith("dpkg"))
-            seconds, maxrss, _ = measure(argv(root))
+            seconds = measure(argv(root))[0]
             times[label].append(seconds)
-            if label == "pm":
-                rss.append(maxrss)
+            if label == "pm" and run == 0:
+                rss.append(peak_rss(argv(ctx.fresh_root())))
             if run == 0:
                 got = count_files(os.path.join(root, "usr"))
                 check(got == fx["files"], "%s installed %d files, not %d" % (label, got, fx["files"]))
@@ -375,16 +394,15 @@ def bench_memory(ctx):
     big_rss, big_times, tiny_rss = [], [], []
     for _ in range(2):
         root = ctx.fresh_root()
-        seconds, maxrss, _ = measure(pm_argv(root, "install", huge))
-        big_rss.append(maxrss / 1024)
-        big_times.append(seconds)
+        big_times.append(measure(pm_argv(root, "install", huge))[0])
+        big_rss.append(peak_rss(pm_argv(ctx.fresh_root(), "install", huge)) / 1024)
         ctx.remove(root)
     for _ in range(ctx.runs):
         root = ctx.fresh_root()
-        tiny_rss.append(measure(pm_argv(root, "install", tiny))[1] / 1024)
+        tiny_rss.append(peak_rss(pm_argv(root, "install", tiny)) / 1024)
         ctx.remove(root)
     note = ("a %d MiB package (4 files of %d MiB), installed twice into a fresh root (default I/O; install took "
-            "%s median); the figure is the highest max RSS (ru_maxrss from os.wait4) of the pm process. "
+            "%s median); the figure is the highest max RSS of the pm process (ru_maxrss from os.wait4, measured in a separate run forked from a small process). "
             "Comparison: the same for a one-file package (%d runs)." % (
                 megabytes, megabytes // 4, fmt(median(big_times), "s"), ctx.runs))
     return [Result("peak RSS, install %s package" % ("1 GiB" if megabytes == 1024 else "%d MiB" % megabytes),
@@ -518,14 +536,15 @@ def write_report(path, results, args, info, started, elapsed, load):
     out += ["- load average at start / end: %s / %s" % load, "",
             "## How to run", "",
             "```sh",
-            "/tmp/v311/bin/python bench/run.py            # full run: 5 runs",
-            "/tmp/v311/bin/python bench/run.py --quick    # smoke check: 2 runs, small sizes",
-            "/tmp/v311/bin/python bench/run.py --only install,startup --runs 3",
+            "python3 -m venv .venv && .venv/bin/pip install -q -e . && .venv/bin/python bench/run.py",
+            ".venv/bin/python bench/run.py --quick                        # smoke check: 2 runs, small sizes",
+            ".venv/bin/python bench/run.py --only install,startup --runs 3",
+            ".venv/bin/python bench/run.py --dir /var/tmp                 # on the disk instead of a tmpfs",
             "```", "",
             "Any Python with pm's dependencies (msgpack, semver, zstandard) will do; this report came from "
-            "`%s`. Every pm command is a new process (`python pm.py ...`), timed with the wall clock around "
+            "`%s`. Every pm command is a new process running pm from its compiled bytecode (`python -c 'import pm; pm.main()'`, as the /usr/bin/pm launcher does), timed with the wall clock around "
             "the whole process, each run in a fresh root prepared outside the timed part, with `sync` before "
-            "every timed command. Medians; ratio = pm / the other. Memory is ru_maxrss of the child (os.wait4)."
+            "every timed command. Medians; ratio = pm / the other. Memory is the max RSS of the pm process alone (os.wait4 in a small process that forks it)."
             % command, "",
             "## Results", "", markdown_table(results), "", "## Notes", ""]
     for r in results:
