@@ -291,6 +291,22 @@ def bench_install(ctx):
                    [("dpkg --force-unsafe-io", m["dpkg --force-unsafe-io"])])]
 
 
+def time_prepared(ctx, cases, check_first):
+    """``cases``: {label: (preparation, timed command)}, both given a fresh root.  Runs
+    them interleaved, ``check_first(label, root)`` after the first run of each; returns
+    {label: median seconds of the timed command}."""
+    times = {label: [] for label in cases}
+    for run in range(ctx.runs):
+        for label, (prepare, timed) in cases.items():
+            root = ctx.fresh_root(dpkg=label.startswith("dpkg"))
+            measure(prepare(root))
+            times[label].append(measure(timed(root))[0])
+            if run == 0:
+                check_first(label, root)
+            ctx.remove(root)
+    return {label: median(values) for label, values in times.items()}
+
+
 def bench_upgrade(ctx):
     """Version 2 (half the files changed) over version 1: pm vs dpkg vs tar -xf."""
     fx = ctx.big()
@@ -305,17 +321,10 @@ def bench_upgrade(ctx):
     sample = fx["layout"][0][0]          # file 0 is one of the changed ones
     with open(os.path.join(fx["src2"], "DATA", sample), "rb") as f:
         expected = f.read()
-    times = {label: [] for label in cases}
-    for run in range(ctx.runs):
-        for label, (prepare, timed) in cases.items():
-            root = ctx.fresh_root(dpkg=label.startswith("dpkg"))
-            measure(prepare(root))
-            times[label].append(measure(timed(root))[0])
-            if run == 0:
-                with open(os.path.join(root, sample), "rb") as f:
-                    check(f.read() == expected, "%s did not upgrade %s" % (label, sample))
-            ctx.remove(root)
-    m = {label: median(values) for label, values in times.items()}
+    def upgraded(label, root):
+        with open(os.path.join(root, sample), "rb") as f:
+            check(f.read() == expected, "%s did not upgrade %s" % (label, sample))
+    m = time_prepared(ctx, cases, upgraded)
     note = ("%d files, %d of them with new content; %d runs. Version 1 is installed untimed (with unsafe I/O), "
             "then version 2 timed with the default (safe) I/O; tar -xf of v2 over the v1 tree is the floor." % (
                 fx["files"], len(fx["changed"]), ctx.runs))
@@ -334,16 +343,9 @@ def bench_uninstall(ctx):
         "rm -rf": (lambda r: ["tar", "-xf", fx["tar1"], "-C", r],
                    lambda r: ["rm", "-rf", os.path.join(r, "usr")]),
     }
-    times = {label: [] for label in cases}
-    for run in range(ctx.runs):
-        for label, (prepare, timed) in cases.items():
-            root = ctx.fresh_root(dpkg=label.startswith("dpkg"))
-            measure(prepare(root))
-            times[label].append(measure(timed(root))[0])
-            if run == 0:
-                check(not os.path.exists(os.path.join(root, "usr/share/bench")), "%s left files behind" % label)
-            ctx.remove(root)
-    m = {label: median(values) for label, values in times.items()}
+    def removed(label, root):
+        check(not os.path.exists(os.path.join(root, "usr/share/bench")), "%s left files behind" % label)
+    m = time_prepared(ctx, cases, removed)
     note = "%d files; %d runs; the package is installed untimed, then removed timed (default, safe I/O)." % (
         fx["files"], ctx.runs)
     return [Result("uninstall", m["pm"], "s", [("dpkg -r", m["dpkg -r"]), ("rm -rf", m["rm -rf"])], notes=note)]
