@@ -6398,7 +6398,21 @@ class _Parser:
         return Parser(**kwargs)
 
 
-def build_parser():
+class _Unbuilt:
+    """The parser of a command this run does not need: whatever is added to it is dropped
+    (building every command's options costs more than a small command's whole run)."""
+
+    def __getattr__(self, name):
+        return lambda *args, **kwargs: self
+
+
+_UNBUILT = _Unbuilt()
+_OPTIONS_WITH_VALUES = ("--root", "--wait", "--repository", "--oda")
+
+
+def build_parser(only: str | None = None):
+    """pm's command line; with ``only``, the options of that command alone (the others
+    are listed, not built)."""
     import argparse
     common = _Parser.make(add_help=False)
     # Global options work before and after the command: both copies default to
@@ -6423,6 +6437,9 @@ def build_parser():
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     def command(name, handler, help_text, reads_only=False):
+        if only is not None and name != only:
+            commands.add_parser(name, help=help_text, add_help=False)
+            return _UNBUILT
         sub = commands.add_parser(name, parents=[common], help=help_text, description=help_text)
         sub.set_defaults(func=handler, reads_only=reads_only)
         return sub
@@ -6544,8 +6561,29 @@ def add_opm_commands(command, common, oda_option) -> None:
     log.add_argument("--node", default=argparse.SUPPRESS, metavar="NAME", help="only this node's events")
 
 
+def _command_word(argv: list) -> str | None:
+    """The command of ``argv`` (its first word that is not an option or an option's
+    value), or None."""
+    words = iter(argv)
+    for word in words:
+        if word in _OPTIONS_WITH_VALUES:
+            next(words, None)
+        elif word == "--":
+            return None
+        elif not word.startswith("-"):
+            return word
+    return None
+
+
 def parse_arguments(argv: list):
-    args = build_parser().parse_args(argv)
+    only = _command_word(argv)
+    if only is None or "-h" in argv or "--help" in argv:
+        args = build_parser().parse_args(argv)
+    else:
+        try:
+            args = build_parser(only).parse_args(argv)
+        except UsageError:      # told exactly as the whole command line tells it
+            args = build_parser().parse_args(argv)
     if not getattr(args, "command", None):
         raise UsageError("a command is needed (pm -h lists them)")
     defaults = {"root": os.environ.get("PM_ROOT") or "/", "json": False, "verbose": 0, "quiet": 0,
