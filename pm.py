@@ -1005,7 +1005,7 @@ def _checksum_ok(block: bytes) -> bool:
 
 
 class _TarEntry:
-    __slots__ = ("name", "type", "mode", "size", "link", "mtime")
+    __slots__ = ("name", "type", "mode", "size", "link", "mtime", "header")
 
 
 class TarReader:
@@ -1048,8 +1048,11 @@ class TarReader:
             yield chunk
 
     def entries(self):
+        """Each entry in turn; ``entry.header`` holds every byte of its headers (its own
+        block, and the extended headers before it, with their padding)."""
         long_name = long_link = None
         pax: dict = {}
+        header: list = []
         while True:
             if self.remaining or self.padding:
                 self.skip(self.remaining + self.padding)
@@ -1060,6 +1063,7 @@ class TarReader:
                     block += self.read_exact(512 - len(block))
                 else:
                     raise InvalidInput("truncated archive (no end-of-archive block)")
+            header.append(block)
             if block == _ZERO_BLOCK:
                 if long_name is not None or long_link is not None or pax:
                     raise InvalidInput("corrupt archive: extended header without an entry")
@@ -1073,7 +1077,7 @@ class TarReader:
                 if size > MAX_EXTENDED_HEADER:
                     raise InvalidInput("archive has an oversized extended header")
                 payload = self.read_exact(size)
-                self.skip(-size % 512)
+                header += (payload, self.read_exact(-size % 512))
                 if entry.type == b"L":
                     long_name = payload.split(b"\0", 1)[0]
                 elif entry.type == b"K":
@@ -1112,11 +1116,20 @@ class TarReader:
                 self.remaining, self.padding = size, -size % 512
             elif size and entry.type not in _REFUSED_TYPES:
                 raise InvalidInput("corrupt archive: %s has data but is not a file" % entry.name)
+            entry.header = header
+            header = []
             yield entry
 
 
-def _header_key(entry) -> tuple:
-    return (entry.name, entry.type, entry.mode, entry.size, entry.link, entry.mtime)
+def _header_record(entry) -> tuple:
+    """(length, digest) of an entry's header bytes, and the size of its data."""
+    raw = b"".join(entry.header)
+    return len(raw), _header_digest(raw), entry.size if entry.type in _FILE_TYPES else 0
+
+
+def _header_digest(raw: bytes) -> bytes:
+    import hashlib
+    return hashlib.blake2b(raw, digest_size=16).digest()
 
 
 def _decode_name(raw) -> str:
@@ -1313,13 +1326,13 @@ class Package:
         total = count = 0
         late_config = False
         is_config = None
-        self._headers: list[tuple] = []   # every entry's header, for stream() to compare
+        self._headers: list[tuple] = []   # every entry's headers, for stream() to compare
         self._positions: list[int] = []   # the entry number of each of self.members
         stream = open_tar_stream(self.file)
         reader = TarReader(stream)
         try:
             for entry in reader.entries():
-                self._headers.append(_header_key(entry))
+                self._headers.append(_header_record(entry))
                 count += 1
                 if count > MAX_MEMBERS:
                     raise self.fail("more than %d members" % MAX_MEMBERS)
@@ -1463,25 +1476,29 @@ class Package:
         """Yield ``(member, chunks)`` for each DATA member again; ``chunks`` iterates over
         a file's data and must be consumed before the next member.  The archive must
         be the one that was checked."""
+        # Every header was parsed and checked by the first pass: this one reads the same
+        # bytes again, and compares them, unparsed, with what was checked.  Any
+        # difference means the file changed under pm.
         stream = open_tar_stream(self.file)
         reader = TarReader(stream)
-        headers, members = self._headers, self.members
-        positions = self._positions + [-1]
+        members, positions = self.members, self._positions + [-1]
         changed = self.fail("the archive changed while it was being installed")
-        index, position = 0, -1
+        index = 0
         empty = iter(())
-        for position, entry in enumerate(reader.entries()):
-            # Every header was checked by the first pass: the same header needs no
-            # second check, and any other means the file changed under pm.
-            if position >= len(headers) or _header_key(entry) != headers[position]:
+        for position, (length, digest, size) in enumerate(self._headers):
+            if _header_digest(reader.read_exact(length)) != digest:
                 raise changed
+            reader.remaining, reader.padding = size, -size % 512
             if position == positions[index]:
                 member = members[index]
                 index += 1
                 yield member, reader.data() if member.kind == "f" else empty
-        stream.finish()
-        if index != len(members) or position + 1 != len(headers):
+            if reader.remaining or reader.padding:
+                reader.skip(reader.remaining + reader.padding)
+                reader.remaining = reader.padding = 0
+        if reader.read_exact(512) != _ZERO_BLOCK:
             raise changed
+        stream.finish()
 
 
 def _link_escape(link_path: str, target: str) -> str | None:

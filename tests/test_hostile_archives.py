@@ -841,3 +841,35 @@ def test_legitimate_packages_in_every_container_still_install(pm, build, root, c
     pm("install", path)
     assert (root / "usr/bin/base").read_text() == "base 1.0"
     assert os.readlink(root / "usr/lib64") == "lib"
+
+
+def test_an_archive_that_changes_between_the_check_and_the_install_is_refused(build):
+    large = "x" * 300000       # past the read buffer: the second pass reads the file again
+    checked = build("base", "1.0", {"/usr/a": large, "/usr/z": "first"})
+    other = build("base", "1.0", {"/usr/a": large, "/usr/y": "other"})
+    package = pm_module.Package(str(checked))
+    try:
+        with open(checked, "r+b") as f:         # the same file, rewritten in place
+            f.write(other.read_bytes())
+            f.truncate()
+        with pytest.raises(pm_module.InvalidInput, match="changed while it was being installed"):
+            for member, chunks in package.stream():
+                for _ in chunks:
+                    pass
+    finally:
+        package.close()
+
+
+@pytest.mark.parametrize("compress", [None, "gz", "zst"])
+def test_an_archive_read_twice_unchanged_streams_every_member_with_its_data(build, compress):
+    long_name = "/usr/share/" + "n" * 150 + "/file"        # GNU long-name headers before it
+    path = build("base", "1.0", {"/usr/a": "first", "/usr/lib/b": "b" * 70000, long_name: "long",
+                                 "/usr/c": Link("a")}, compress=compress)
+    package = pm_module.Package(str(path))
+    try:
+        streamed = [(m.path, m.kind, b"".join(chunks)) for m, chunks in package.stream()]
+    finally:
+        package.close()
+    files = {p: data for p, kind, data in streamed if kind == "f"}
+    assert files == {"/usr/a": b"first", "/usr/lib/b": b"b" * 70000, long_name: b"long"}
+    assert [p for p, kind, _ in streamed if kind == "l"] == ["/usr/c"]
