@@ -2527,10 +2527,14 @@ class Planner:
                     if member.path in claims and not force:
                         raise Refused("%s and %s both contain %s" % (claims[member.path], change.name, member.path))
                     claims[member.path] = change.name
+        checked = set()                 # directories below which no file is claimed (nor in them)
         for change in changes:          # a directory where another package has a file or symlink
             for member in change.package.members:
                 above = _ancestors(member.path) if member.kind != "d" else (member.path, *_ancestors(member.path))
                 for directory in above:
+                    if directory in checked:    # and so were all above it
+                        break
+                    checked.add(directory)
                     if directory in claims:
                         raise Refused("%s of %s needs a directory at %s, where %s has a file or symbolic link"
                                       % (member.path, change.name, directory, claims[directory]))
@@ -2876,7 +2880,10 @@ def refuse_writes_through_symlinks(root: Root, packages: list) -> None:
     directories = set()
     for package in packages:
         for member in package.members:
-            directories.update(_ancestors(member.path))
+            for ancestor in _ancestors(member.path):
+                if ancestor in directories:     # and so are all of its own ancestors
+                    break
+                directories.add(ancestor)
             if member.kind == "d":
                 directories.add(member.path)
     absent = set()
