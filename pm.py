@@ -1411,6 +1411,17 @@ class Package:
         if name in ("", "."):
             return "", ""
         parts = name.rstrip("/").split("/") if name != "/" else []
+        joined = "/%s/" % "/".join(parts)
+        if ("/../" in joined or "//" in joined or "/./" in joined or "/" + STAGING_PREFIX in joined
+                or max(map(len, parts)) * 4 > MAX_NAME_BYTES):
+            self._refuse_parts(entry, parts)      # else no part can be refused: the fast path
+        if parts[0] == "DATA":
+            return "DATA", "/" + "/".join(parts[1:])
+        if parts[0] == "CONTROL" and len(parts) <= 2:
+            return "CONTROL", parts[1] if len(parts) == 2 else ""
+        raise self.fail("unexpected member %s (a package holds only CONTROL/ and DATA/)" % entry.name)
+
+    def _refuse_parts(self, entry, parts: list) -> None:
         for part in parts:
             if part == "..":
                 raise self.fail("member name with '..': %s" % entry.name)
@@ -1420,11 +1431,6 @@ class Package:
                 raise self.fail("member name component too long")
             if part.startswith(STAGING_PREFIX):    # even as a directory, it would pass for debris
                 raise self.fail("member name uses pm's reserved prefix: %s" % entry.name)
-        if parts[0] == "DATA":
-            return "DATA", "/" + "/".join(parts[1:])
-        if parts[0] == "CONTROL" and len(parts) <= 2:
-            return "CONTROL", parts[1] if len(parts) == 2 else ""
-        raise self.fail("unexpected member %s (a package holds only CONTROL/ and DATA/)" % entry.name)
 
     def _member_kind(self, entry, name: str) -> str:
         t = entry.type

@@ -548,6 +548,11 @@ def name_component_too_long(where):
     return archive(manifest(), pax(path="DATA/" + "x" * 256), member("DATA/x", "x"))
 
 
+@kind("component too long")
+def name_component_too_long_in_bytes_but_short_in_characters(where):
+    return archive(manifest(), pax(path="DATA/" + "\U0001F600" * 64), member("DATA/x", "x"))   # 256 bytes
+
+
 @kind("member name too long")
 def name_too_long(where):
     return archive(manifest(), pax(path="DATA/" + "d/" * 2100 + "x"), member("DATA/x", "x"))
