@@ -1020,8 +1020,6 @@ class TarReader:
         self.stream = stream
         self.remaining = 0      # data bytes of the current entry not yet read
         self.padding = 0
-        if hasattr(stream, "skip"):
-            self.skip = stream.skip
 
     def read_exact(self, n: int) -> bytes:
         data = self.stream.read(n)
@@ -1033,10 +1031,7 @@ class TarReader:
         return data
 
     def skip(self, n: int) -> None:
-        while n:
-            step = min(n, COPY_CHUNK)
-            self.read_exact(step)
-            n -= step
+        self.stream.skip(n)
 
     def data(self):
         """The current entry's data, in chunks."""
@@ -1121,15 +1116,11 @@ class TarReader:
             yield entry
 
 
-def _header_record(entry) -> tuple:
-    """(length, digest) of an entry's header bytes, and the size of its data."""
+def _header_record(entry) -> list:
+    """[length, sha256] of an entry's header bytes, the size of its data, and the
+    Member it is (filled in by the caller; None for an entry that is not one)."""
     raw = b"".join(entry.header)
-    return len(raw), _header_digest(raw), entry.size if entry.type in _FILE_TYPES else 0
-
-
-def _header_digest(raw: bytes) -> bytes:
-    import hashlib
-    return hashlib.blake2b(raw, digest_size=16).digest()
+    return [len(raw), sha256_bytes(raw), entry.size if entry.type in _FILE_TYPES else 0, None]
 
 
 def _decode_name(raw) -> str:
@@ -1188,6 +1179,14 @@ class _BoundedStream:
                 self.produced > MAX_EXPANSION_RATIO * max(1, self.raw.tell())):
             raise InvalidInput("compressed data expands past its bound")
         return data
+
+    def skip(self, n: int) -> None:
+        """Read ``n`` bytes and drop them (a compressed stream cannot seek)."""
+        while n:
+            data = self.read(min(n, COPY_CHUNK))
+            if not data:
+                raise InvalidInput("truncated archive")
+            n -= len(data)
 
     def finish(self) -> None:
         """Read what follows the tar end (padding), so that the compression format checks
@@ -1326,8 +1325,7 @@ class Package:
         total = count = 0
         late_config = False
         is_config = None
-        self._headers: list[tuple] = []   # every entry's headers, for stream() to compare
-        self._positions: list[int] = []   # the entry number of each of self.members
+        self._headers: list[list] = []    # every entry's headers, for stream() to compare
         stream = open_tar_stream(self.file)
         reader = TarReader(stream)
         try:
@@ -1352,9 +1350,10 @@ class Package:
                     seen[name] = kind
                     if name == "/":
                         continue
-                    self.members.append(Member(name, kind, entry.mode & 0o7777, entry.size,
-                                               entry.link if kind == "l" else None, entry.mtime))
-                    self._positions.append(count - 1)
+                    member = Member(name, kind, entry.mode & 0o7777, entry.size,
+                                    entry.link if kind == "l" else None, entry.mtime)
+                    self.members.append(member)
+                    self._headers[-1][3] = member
                     if kind == "f":
                         if is_config is None:
                             late_config = True
@@ -1487,23 +1486,18 @@ class Package:
         # difference means the file changed under pm.
         stream = open_tar_stream(self.file)
         reader = TarReader(stream)
-        members, positions = self.members, self._positions + [-1]
-        changed = self.fail("the archive changed while it was being installed")
-        index = 0
         empty = iter(())
-        for position, (length, digest, size) in enumerate(self._headers):
-            if _header_digest(reader.read_exact(length)) != digest:
-                raise changed
+        for length, digest, size, member in self._headers:
+            if sha256_bytes(reader.read_exact(length)) != digest:
+                raise self.fail("the archive changed while it was being installed")
             reader.remaining, reader.padding = size, -size % 512
-            if position == positions[index]:
-                member = members[index]
-                index += 1
+            if member is not None:
                 yield member, reader.data() if member.kind == "f" else empty
             if reader.remaining or reader.padding:
                 reader.skip(reader.remaining + reader.padding)
                 reader.remaining = reader.padding = 0
         if reader.read_exact(512) != _ZERO_BLOCK:
-            raise changed
+            raise self.fail("the archive changed while it was being installed")
         stream.finish()
 
 
@@ -1546,18 +1540,12 @@ class UnsafePath(InvalidInput):
         return cls("%s is a symbolic link in the root; pm does not write through it" % path)
 
 
-_group_write = None
-
-
 def shared_dir_mode(mode: int) -> int:
     """The mode for a directory pm creates: the one asked for, plus group write when the
     umask leaves group write open (umask 002, as shared software areas are managed), so
     that every member of the group can manage what pm installs.  pm's own files are
     created 0664 under the umask for the same reason."""
-    global _group_write
-    if _group_write is None:
-        _group_write = 0 if process_umask() & 0o020 else 0o020
-    return mode | _group_write
+    return mode | (0 if process_umask() & 0o020 else 0o020)
 
 
 _umask = None
@@ -1614,7 +1602,7 @@ class Root:
         parent, name = split_path(path)
         parent_fd = self.dir_fd(parent, create_mode)
         try:
-            fd = os.open(name, _O_DIR, dir_fd=parent_fd)
+            fd = self._open_dir_at(parent_fd, path, name)
         except FileNotFoundError:
             if create_mode is None:
                 raise
@@ -1627,14 +1615,12 @@ class Root:
             fd = self._open_dir_at(parent_fd, path, name)
             if created:
                 os.fchmod(fd, shared_dir_mode(create_mode))
-        except (NotADirectoryError, OSError) as e:
-            if isinstance(e, NotADirectoryError) or e.errno in (errno.ELOOP, errno.ENOTDIR):
-                raise self._unsafe(path) from None
-            raise
         self._dirs[path] = fd
         return fd
 
     def _open_dir_at(self, parent_fd: int, path: str, name: str) -> int:
+        """Open the directory ``name`` in ``parent_fd``; a symlink or a file there is
+        UnsafePath, a missing one FileNotFoundError."""
         try:
             return os.open(name, _O_DIR, dir_fd=parent_fd)
         except (NotADirectoryError, OSError) as e:
@@ -5087,8 +5073,7 @@ def _shared_findings(root: Root, directories: list) -> list:
     """What a software area shared by a group needs (pkgsrc on grid sites): umask 002,
     group-writable directories and lock, a group this user is in."""
     findings = []
-    umask = os.umask(0o022)
-    os.umask(umask)
+    umask = process_umask()
     if umask & 0o020:
         findings.append(Finding("umask", Finding.PROBLEM, "the umask is %04o; a shared area needs "
                                 "group-writable files: run 'umask 002' first" % umask))
@@ -6606,14 +6591,17 @@ def _command_word(argv: list) -> str | None:
 
 
 def parse_arguments(argv: list):
+    args = None
     only = _command_word(argv)
-    if only is None or "-h" in argv or "--help" in argv:
-        args = build_parser().parse_args(argv)
-    else:
+    if only is not None and "-h" not in argv and "--help" not in argv:
         try:
             args = build_parser(only).parse_args(argv)
-        except UsageError:      # told exactly as the whole command line tells it
-            args = build_parser().parse_args(argv)
+        except UsageError:
+            pass
+    if args is None or getattr(args, "command", None) != only:
+        # A usage error, or a command other than the word guessed: the whole command
+        # line parses it, and tells any error exactly as it would have.
+        args = build_parser().parse_args(argv)
     if not getattr(args, "command", None):
         raise UsageError("a command is needed (pm -h lists them)")
     defaults = {"root": os.environ.get("PM_ROOT") or "/", "json": False, "verbose": 0, "quiet": 0,

@@ -18,7 +18,8 @@ def as_run(argv):
         args = pm.parse_arguments(argv)
     except pm.UsageError as e:
         return "usage error: %s" % e.message
-    return {k: v for k, v in vars(args).items() if k in whole(argv)}
+    expected = whole(argv)
+    return {k: v for k, v in vars(args).items() if k in expected}
 
 
 @pytest.mark.parametrize("argv", [
@@ -43,3 +44,10 @@ def test_only_the_command_being_run_is_built():
     commands = next(a for a in parser._actions if a.dest == "command")
     assert commands.choices["files"]._actions != []
     assert [a.dest for a in commands.choices["install"]._actions] == []
+
+
+def test_a_wrong_guess_of_the_command_still_runs_the_command_given(monkeypatch):
+    # As if --root took no value: "install" looks like the command; it is --root's value.
+    monkeypatch.setattr(pm, "_OPTIONS_WITH_VALUES", ())
+    args = pm.parse_arguments(["--root", "install", "list-installed"])
+    assert (args.command, args.root, args.func) == ("list-installed", "install", pm.cmd_list_installed)
