@@ -95,7 +95,7 @@ def warm(path):
 
 
 def measure(argv, sync=True):
-    """Run ``argv`` once: (wall seconds, child's max RSS in KiB, stdout bytes).  Raises
+    """Run ``argv`` once: (wall seconds, stdout bytes).  Raises
     BenchError with the last line of its stderr when it exits non-zero.  Every existing
     file named in ``argv`` (the archive a tool reads) is read first, into the cache."""
     if sync:
@@ -106,16 +106,15 @@ def measure(argv, sync=True):
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         started = time.perf_counter()
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=err)
-        _, status, usage = os.wait4(proc.pid, 0)
+        proc.wait()
         seconds = time.perf_counter() - started
-        proc.returncode = os.waitstatus_to_exitcode(status)
         if proc.returncode != 0:
             err.seek(0)
             lines = err.read().decode(errors="replace").strip().splitlines() or ["(no message)"]
             shown = " ".join(os.path.basename(a) if os.path.isabs(a) else a for a in argv[:6])
             raise BenchError("`%s` exited %d: %s" % (shown, proc.returncode, lines[-1]))
         out.seek(0)
-        return seconds, usage.ru_maxrss, out.read()
+        return seconds, out.read()
 
 
 # pm as its launcher runs it: imported, so from the bytecode compiled once below.
@@ -158,13 +157,15 @@ def median(values):
 
 
 class Context:
-    """The run's settings, its work directory, and fixtures built once and shared."""
+    """The run's settings, its work directory, and fixtures built once and shared.
+    Roots are never deleted between runs, only with the work directory at the end:
+    deleting many files makes the next ones slow to create (on a filesystem mounted
+    with ``discard``, much slower), which would blur the runs that follow."""
 
     def __init__(self, runs, quick, work):
         self.runs, self.quick, self.work = runs, quick, work
         self._big = None
         self._counter = 0
-        self.garbage = []
 
     def path(self, name):
         return os.path.join(self.work, name)
@@ -197,12 +198,6 @@ class Context:
                                               self.path("big_%s_all.deb" % version))
             self._big = fx
         return self._big
-
-    def remove(self, path):
-        """Set ``path`` aside, to be deleted when every benchmark has run: deleting many
-        files makes the next ones slow to create (and on a filesystem mounted with
-        ``discard``, much slower), which would blur the runs that follow."""
-        self.garbage.append(path)
 
 
 def count_files(top):
@@ -250,7 +245,7 @@ def bench_resolve(ctx):
     argv = [PY, os.path.join(HERE, "bench_resolve.py"), "--runs", str(max(ctx.runs, 5))]
     if ctx.quick:
         argv = [PY, os.path.join(HERE, "bench_resolve.py"), "--runs", "2", "--names", "1000", "--closure", "100"]
-    report = json.loads(measure(argv, sync=False)[2])
+    report = json.loads(measure(argv, sync=False)[1])
     note = "bench_resolve.py: %d packages, closure %d, %d runs in one process (index load %.0f ms, not counted)." % (
         report["packages"], report["closure"], len(report["runs"]), report["index_load_s"] * 1000)
     return [Result("resolve: %d-package closure" % report["closure"], report["median_s"], "s",
@@ -278,7 +273,6 @@ def bench_install(ctx):
             if run == 0:
                 got = count_files(os.path.join(root, "usr"))
                 check(got == fx["files"], "%s installed %d files, not %d" % (label, got, fx["files"]))
-            ctx.remove(root)
     what = "%d files, %d MiB in 100 directories" % (fx["files"], fx["megabytes"])
     note = ("%d runs, interleaved, each into a fresh empty root, also for the --unsafe-io row. pm installs the plain .tar that "
             "repoPackager writes; tar -xf an uncompressed tar of the same DATA tree; dpkg an uncompressed "
@@ -303,7 +297,6 @@ def time_prepared(ctx, cases, check_first):
             times[label].append(measure(timed(root))[0])
             if run == 0:
                 check_first(label, root)
-            ctx.remove(root)
     return {label: median(values) for label, values in times.items()}
 
 
@@ -367,7 +360,7 @@ def bench_list(ctx):
     cases = {"pm": pm_argv(root, "list-installed"),
              "dpkg-query -W": ["dpkg-query", "--admindir", admin, "-W"]}
     for label, argv in cases.items():
-        lines = measure(argv)[2].decode().splitlines()
+        lines = measure(argv)[1].decode().splitlines()
         check(len(lines) == count, "%s listed %d packages, not %d" % (label, len(lines), count))
     times = {label: [] for label in cases}
     for _ in range(ctx.runs):
@@ -398,11 +391,9 @@ def bench_memory(ctx):
         root = ctx.fresh_root()
         big_times.append(measure(pm_argv(root, "install", huge))[0])
         big_rss.append(peak_rss(pm_argv(ctx.fresh_root(), "install", huge)) / 1024)
-        ctx.remove(root)
     for _ in range(ctx.runs):
         root = ctx.fresh_root()
         tiny_rss.append(peak_rss(pm_argv(root, "install", tiny)) / 1024)
-        ctx.remove(root)
     note = ("a %d MiB package (4 files of %d MiB), installed twice into a fresh root (default I/O; install took "
             "%s median); the figure is the highest max RSS of the pm process (ru_maxrss from os.wait4, measured in a separate run forked from a small process). "
             "Comparison: the same for a one-file package (%d runs)." % (
@@ -420,7 +411,7 @@ def bench_oda(ctx):
     env_tmp = os.environ.get("TMPDIR")
     os.environ["TMPDIR"] = ctx.work
     try:
-        report = json.loads(measure(argv, sync=False)[2])
+        report = json.loads(measure(argv, sync=False)[1])
     finally:
         if env_tmp is None:
             del os.environ["TMPDIR"]
