@@ -1,7 +1,11 @@
 """SPEC §8.1–8.3: versions, dependencies, file conflicts and shared directories."""
 
+import os
+import stat
 
-from conftest import File, Dir, Link, exists, read, payload
+import pytest
+
+from conftest import File, Dir, Link, exists, read, payload, run_pm
 
 
 # -- §8.1 same version, downgrade, upgrade ----------------------------------------------
@@ -218,3 +222,17 @@ def test_file_modes_are_kept(pm, build, root):
 def test_gzip_and_zstd_packages_install_like_plain_ones(pm, build, root):
     pm("install", build("gz", "1.0", {"/gz": "g"}, compress="gz"), build("zst", "1.0", {"/zst": "z"}, compress="zst"))
     assert read(root, "/gz") == "g" and read(root, "/zst") == "z"
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077, 0o002, 0o000])
+def test_each_file_gets_exactly_the_mode_of_the_package_whatever_the_umask(build, root, umask):
+    modes = {"/usr/bin/tool": 0o755, "/etc/secret": 0o600, "/usr/share/doc": 0o644,
+             "/usr/share/shared": 0o664, "/usr/bin/su-like": 0o4755}
+    package = build("modes", "1.0", {path: File("x", mode) for path, mode in modes.items()})
+    old = os.umask(umask)
+    try:
+        result = run_pm(root, "install", "--allow-setuid", package)
+    finally:
+        os.umask(old)
+    assert result.code == 0, result
+    assert {path: stat.S_IMODE(os.lstat(str(root) + path).st_mode) for path in modes} == modes
