@@ -506,13 +506,28 @@ def test_a_root_that_is_a_file_is_refused(medium, tmp_path):
     assert result.returncode == 1 and "not a directory" in one_line_error(result)
 
 
+def other_python():
+    """A working Python 3.9+ of another minor version than this one, found on PATH and probed by
+    running it (a pyenv shim for a version not selected exits 127 and is no interpreter), or None."""
+    probe = "import sys; print('%d.%d' % sys.version_info[:2])"
+    mine = "%d.%d" % sys.version_info[:2]
+    for minor in range(9, 20):
+        path = shutil.which("python3.%d" % minor)
+        if not path or "3.%d" % minor == mine:
+            continue
+        try:
+            answer = subprocess.run([path, "-c", probe], capture_output=True, text=True, timeout=60)
+        except (OSError, subprocess.SubprocessError):
+            continue
+        if answer.returncode == 0 and answer.stdout.strip() == "3.%d" % minor:
+            return path
+    return None
+
+
 def test_a_python_the_medium_is_not_for_is_refused_up_front(medium, tmp_path):
-    other = next((p for p in ("/tmp/v39/bin/python", "/tmp/v311/bin/python", shutil.which("python3.9"),
-                              shutil.which("python3.12")) if p and os.path.exists(p)
-                  and run([p, "-c", "import sys; print(sys.version_info[:2])"]).stdout.strip()
-                  != str(tuple(sys.version_info[:2]))), None)
+    other = other_python()
     if other is None:
-        pytest.skip("no Python of another version on this machine")
+        pytest.skip("no working Python of another version on PATH")
     target = tmp_path / "node"
     target.mkdir()
     result = install(medium, target, "hello", python=other)
