@@ -105,6 +105,10 @@ COPY_CHUNK = 1 << 20                  # bytes read from an archive at a time
 MAX_INDEX_BYTES = 256 << 20           # an index, decompressed
 MAX_INDEX_ENTRIES = 1_000_000         # packages in one index
 MAX_INDEX_ITEMS = 20_000_000          # values in an OpenOS Lua index (about 10 per package)
+MAX_SIGNIFY_FILE = 4096               # a signify key or signature file is two short lines
+MAX_TRUSTED_KEYS = 1000               # files in etc/pm/keys
+MAX_SERIAL = 2 ** 63 - 1              # an index serial (msgpack's and the record's integers)
+SIGNATURE_TOOL_SECONDS = 60           # a signify/usign command checking one signature
 
 # Names pm reserves for its own staging files beside their targets; packages may not use them.
 STAGING_PREFIX = ".~pm."
@@ -3611,12 +3615,15 @@ SHA256_PATTERN = r"^[0-9a-f]{64}$(?!\n)"
 class Source:
     """One repository: ``url`` as written, ``kind`` (``dir`` or ``http``), ``location``
     (a host directory, or the URL without its trailing slash), ``trusted`` (an index
-    without checksums is accepted) and ``transient`` (given with --repository: its index
-    is read for this command only, never cached)."""
+    without checksums or signature is accepted), ``transient`` (given with --repository:
+    its index is read for this command only, never cached) and ``signed_by`` (the key
+    number, hex, its index must be signed by; None when not pinned)."""
 
-    def __init__(self, url: str, trusted: bool = False, transient: bool = False, where: str = ""):
+    def __init__(self, url: str, trusted: bool = False, transient: bool = False, where: str = "",
+                 signed_by: str | None = None):
         import urllib.parse
         self.url, self.trusted, self.transient = url, trusted, transient
+        self.signed_by = signed_by.lower() if signed_by else None
         parsed = urllib.parse.urlsplit(url)
         if parsed.scheme in ("http", "https") and parsed.netloc:
             self.kind, self.location = "http", url.rstrip("/")
@@ -3646,8 +3653,8 @@ class Source:
 def read_sources(root: Root, extra=()) -> list:
     """The sources of the root, in order: etc/pm/sources.list, then each
     etc/pm/sources.list.d/*.list by name, then ``extra`` URLs (--repository, taken
-    relative to the working directory).  Lines are ``[trusted=yes] URL``; ``#`` starts a
-    comment.  A malformed line is InvalidInput naming the file and line."""
+    relative to the working directory).  Lines are ``[OPTION ...] URL``, the options
+    ``trusted=yes|no`` and ``signed-by=KEYNUM``; ``#`` starts a comment.  A malformed line is InvalidInput naming the file and line."""
     files = [SOURCES_LIST]
     try:
         files += [SOURCES_DIR + "/" + n for n in sorted(root.listdir(SOURCES_DIR)) if n.endswith(".list")]
@@ -3687,13 +3694,320 @@ def _source_line(line: str, where: str):
             raise InvalidInput(where + "unclosed '[' in the options")
         for option in line[1:end].split():
             key, sep, value = option.partition("=")
-            if key != "trusted" or value not in ("yes", "no"):
-                raise InvalidInput(where + "unknown option %r (known: trusted=yes|no)" % option)
+            if not (key == "trusted" and value in ("yes", "no")
+                    or key == "signed-by" and _matches(KEYNUM_PATTERN, value)):
+                raise InvalidInput(where + "unknown option %r (known: trusted=yes|no, signed-by=KEYNUM "
+                                   "with the 16 hex digits pm key list shows)" % option)
             options[key] = value
         line = line[end + 1:].strip()
     if not line or len(line.split()) != 1:
-        raise InvalidInput(where + "expected '[trusted=yes] URL'")
-    return Source(line, trusted=options.get("trusted") == "yes", where=where)
+        raise InvalidInput(where + "expected '[trusted=yes] URL' or '[signed-by=KEYNUM] URL'")
+    if options.get("trusted") == "yes" and "signed-by" in options:
+        raise UsageError(where + "signed-by= and trusted=yes contradict each other: a source is either "
+                         "pinned to a key or accepted unsigned")
+    return Source(line, trusted=options.get("trusted") == "yes", where=where, signed_by=options.get("signed-by"))
+
+
+# -- signatures and trust --------------------------------------------------------------
+#
+# Keys and signatures are those of OpenBSD signify and OpenWrt usign (ed25519): a file of
+# two lines, "untrusted comment: ..." and the base64 of "Ed", an 8-byte key number and
+# the 32-byte public key (a key) or the 64-byte signature of a file's bytes (INDEX.sig).
+# The keys a root trusts are the files in etc/pm/keys.  Once one is there (or pm.conf
+# says require_signatures = yes), a source's index must come with a signature by a
+# trusted key (by its [signed-by=KEYNUM] where the line names one), unless the line says
+# [trusted=yes].  A signed index carries `serial` and `valid_until`; var/lib/pm/trust/
+# keeps, per source, the serial and content digest of the newest signed index pm
+# accepted: outside the cache, so wiping var/cache/pm does not let an older index back.
+
+KEYS_DIR = "/etc/pm/keys"
+TRUST_DIR = DB_DIR + "/trust"
+SIGNATURE_SUFFIX = ".sig"
+SIGNIFY_ALGORITHM = b"Ed"
+SIGNIFY_COMMENT = "untrusted comment: "
+KEYNUM_PATTERN = r"^[0-9a-fA-F]{16}$(?!\n)"
+VALID_UNTIL_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
+SIGNED_KINDS = (INDEX_MSGPACK, INDEX_JSON)     # the Lua index stays unsigned (OpenOS cannot check)
+
+
+def parse_signify(data: bytes, what: str, length: int) -> tuple:
+    """(comment, decoded bytes) of a signify file of ``length`` decoded bytes starting
+    with "Ed"; InvalidInput naming ``what`` for anything else."""
+    import base64
+    import binascii
+    if len(data) > MAX_SIGNIFY_FILE:
+        raise InvalidInput("%s is larger than %d bytes: not a signify file" % (what, MAX_SIGNIFY_FILE))
+    try:
+        lines = data.decode("ascii").split("\n")
+    except UnicodeDecodeError:
+        raise InvalidInput("%s is not a signify file (not ASCII text)" % what) from None
+    if lines[-1] == "":
+        lines.pop()
+    if len(lines) != 2 or not lines[0].startswith(SIGNIFY_COMMENT) or has_control_chars(lines[0]):
+        raise InvalidInput("%s is not a signify file (expected an 'untrusted comment: ...' line and "
+                           "one base64 line)" % what)
+    try:
+        raw = base64.b64decode(lines[1], validate=True)
+    except (binascii.Error, ValueError):
+        raise InvalidInput("%s is not a signify file (its second line is not base64)" % what) from None
+    if len(raw) != length or raw[:2] != SIGNIFY_ALGORITHM:
+        raise InvalidInput("%s is not an ed25519 signify file (%d bytes, %r; expected %d, 'Ed')"
+                           % (what, len(raw), raw[:2], length))
+    return lines[0][len(SIGNIFY_COMMENT):], raw
+
+
+def signify_text(comment: str, raw: bytes) -> bytes:
+    """A signify file: the comment line and the base64 line."""
+    import base64
+    return ("%s%s\n%s\n" % (SIGNIFY_COMMENT, comment, base64.b64encode(raw).decode())).encode("ascii")
+
+
+class SignifyKey:
+    """A public key: ``keynum`` (8 bytes), ``public`` (32), ``comment`` and its ``file``."""
+
+    def __init__(self, keynum: bytes, public: bytes, comment: str, file: str = ""):
+        self.keynum, self.public, self.comment, self.file = keynum, public, comment, file
+
+    @property
+    def number(self) -> str:
+        """The key number as pm shows it and sources.list pins it: 16 hex digits."""
+        return self.keynum.hex()
+
+    @classmethod
+    def parse(cls, data: bytes, what: str, file: str = "") -> "SignifyKey":
+        comment, raw = parse_signify(data, what, 2 + 8 + 32)
+        return cls(raw[2:10], raw[10:], comment, file)
+
+    def as_json(self) -> dict:
+        return {"keynum": self.number, "comment": self.comment, "file": self.file}
+
+
+def trusted_keys(root: Root) -> list:
+    """The keys in etc/pm/keys (every regular file not starting with a dot), by file
+    name; a file that is not a signify public key is InvalidInput naming it."""
+    try:
+        names = sorted(n for n in root.listdir(KEYS_DIR) if not n.startswith("."))
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    if len(names) > MAX_TRUSTED_KEYS:
+        raise InvalidInput("%s holds more than %d files" % (root.host_path(KEYS_DIR), MAX_TRUSTED_KEYS))
+    keys = []
+    for name in names:
+        path = KEYS_DIR + "/" + name
+        st = root.lstat(path)
+        if st is None or not stat.S_ISREG(st.st_mode):
+            continue
+        data = root.read(path)
+        if data is not None:
+            keys.append(SignifyKey.parse(data, "the trusted key " + root.host_path(path), root.host_path(path)))
+    return keys
+
+
+def _signature_tool() -> list | None:
+    import shutil
+    for name in ("signify", "signify-openbsd", "usign"):
+        found = shutil.which(name)
+        if found:
+            return [found]
+    return None
+
+
+def ed25519_verify(key: SignifyKey, signature: bytes, message: bytes) -> bool:
+    """Whether ``signature`` (64 bytes) is the key's signature of ``message``: with the
+    ``cryptography`` package, else with a signify or usign command on PATH."""
+    try:
+        import importlib
+        ed25519 = importlib.import_module("cryptography.hazmat.primitives.asymmetric.ed25519")
+        invalid = importlib.import_module("cryptography.exceptions").InvalidSignature
+    except ImportError:
+        return _verify_with_tool(key, signature, message)
+    try:
+        ed25519.Ed25519PublicKey.from_public_bytes(key.public).verify(signature, message)
+        return True
+    except (invalid, ValueError):
+        return False
+
+
+def _verify_with_tool(key: SignifyKey, signature: bytes, message: bytes) -> bool:
+    import subprocess
+    import tempfile
+    tool = _signature_tool()
+    if tool is None:
+        raise PmError("checking signed indexes needs the Python package 'cryptography' (pip install "
+                      "cryptography), or a signify or usign command on PATH")
+    with tempfile.TemporaryDirectory(prefix="pm-verify-") as work:
+        files = {"key.pub": signify_text("pm", SIGNIFY_ALGORITHM + key.keynum + key.public),
+                 "index.sig": signify_text("pm", SIGNIFY_ALGORITHM + key.keynum + signature),
+                 "index": message}
+        for name, data in files.items():
+            with open(os.path.join(work, name), "wb") as f:
+                f.write(data)
+        command = tool + ["-V", "-q", "-p", os.path.join(work, "key.pub"), "-x", os.path.join(work, "index.sig"),
+                          "-m", os.path.join(work, "index")]
+        try:
+            proc = subprocess.run(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.DEVNULL, timeout=SIGNATURE_TOOL_SECONDS)
+        except (OSError, subprocess.TimeoutExpired) as e:
+            raise PmError("cannot run %s to check a signature: %s" % (tool[0], e)) from None
+    return proc.returncode == 0
+
+
+def _yes_no(settings: dict, name: str, default: bool, root: Root) -> bool:
+    value = settings.get(name)
+    if value is None or value == "":
+        return default
+    if value not in ("yes", "no"):
+        raise InvalidInput("%s: %s = %r: expected yes or no" % (root.host_path(PM_CONF), name, value))
+    return value == "yes"
+
+
+class Trust:
+    """What a root trusts: ``keys`` (etc/pm/keys) and the policy of pm.conf:
+    ``required`` (require_signatures, default: yes once a key is trusted) and ``fresh``
+    (require_fresh: an expired index is refused rather than used with a warning)."""
+
+    def __init__(self, root: Root):
+        self.root = root
+        self.keys = trusted_keys(root)
+        settings = read_settings(root)
+        self.required = _yes_no(settings, "require_signatures", bool(self.keys), root)
+        self.fresh = _yes_no(settings, "require_fresh", False, root)
+
+    def needs_signature(self, source: Source) -> bool:
+        return source.signed_by is not None or (self.required and not source.trusted)
+
+    def check(self, source: Source, kind: str, data: bytes, signature: bytes | None,
+              out: Output) -> SignifyKey | None:
+        """The trusted key whose signature of the index ``data`` is ``signature``, or
+        None when the source needs none; InvalidInput naming the source and why when
+        the signature is missing, malformed, wrong or by a key not trusted."""
+        if not self.needs_signature(source):
+            if source.trusted and self.required:
+                out.warn("%s is marked [trusted=yes]: its index is used without a signature check" % source.url)
+            return None
+
+        def refuse(why):
+            raise InvalidInput("%s: refused: %s" % (source.url, why))
+        if kind not in SIGNED_KINDS:
+            refuse("it offers only the unsigned %s index, and its index must be signed" % kind)
+        if signature is None:
+            refuse("%s has no signature (%s)%s" % (kind, kind + SIGNATURE_SUFFIX,
+                   " and the source is pinned to key %s" % source.signed_by if source.signed_by
+                   else "; signatures are required once a key is trusted (etc/pm/keys)"))
+        try:
+            _, raw = parse_signify(signature, kind + SIGNATURE_SUFFIX, 2 + 8 + 64)
+        except InvalidInput as e:
+            refuse("malformed signature: " + e.message)
+        keynum = raw[2:10].hex()
+        if source.signed_by is not None and keynum != source.signed_by:
+            refuse("%s is signed by key %s, but the source is pinned to key %s (signed-by)"
+                   % (kind, keynum, source.signed_by))
+        key = next((k for k in self.keys if k.number == keynum), None)
+        if key is None:
+            refuse("%s is signed by key %s, which is not trusted (pm key add FILE.pub)" % (kind, keynum))
+        if not ed25519_verify(key, raw[10:], data):
+            refuse("the signature %s does not match %s: tampered with, or not signed by key %s"
+                   % (kind + SIGNATURE_SUFFIX, kind, keynum))
+        return key
+
+    def check_serial(self, source: Source, meta: dict, content: str, out: Output) -> dict:
+        """The trust record of a signed index (serial, valid_until, content digest)
+        after the rollback and freeze checks against the record pm keeps."""
+        def refuse(why):
+            raise InvalidInput("%s: refused: %s" % (source.url, why))
+        serial, valid_until = meta.get("serial", 0), meta.get("valid_until")
+        if not isinstance(serial, int) or isinstance(serial, bool) or not 0 <= serial <= MAX_SERIAL:
+            refuse("the index has a bad serial %r" % (serial,))
+        if valid_until is not None:
+            expires = parse_valid_until(valid_until)
+            if expires is None:
+                refuse("the index has a bad valid_until %r (expected YYYY-MM-DDTHH:MM:SSZ)" % (valid_until,))
+        record = read_trust_record(self.root, source)
+        if record is not None:
+            if serial < record["serial"]:
+                refuse("the index (serial %d) is older than the one already trusted (serial %d): replay?"
+                       % (serial, record["serial"]))
+            if serial == record["serial"] and content != record["content"]:
+                refuse("the index has serial %d like the one already trusted, but other contents: replay, "
+                       "or a repository rebuilt without a new serial?" % serial)
+        self.check_fresh(source, valid_until, out)
+        return {"url": source.location, "serial": serial, "valid_until": valid_until, "content": content}
+
+    def check_fresh(self, source: Source, valid_until, out: Output, cached: bool = False) -> None:
+        """Refuse an expired index (require_fresh = yes), or warn naming its age.  A
+        cached one is refused as a PmError: the source is left out, the command goes on."""
+        import time
+        what = "the cached index of %s" % source.url if cached else "the index of %s" % source.url
+        error = PmError if cached else InvalidInput
+        if valid_until is None:
+            if self.fresh:
+                raise error("%s: refused: %s has no valid_until, and require_fresh = yes"
+                                   % (source.url, what))
+            return
+        expires = parse_valid_until(valid_until)
+        age = time.time() - expires if expires is not None else 0
+        if age > 0:
+            if self.fresh:
+                raise error("%s: refused: %s expired %s ago (valid_until %s), and require_fresh = yes"
+                                   % (source.url, what, describe_age(age), valid_until))
+            out.warn("%s expired %s ago (valid_until %s); using it" % (what, describe_age(age), valid_until))
+
+
+def parse_valid_until(text) -> float | None:
+    """The POSIX time of a ``valid_until`` (UTC, YYYY-MM-DDTHH:MM:SSZ), or None."""
+    import calendar
+    import time
+    if not isinstance(text, str) or len(text) != 20:
+        return None
+    try:
+        return float(calendar.timegm(time.strptime(text, VALID_UNTIL_FORMAT)))
+    except (ValueError, OverflowError):
+        return None
+
+
+def describe_age(seconds: float) -> str:
+    if seconds >= 2 * 86400:
+        return "%d days" % (seconds // 86400)
+    if seconds >= 2 * 3600:
+        return "%d hours" % (seconds // 3600)
+    return "%d minutes" % max(1, seconds // 60)
+
+
+def index_content_digest(entries: list, meta: dict) -> str:
+    """A digest of what an index says, whichever file (msgpack or JSON) said it."""
+    import json
+    text = json.dumps({"packages": entries, "serial": meta.get("serial", 0), "valid_until": meta.get("valid_until")},
+                      sort_keys=True, separators=(",", ":"), default=repr)
+    return sha256_bytes(text.encode("utf-8")).hex()
+
+
+def read_trust_record(root: Root, source: Source) -> dict | None:
+    """What pm last accepted of a source's signed indexes (var/lib/pm/trust/SLUG), or None."""
+    import json
+    path = TRUST_DIR + "/" + source.slug
+    try:
+        data = root.read(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    if data is None:
+        return None
+    try:
+        record = json.loads(data.decode("utf-8"))
+        if record["url"] != source.location:
+            return None
+        serial = record["serial"]
+        if not isinstance(serial, int) or isinstance(serial, bool) or not isinstance(record["content"], str):
+            raise ValueError
+        return record
+    except (ValueError, TypeError, KeyError, UnicodeDecodeError):
+        raise InvalidInput("the trust record %s is damaged; remove it to accept the next signed index of %s "
+                           "whatever its serial" % (root.host_path(path), source.url)) from None
+
+
+def write_trust_record(root: Root, source: Source, record: dict, sync: bool) -> None:
+    import json
+    atomic_write(root.dir_fd(TRUST_DIR, 0o755), source.slug,
+                 (json.dumps(record, sort_keys=True) + "\n").encode("utf-8"), sync, kind="trust")
 
 
 # -- indexes ---------------------------------------------------------------------------
@@ -3704,10 +4018,11 @@ class LuaIndexParser(LuaLiteralParser):
     max_items = MAX_INDEX_ITEMS
 
 
-def parse_index(data: bytes, kind: str, source: Source, out: Output) -> list:
+def parse_index(data: bytes, kind: str, source: Source, out: Output, meta: dict | None = None) -> list:
     """The entries of an index file (``kind`` is its file name): dicts with ``filename``,
     ``size``, ``sha256`` (hex; None only from a trusted source) and ``manifest``.  Every
-    field is checked; anything malformed is InvalidInput naming the source."""
+    field is checked; anything malformed is InvalidInput naming the source.  ``meta``,
+    when given, receives the index's ``serial`` and ``valid_until`` (checked by Trust)."""
     where = "the index %s of %s" % (kind, source.url)
     if len(data) > MAX_INDEX_BYTES:
         raise InvalidInput("%s is larger than %d bytes" % (where, MAX_INDEX_BYTES))
@@ -3730,6 +4045,8 @@ def parse_index(data: bytes, kind: str, source: Source, out: Output) -> list:
     if len(document["packages"]) > MAX_INDEX_ENTRIES:
         raise InvalidInput("%s lists more than %d packages" % (where, MAX_INDEX_ENTRIES))
     entries = [_checked_entry(raw, where, source) for raw in document["packages"]]
+    if meta is not None:
+        meta.update((k, document[k]) for k in ("serial", "valid_until") if k in document)
     unchecked = sum(1 for e in entries if e["sha256"] is None)
     if unchecked:
         out.warn("%s has no checksums for %d package%s; accepted because the source is "
@@ -3801,16 +4118,38 @@ def _index_kinds() -> tuple:
     return (INDEX_JSON, INDEX_LUA)
 
 
-def fetch_index(source: Source, out: Output) -> list:
-    """Read a source's index from the source itself (directory or network)."""
+def fetch_index(source: Source, out: Output, trust: Trust | None = None) -> list:
+    """Read a source's index from the source itself (directory or network), checked
+    against what the root trusts when ``trust`` is given."""
+    return fetch_checked_index(source, out, trust)[0]
+
+
+def _read_source_file(source: Source, name: str, limit: int) -> bytes | None:
+    if source.kind == "dir":
+        return _read_local(os.path.join(source.location, name), limit)
+    return http_get(source.location + "/" + name, limit)
+
+
+def fetch_checked_index(source: Source, out: Output, trust: Trust | None) -> tuple:
+    """(entries, trust record) of a source's index: the record (serial, valid_until,
+    digest, key) when its signature was checked, else None."""
     for kind in _index_kinds():
-        if source.kind == "dir":
-            data = _read_local(os.path.join(source.location, kind), MAX_INDEX_BYTES)
-        else:
-            data = http_get(source.location + "/" + kind, MAX_INDEX_BYTES)
+        data = _read_source_file(source, kind, MAX_INDEX_BYTES)
         if data is not None:
             out.detail("read %s from %s" % (kind, source.url))
-            return parse_index(data, kind, source, out)
+            if trust is None or not trust.needs_signature(source):
+                if trust is not None:
+                    trust.check(source, kind, data, None, out)      # the [trusted=yes] warning
+                return parse_index(data, kind, source, out), None
+            signature = None
+            if kind in SIGNED_KINDS:
+                signature = _read_source_file(source, kind + SIGNATURE_SUFFIX, MAX_SIGNIFY_FILE)
+            key = trust.check(source, kind, data, signature, out)
+            meta = {}
+            entries = parse_index(data, kind, source, out, meta)
+            record = trust.check_serial(source, meta, index_content_digest(entries, meta), out)
+            record["keynum"] = key.number
+            return entries, record
     raise PmError("%s has no index (%s); build one with tools/repoPackager.py"
                   % (source.url, ", ".join(_index_kinds())))
 
@@ -3828,8 +4167,9 @@ def _read_local(path: str, limit: int) -> bytes | None:
     return data
 
 
-def cached_index(root: Root, source: Source) -> list | None:
-    """A remote source's entries as `pm update` stored them, or None."""
+def cached_index(root: Root, source: Source, trust: Trust | None = None, out: Output | None = None) -> list | None:
+    """A remote source's entries as `pm update` stored them, or None (also when
+    ``trust`` needs a signature the cached index was not checked against)."""
     try:
         data = root.read(INDEX_CACHE_DIR + "/" + source.slug)
     except (FileNotFoundError, NotADirectoryError):
@@ -3843,25 +4183,41 @@ def cached_index(root: Root, source: Source) -> list | None:
         entries = document["entries"]
         if not source.trusted and any(e["sha256"] is None for e in entries):
             return None               # cached while the source was trusted=yes
+        if trust is not None and trust.needs_signature(source):
+            keynum = document.get("keynum")
+            if not any(k.number == keynum for k in trust.keys) or \
+                    source.signed_by is not None and keynum != source.signed_by:
+                if out is not None:
+                    out.warn("the cached index of %s was not signed by a key trusted now; run pm update"
+                             % source.url)
+                return None
+            trust.check_fresh(source, document.get("valid_until"), out or Output(verbosity=-1), cached=True)
+        elif trust is not None and source.trusted and trust.required and out is not None:
+            out.warn("%s is marked [trusted=yes]: its index is used without a signature check" % source.url)
         return entries
     except (ValueError, TypeError, KeyError, AttributeError):
         raise InvalidInput("the cached index %s is damaged; run pm update" %
                            root.host_path(INDEX_CACHE_DIR + "/" + source.slug)) from None
 
 
-def store_index(root: Root, source: Source, entries: list, sync: bool) -> None:
-    """Keep a remote source's checked entries in the cache, all at once."""
-    data = _msgpack().packb({"format": INDEX_FORMAT, "url": source.location, "entries": entries},
-                            use_bin_type=True)
+def store_index(root: Root, source: Source, entries: list, sync: bool, record: dict | None = None) -> None:
+    """Keep a remote source's checked entries in the cache, all at once, with the key
+    and valid_until of a signed index (``record``)."""
+    document = {"format": INDEX_FORMAT, "url": source.location, "entries": entries}
+    if record is not None:
+        document.update(keynum=record["keynum"], valid_until=record["valid_until"])
+    data = _msgpack().packb(document, use_bin_type=True)
     atomic_write(root.dir_fd(INDEX_CACHE_DIR, 0o755), source.slug, data, sync, kind="cache")
 
 
-def source_entries(root: Root, source: Source, out: Output) -> list:
+def source_entries(root: Root, source: Source, out: Output, trust: Trust | None = None) -> list:
     """The entries a command sees: a local or transient source read now, a remote one
-    from the cache (with a warning when `pm update` has not fetched it yet)."""
+    from the cache (with a warning when `pm update` has not fetched it yet), checked
+    against what the root trusts."""
+    trust = trust or Trust(root)
     if source.kind == "dir" or source.transient:
-        return fetch_index(source, out)
-    entries = cached_index(root, source)
+        return fetch_index(source, out, trust)
+    entries = cached_index(root, source, trust, out)
     if entries is None:
         out.warn("no index of %s in the cache; run pm update" % source.url)
         return []
@@ -3874,15 +4230,20 @@ def update_sources(root: Root, sources: list, out: Output, dry_run: bool, sync: 
     packages their indexes no longer list.  Returns one report per source; a source
     that fails keeps its old cache and reports its error."""
     reports = []
+    trust = Trust(root)
     for source in sources:
         report = {"url": source.url, "kind": source.kind, "packages": None, "error": None,
-                  "exit_code": EXIT_OK}
+                  "exit_code": EXIT_OK, "serial": None, "signed_by": None}
         try:
-            entries = fetch_index(source, out)
+            entries, record = fetch_checked_index(source, out, trust)
             report["packages"] = len(entries)
+            if record is not None:
+                report["serial"], report["signed_by"] = record["serial"], record["keynum"]
             if source.kind == "http" and not source.transient and not dry_run:
-                store_index(root, source, entries, sync)
+                store_index(root, source, entries, sync, record)
                 _prune(root, PACKAGE_CACHE_DIR + "/" + source.slug, {e["filename"] for e in entries})
+            if record is not None and not source.transient and not dry_run:
+                write_trust_record(root, source, record, sync)
         except PmError as e:
             report["error"], report["exit_code"] = e.message, e.exit_code
         reports.append(report)
@@ -3921,9 +4282,10 @@ def build_pool(root: Root, db: Database, out: Output, sources: list, packages=()
         pool.add(Candidate(record["manifest"], installed=True))
     for package in packages:
         pool.add(Candidate(package.manifest, package=package))
+    trust = Trust(root) if sources else None
     for source in sources:
         try:
-            entries = source_entries(root, source, out)
+            entries = source_entries(root, source, out, trust)
         except InvalidInput:
             raise
         except PmError as e:
@@ -3935,6 +4297,54 @@ def build_pool(root: Root, db: Database, out: Output, sources: list, packages=()
 
 
 # -- fetching packages -----------------------------------------------------------------
+
+_TLS = {"root": None, "ca": None, "context": None}
+
+
+def configure_tls(root: Root | None, ca: str | None) -> None:
+    """Where https:// certificates are checked: the CA bundle ``ca`` (--ca, a host
+    path), else ``ca = PATH`` in the root's pm.conf (a path within the root), else
+    the system's CAs."""
+    _TLS.update(root=root, ca=ca, context=None)
+
+
+def ssl_context():
+    """The TLS context of every https:// transfer, made once: certificates and host
+    names are always checked; a CA bundle that cannot be read is an error, never a
+    fallback to no verification."""
+    if _TLS["context"] is None:
+        import ssl
+        ca = _TLS["ca"]
+        if ca is None and _TLS["root"] is not None:
+            setting = read_settings(_TLS["root"]).get("ca")
+            if setting:
+                ca = _TLS["root"].host_path("/" + setting.lstrip("/"))
+        try:
+            if ca is None:
+                context = ssl.create_default_context()
+            elif os.path.isdir(ca):
+                context = ssl.create_default_context(capath=ca)
+            else:
+                context = ssl.create_default_context(cafile=ca)
+        except (OSError, ssl.SSLError) as e:
+            raise PmError("cannot use the CA bundle %s: %s" % (ca, getattr(e, "strerror", None) or e)) from None
+        context.check_hostname, context.verify_mode = True, ssl.CERT_REQUIRED
+        _TLS["context"] = context
+    return _TLS["context"]
+
+
+def tls_problem(url: str, error) -> str | None:
+    """One line naming the host and the reason when ``error`` is a TLS failure."""
+    import ssl
+    import urllib.parse
+    if not isinstance(error, ssl.SSLError):
+        return None
+    host = urllib.parse.urlsplit(url).hostname
+    if isinstance(error, ssl.SSLCertVerificationError):
+        reason = error.verify_message or error.reason or str(error)
+        return "cannot fetch %s: the TLS certificate of %s is not trusted: %s" % (url, host, reason)
+    return "cannot fetch %s: TLS with %s failed: %s" % (url, host, error.reason or error)
+
 
 def http_get(url: str, limit: int) -> bytes | None:
     """The body of ``url`` (at most ``limit`` bytes), or None when it is not found."""
@@ -3963,16 +4373,19 @@ def _http_open(url: str, headers: dict, accept: tuple = ()):
     import urllib.request
     request = urllib.request.Request(url, headers=dict(headers, **{"User-Agent": "pm/" + __version__}))
     try:
-        return urllib.request.urlopen(request, timeout=HTTP_TIMEOUT)
+        context = ssl_context() if url.lower().startswith("https:") else None
+        return urllib.request.urlopen(request, timeout=HTTP_TIMEOUT, context=context)
     except urllib.error.HTTPError as e:
         e.close()
         if e.code in accept:
             return None
         raise PmError("cannot fetch %s: HTTP %d %s" % (url, e.code, e.reason)) from None
     except urllib.error.URLError as e:
+        if tls_problem(url, e.reason):
+            raise PmError(tls_problem(url, e.reason)) from None
         raise PmError("cannot fetch %s: %s" % (url, getattr(e.reason, "strerror", None) or e.reason)) from None
     except (OSError, ValueError) as e:
-        raise PmError("cannot fetch %s: %s" % (url, e)) from None
+        raise PmError(tls_problem(url, e) or "cannot fetch %s: %s" % (url, e)) from None
 
 
 def _http_read(response, url: str) -> bytes:
@@ -5439,6 +5852,7 @@ class Session:
         self.sync = not args.unsafe_io
         self.lock = RootLock(self.root)
         self.extra_sources = list(getattr(args, "repository", None) or ())   # --repository URL
+        configure_tls(self.root, getattr(args, "ca", None))
 
     def close(self) -> None:
         self.lock.release()
@@ -5752,9 +6166,11 @@ def cmd_update(session: Session, args) -> int:
         if report["error"]:
             session.out.say("pm: error: %s" % report["error"])
         else:
-            session.out.result("%s: %d package%s%s" % (report["url"], report["packages"],
+            session.out.result("%s: %d package%s%s%s" % (report["url"], report["packages"],
                                "" if report["packages"] == 1 else "s",
-                               " (read in place)" if report["kind"] == "dir" else ""))
+                               " (read in place)" if report["kind"] == "dir" else "",
+                               ", signed by key %s, serial %d" % (report["signed_by"], report["serial"])
+                               if report["signed_by"] else ""))
     upgradable = []
     if not args.dry_run:
         db = Database(session.root).load()
@@ -5769,6 +6185,64 @@ def cmd_update(session: Session, args) -> int:
                 len(upgradable), "" if len(upgradable) == 1 else "s"))
     code = max([r["exit_code"] for r in reports] or [EXIT_OK])
     return finish(session, {"dry_run": args.dry_run, "sources": reports, "upgradable": upgradable}, code)
+
+
+def cmd_key_needs_command(session: Session, args) -> int:
+    raise UsageError("pm key needs a command: add, list or remove (pm key -h)")
+
+
+def cmd_key_add(session: Session, args) -> int:
+    try:
+        with open(args.file, "rb") as f:
+            data = f.read(MAX_SIGNIFY_FILE + 1)
+    except OSError as e:
+        raise PmError("cannot read %s: %s" % (args.file, e.strerror or e)) from None
+    key = SignifyKey.parse(data, args.file)
+    session.lock.acquire(args.wait, "key add")
+    root = session.root
+    already = [k for k in trusted_keys(root) if k.number == key.number]
+    if already and already[0].public != key.public:
+        raise Refused("another key with the number %s is already trusted (%s); pm key remove %s first"
+                      % (key.number, already[0].file, key.number))
+    if already:
+        key.file = already[0].file
+        session.out.say("key %s (%s) is already trusted" % (key.number, key.comment))
+    else:
+        name = os.path.basename(args.file)
+        if not name.endswith(".pub") or not _matches(FILENAME_PATTERN, name) or root.lstat(KEYS_DIR + "/" + name):
+            name = key.number + ".pub"
+        if root.lstat(KEYS_DIR + "/" + name):
+            raise Refused("%s already exists and is not this key" % root.host_path(KEYS_DIR + "/" + name))
+        atomic_write(root.dir_fd(KEYS_DIR, 0o755), name, data, session.sync, kind="key")
+        key.file = root.host_path(KEYS_DIR + "/" + name)
+        session.out.result("trusted key %s (%s): %s" % (key.number, key.comment, key.file))
+    return finish(session, {"key": key.as_json(), "added": not already}, EXIT_OK)
+
+
+def cmd_key_list(session: Session, args) -> int:
+    keys = trusted_keys(session.root)
+    if not keys:
+        session.out.say("no keys are trusted (%s is empty)" % session.root.host_path(KEYS_DIR))
+    else:
+        print_table(session.out, ("KEYNUM", "COMMENT", "FILE"), [(k.number, k.comment, k.file) for k in keys])
+    return finish(session, {"keys": [k.as_json() for k in keys]}, EXIT_OK)
+
+
+def cmd_key_remove(session: Session, args) -> int:
+    if not _matches(KEYNUM_PATTERN, args.keynum):
+        raise UsageError("%r is not a key number (16 hex digits, as pm key list shows)" % args.keynum)
+    session.lock.acquire(args.wait, "key remove")
+    root = session.root
+    removed = [k for k in trusted_keys(root) if k.number == args.keynum.lower()]
+    if not removed:
+        raise Refused("key %s is not trusted (pm key list shows the trusted keys)" % args.keynum.lower())
+    dir_fd = root.dir_fd(KEYS_DIR)
+    for key in removed:
+        os.unlink(os.path.basename(key.file), dir_fd=dir_fd)
+        session.out.result("removed key %s (%s): %s" % (key.number, key.comment, key.file))
+    if session.sync:
+        fsync_dir(dir_fd)
+    return finish(session, {"removed": [k.as_json() for k in removed]}, EXIT_OK)
 
 
 def cmd_search(session: Session, args) -> int:
@@ -6422,7 +6896,7 @@ class _Unbuilt:
 
 
 _UNBUILT = _Unbuilt()
-_OPTIONS_WITH_VALUES = ("--root", "--wait", "--repository", "--oda")
+_OPTIONS_WITH_VALUES = ("--root", "--wait", "--repository", "--oda", "--ca")
 
 
 def build_parser(only: str | None = None):
@@ -6442,6 +6916,9 @@ def build_parser(only: str | None = None):
                         help="skip fsync: faster, not safe against power loss")
     common.add_argument("--repository", action="append", default=argparse.SUPPRESS, metavar="URL",
                         help="also use this source (directory or URL) for this command")
+    common.add_argument("--ca", default=argparse.SUPPRESS, metavar="PATH",
+                        help="check https:// certificates against this CA bundle (file or directory) "
+                             "instead of ca = PATH in etc/pm/pm.conf or the system's CAs")
     oda_option = _Parser.make(add_help=False)
     oda_option.add_argument("--oda", default=argparse.SUPPRESS, metavar="URL",
                             help="the ODA of pm opm: sqlite:///PATH or postgresql://... (default $PM_ODA, "
@@ -6521,6 +6998,20 @@ def build_parser(only: str | None = None):
     what = sub.add_mutually_exclusive_group()
     what.add_argument("--status", action="store_true", help="report what is done, change nothing")
     what.add_argument("--remove", action="store_true", help="uninstall what the prerequisites installed")
+
+    key = command("key", cmd_key_needs_command, "trust the keys that sign repository indexes (etc/pm/keys)")
+    key.set_defaults(command_path="key")
+    key_commands = key.add_subparsers(metavar="KEY-COMMAND")
+    for name, handler, help_text in (
+            ("add", cmd_key_add, "trust a signify/usign public key (FILE.pub)"),
+            ("list", cmd_key_list, "list the trusted keys: key number, comment, file"),
+            ("remove", cmd_key_remove, "stop trusting a key (KEYNUM as pm key list shows it)")):
+        parser_ = key_commands.add_parser(name, parents=[common], help=help_text, description=help_text)
+        parser_.set_defaults(func=handler, reads_only=name == "list")
+        if name == "add":
+            parser_.add_argument("file", metavar="FILE.pub")
+        elif name == "remove":
+            parser_.add_argument("keynum", metavar="KEYNUM")
 
     add_opm_commands(command, common, oda_option)
     return parser
@@ -6605,7 +7096,7 @@ def parse_arguments(argv: list):
     if not getattr(args, "command", None):
         raise UsageError("a command is needed (pm -h lists them)")
     defaults = {"root": os.environ.get("PM_ROOT") or "/", "json": False, "verbose": 0, "quiet": 0,
-                "wait": 0.0, "unsafe_io": False, "repository": []}
+                "wait": 0.0, "unsafe_io": False, "repository": [], "ca": None}
     for key, value in defaults.items():
         if not hasattr(args, key):
             setattr(args, key, value)

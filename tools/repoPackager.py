@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """repoPackager: build reproducible pm packages and the indexes of a repository.
 
-usage: repoPackager.py [-d DEST] [-p PROGRAMS_CFG] [-z] [SOURCE ...]
+usage: repoPackager.py [-d DEST] [-p PROGRAMS_CFG] [-z] [--sign KEY.sec] [--valid-for DAYS] [SOURCE ...]
+       repoPackager.py --generate-key BASENAME
 
 Each SOURCE is one of:
   * a package source tree: a directory holding `manifest` (JSON or an OpenOS Lua table),
@@ -26,7 +27,18 @@ Output, in DEST (default ./packages, created when missing):
   * index.json: the same index for people;
   * manifest: the OpenOS Lua index (as OpenOS pm-get reads it: each package's manifest
     with its archiveName; the newest version of each package);
-  every index entry carries the package file's size and sha256.
+  every index entry carries the package file's size and sha256.  index.msgpack.zst and
+  index.json are a map: "format" (1), "packages" (the entries: filename, size, sha256,
+  manifest), "serial" (an integer, one more than the serial of the index replaced in
+  DEST) and, with --sign or --valid-for, "valid_until" (UTC, YYYY-MM-DDTHH:MM:SSZ;
+  --valid-for DAYS from now, default 30): pm refuses an index older than one it
+  already trusted (a replay) and warns about, or with require_fresh refuses, an expired one;
+  * with --sign KEY.sec: index.msgpack.zst.sig and index.json.sig, detached signify/usign
+    signatures (ed25519) that `signify -V -p KEY.pub -m index.json` checks too; the
+    OpenOS manifest stays unsigned (OpenOS cannot check signatures).
+--generate-key BASENAME writes BASENAME.pub and BASENAME.sec (mode 0600, unencrypted, in
+signify's format, so `signify -S` can use it) and exits.  Signing uses the Python
+package cryptography, or the signify command where it is missing.
 Packages already in DEST's index are kept: a build adds packages or replaces the same
 name and version.  Every file is written under a temporary name and renamed into place;
 when any SOURCE fails, nothing is written.
@@ -556,11 +568,12 @@ def existing_entries(dest):
     return kept
 
 
-def index_documents(entries):
-    """(index.msgpack.zst, index.json, manifest) bytes for the entries."""
+def index_documents(entries, meta=None):
+    """(index.msgpack.zst, index.json, manifest) bytes for the entries; ``meta`` (serial,
+    valid_until) goes into the first two."""
     entries = sorted(entries, key=lambda e: (e["manifest"]["package"], pm.Version.parse(e["manifest"]["version"]).key,
                                              e["filename"]))
-    document = {"format": pm.INDEX_FORMAT, "packages": entries}
+    document = dict(meta or {}, format=pm.INDEX_FORMAT, packages=entries)
     text = json.dumps(document, indent=1, sort_keys=True, ensure_ascii=False) + "\n"
     zstd = pm.lazy_import("zstandard", "writing the repository index")
     packed = pm._msgpack().packb(document, use_bin_type=True)
@@ -577,6 +590,139 @@ def index_documents(entries):
         lua[name] = dict(entry["manifest"], archiveName=entry["filename"], size=entry["size"],
                          sha256=entry["sha256"])
     return compressed, text.encode("utf-8"), (lua_literal(lua) + "\n").encode("utf-8")
+
+
+# -- signing (signify/usign format, ed25519) ---------------------------------------------------
+
+SECRET_KEY_BYTES = 2 + 2 + 4 + 16 + 8 + 8 + 64   # Ed, BK, rounds, salt, checksum, keynum, key
+DEFAULT_VALID_DAYS = 30
+
+
+def _ed25519():
+    """cryptography's ed25519 module, or None when the package is missing."""
+    try:
+        from cryptography.hazmat.primitives.asymmetric import ed25519
+    except ImportError:
+        return None
+    return ed25519
+
+
+def _signify_tool():
+    import shutil
+    for name in ("signify", "signify-openbsd"):
+        found = shutil.which(name)
+        if found:
+            return found
+    raise BuildError("signing needs the Python package 'cryptography' (pip install cryptography) "
+                     "or the signify command")
+
+
+def _run_signify(command):
+    import subprocess
+    proc = subprocess.run(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          text=True)
+    if proc.returncode != 0:
+        raise BuildError("%s failed: %s" % (os.path.basename(command[0]),
+                                            (proc.stderr.strip() or "exit %d" % proc.returncode).splitlines()[-1]))
+
+
+def generate_key(basename):
+    """Write BASENAME.pub and BASENAME.sec (mode 0600, unencrypted, signify's format)."""
+    import hashlib
+    public_path, secret_path = basename + ".pub", basename + ".sec"
+    for path in (public_path, secret_path):
+        if os.path.lexists(path):
+            raise BuildError("%s already exists; not overwriting a key" % path)
+    comment = "pm repository key %s" % os.path.basename(basename)
+    ed25519 = _ed25519()
+    if ed25519 is None:
+        _run_signify([_signify_tool(), "-G", "-n", "-c", comment, "-p", public_path, "-s", secret_path])
+        return public_path, secret_path
+    from cryptography.hazmat.primitives import serialization
+    private = ed25519.Ed25519PrivateKey.generate()
+    seed = private.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw,
+                                 serialization.NoEncryption())
+    public = private.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    keynum = os.urandom(8)
+    secret = seed + public
+    checksum = hashlib.sha512(secret).digest()[:8]
+    secret_raw = pm.SIGNIFY_ALGORITHM + b"BK" + (0).to_bytes(4, "big") + os.urandom(16) + checksum + keynum + secret
+    fd = os.open(secret_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(pm.signify_text(comment + " secret key", secret_raw))
+    os.chmod(secret_path, 0o600)
+    fd = os.open(public_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    with os.fdopen(fd, "wb") as f:
+        f.write(pm.signify_text(comment + " public key", pm.SIGNIFY_ALGORITHM + keynum + public))
+    return public_path, secret_path
+
+
+class SecretKey:
+    """An unencrypted signify secret key: ``keynum``, ``secret`` (seed + public key) and
+    the ``path`` it came from."""
+
+    def __init__(self, path):
+        import hashlib
+        try:
+            with open(path, "rb") as f:
+                data = f.read(pm.MAX_SIGNIFY_FILE + 1)
+        except OSError as e:
+            raise BuildError("cannot read the secret key %s: %s" % (path, e.strerror or e)) from None
+        _, raw = pm.parse_signify(data, "the secret key " + path, SECRET_KEY_BYTES)
+        if raw[2:4] != b"BK":
+            raise pm.InvalidInput("the secret key %s uses an unknown key derivation %r" % (path, raw[2:4]))
+        if int.from_bytes(raw[4:8], "big") != 0:
+            raise BuildError("the secret key %s is protected by a passphrase; repoPackager needs an unencrypted "
+                             "one (--generate-key, or signify -G -n)" % path)
+        self.path, self.keynum, self.secret = path, raw[32:40], raw[40:]
+        if hashlib.sha512(self.secret).digest()[:8] != raw[24:32]:
+            raise pm.InvalidInput("the secret key %s is damaged (its checksum does not match)" % path)
+
+    def sign(self, data):
+        """The signature file (signify's format) of ``data``."""
+        ed25519 = _ed25519()
+        public_name = os.path.basename(self.path[:-4] if self.path.endswith(".sec") else self.path) + ".pub"
+        comment = "verify with %s" % public_name
+        if ed25519 is None:
+            return self._sign_with_tool(data, comment)
+        signature = ed25519.Ed25519PrivateKey.from_private_bytes(self.secret[:32]).sign(data)
+        return pm.signify_text(comment, pm.SIGNIFY_ALGORITHM + self.keynum + signature)
+
+    def _sign_with_tool(self, data, comment):
+        with tempfile.TemporaryDirectory(prefix="repoPackager-sign-") as work:
+            message = os.path.join(work, "index")
+            with open(message, "wb") as f:
+                f.write(data)
+            _run_signify([_signify_tool(), "-S", "-s", self.path, "-m", message, "-x", message + ".sig"])
+            with open(message + ".sig", "rb") as f:
+                _, raw = pm.parse_signify(f.read(pm.MAX_SIGNIFY_FILE + 1), "the signature signify wrote", 74)
+        return pm.signify_text(comment, raw)
+
+
+def previous_serial(dest):
+    """The serial of the index DEST holds now (0 when it has none)."""
+    source = pm.Source(dest, trusted=True)
+    for kind in (pm.INDEX_MSGPACK, pm.INDEX_JSON):
+        path = os.path.join(dest, kind)
+        if os.path.isfile(path):
+            meta = {}
+            with open(path, "rb") as f:
+                pm.parse_index(f.read(pm.MAX_INDEX_BYTES + 1), kind, source, Quiet(), meta)
+            serial = meta.get("serial", 0)
+            if not isinstance(serial, int) or isinstance(serial, bool) or not 0 <= serial < pm.MAX_SERIAL:
+                raise pm.InvalidInput("%s has a bad serial %r" % (path, serial))
+            return serial
+    return 0
+
+
+def index_metadata(dest, valid_days):
+    """The serial (one more than the index replaced) and, when ``valid_days`` is not
+    None, the valid_until of the index about to be written."""
+    import time
+    meta = {"serial": previous_serial(dest) + 1}
+    if valid_days is not None:
+        meta["valid_until"] = time.strftime(pm.VALID_UNTIL_FORMAT, time.gmtime(time.time() + valid_days * 86400))
+    return meta
 
 
 # -- the command ---------------------------------------------------------------------------------
@@ -596,6 +742,15 @@ def parse_arguments(argv):
                         help="an oppm programs.cfg whose packages to build (repeatable)")
     parser.add_argument("-z", "--zstd", action="store_true",
                         help="write .tar.zst packages (zstd-compressed) instead of .tar")
+    parser.add_argument("--generate-key", metavar="BASENAME",
+                        help="write a new signing key, BASENAME.pub and BASENAME.sec (mode 0600, unencrypted, "
+                             "signify's format), and exit")
+    parser.add_argument("--sign", metavar="BASENAME.sec",
+                        help="sign the indexes written with this secret key: INDEX.sig beside index.msgpack.zst "
+                             "and index.json (the OpenOS manifest stays unsigned)")
+    parser.add_argument("--valid-for", type=int, metavar="DAYS",
+                        help="the index's valid_until is this many days from now (default with --sign: %d)"
+                             % DEFAULT_VALID_DAYS)
     parser.add_argument("sources", nargs="*", metavar="SOURCE",
                         help="package source trees, OpenOS projects, programs.cfg files, package files, "
                              "or folders of them (default: the current directory)")
@@ -614,6 +769,16 @@ def main(argv=None):
 
 
 def run(args):
+    if args.generate_key:
+        if args.sign or args.sources or args.programs:
+            raise pm.UsageError("--generate-key writes a key and exits: give it alone")
+        public, secret = generate_key(args.generate_key)
+        print(public)
+        print(secret)
+        return pm.EXIT_OK
+    if args.valid_for is not None and not 1 <= args.valid_for <= 100 * 366:
+        raise pm.UsageError("--valid-for takes a number of days from 1 to 36600")
+    signing_key = SecretKey(args.sign) if args.sign else None
     mtime = source_date_epoch()
     dest = os.path.abspath(args.destination)
     os.makedirs(dest, exist_ok=True)
@@ -668,7 +833,10 @@ def run(args):
         replaced = {(e["manifest"]["package"], pm.Version.parse(e["manifest"]["version"]).key) for e in new_entries}
         entries = [e for e in existing_entries(dest) if (e["manifest"]["package"], pm.Version.parse(
             e["manifest"]["version"]).key) not in replaced] + new_entries
-        documents = index_documents(entries)
+        meta = index_metadata(dest, args.valid_for if args.valid_for is not None else
+                              DEFAULT_VALID_DAYS if signing_key else None)
+        documents = index_documents(entries, meta)
+        signatures = [signing_key.sign(data) if signing_key else None for data in documents[:2]]
     except BaseException:
         for path, _ in built:
             if os.path.exists(path):
@@ -679,6 +847,14 @@ def run(args):
         print(os.path.join(args.destination, filename))
     for name, data in zip(INDEX_NAMES, documents):
         write_atomically(dest, name, data)
+    for name, signature in zip(INDEX_NAMES, signatures):
+        if signature is not None:
+            write_atomically(dest, name + pm.SIGNATURE_SUFFIX, signature)
+        elif os.path.lexists(os.path.join(dest, name + pm.SIGNATURE_SUFFIX)):
+            os.unlink(os.path.join(dest, name + pm.SIGNATURE_SUFFIX))   # it signs an index no longer there
+    if signing_key:
+        sys.stderr.write("repoPackager: signed the indexes with key %s (serial %d, valid until %s)\n"
+                         % (signing_key.keynum.hex(), meta["serial"], meta["valid_until"]))
     sys.stderr.write("repoPackager: %d package%s built or added; the index of %s lists %d\n" % (
         len(new_entries), "" if len(new_entries) == 1 else "s", args.destination, len(entries)))
     return pm.EXIT_OK
