@@ -9,7 +9,8 @@
    installed).  A refusal is one line and nothing is written.
 2. Installs the ``pm`` package from the medium's repository with the medium's pm.py and
    wheels, offline (or upgrades an older pm; a newer one is left alone).
-3. Writes ``etc/opm.conf`` (role and name) when --role is given, and points
+3. Makes the root trust the medium's keys (``pm key add``, when it was made with --key),
+   writes ``etc/opm.conf`` (role and name) when --role is given, and points
    ``etc/pm/sources.list`` at the medium's repository (or at --source URL).
 4. Installs the PACKAGEs with their dependencies from the medium, offline, with the pm
    now in the root (``TARGET/usr/bin/pm``).
@@ -456,6 +457,9 @@ def install(args):
     check_space(place, table, ["pm"] + names, installed)
 
     install_pm(target, description, installed)
+    for key in description.get("keys", []):
+        run_pm(target_pm(target, "-q", "key", "add", os.path.join(MEDIUM, *key.split("/"))),
+               "trusting the key " + key)
     if args.role:
         write_config(target, OPM_CONF, "%s\n%s\n" % (args.role, name), "%s %s" % (args.role, name))
     source = args.source or os.path.join(MEDIUM, description["repository"])

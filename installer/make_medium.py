@@ -6,8 +6,11 @@ that have no network.  A medium holds:
 
   install.py     the bootstrap: ``python3 MEDIUM/install.py --root TARGET [PACKAGE ...]``
   pm.py          pm itself, run from the medium to install the ``pm`` package
-  wheels/        the Python packages pm needs (msgpack, semver, zstandard), as pip
-                 fetched them for the target's Python and architecture
+  wheels/        the Python packages pm needs (msgpack, semver, zstandard, and
+                 cryptography to check signed indexes), as pip fetched them for the
+                 target's Python and architecture
+  keys/          with --key: the public keys install.py makes the root trust
+                 (etc/pm/keys); the medium's repository is then signed (--sign)
   repo/          a repository written by tools/repoPackager.py: the ``pm`` package
                  (pm.py, its Python packages and the /usr/bin/pm launcher) and the
                  packages asked for with --include, with their dependencies
@@ -42,6 +45,9 @@ BOOTSTRAP = os.path.join(HERE, "install.py")
 
 # pm's runtime dependencies, as pyproject.toml declares them (a test keeps them equal).
 REQUIREMENTS = ("msgpack>=1.0", "semver>=3.0", "zstandard>=0.18")
+# ...and what pm checks signed indexes with (pyproject's "signatures" extra).
+SIGNATURE_REQUIREMENTS = ("cryptography>=3.1",)
+BUNDLED = REQUIREMENTS + SIGNATURE_REQUIREMENTS
 
 
 def _bootstrap():
@@ -152,9 +158,9 @@ def fetch_wheels(dest, target, wheel_dir):
                "-q", "--only-binary=:all:", "--dest", dest] + target.pip_options()
     if wheel_dir:
         command += ["--no-index", "--find-links", os.path.abspath(wheel_dir)]
-    run_tool(command + list(REQUIREMENTS), "pip download of %s" % " ".join(REQUIREMENTS))
+    run_tool(command + list(BUNDLED), "pip download of %s" % " ".join(BUNDLED))
     wheels = sorted(n for n in os.listdir(dest) if n.endswith(".whl"))
-    names = {re.split(r"[<>=!~]", r)[0] for r in REQUIREMENTS}
+    names = {re.split(r"[<>=!~]", r)[0] for r in BUNDLED}
     missing = names - {w.split("-")[0].lower() for w in wheels}
     if missing:
         raise BuildError("pip gave no wheel for %s" % ", ".join(sorted(missing)))
@@ -168,7 +174,7 @@ def install_site(wheel_dir, dest, target):
                "--no-index", "--find-links", wheel_dir, "--only-binary=:all:", "--no-compile",
                "--no-warn-script-location", "--target", dest] + target.pip_options()
     env = dict(os.environ, PIP_FIND_LINKS="", PIP_EXTRA_INDEX_URL="")
-    run_tool(command + list(REQUIREMENTS), "pip install of the medium's wheels", env)
+    run_tool(command + list(BUNDLED), "pip install of the medium's wheels", env)
     shutil.rmtree(os.path.join(dest, "bin"), ignore_errors=True)
     import glob
     for pattern in UNUSABLE:
@@ -239,14 +245,16 @@ def build_pm_tree(dest, pm_py, version, site, target, wheel_names):
 
 # -- the repository ---------------------------------------------------------------------
 
-def build_repository(dest, pm_tree, package_files, compress):
+def build_repository(dest, pm_tree, package_files, compress, sign=None):
     """tools/repoPackager.py writes the medium's repository: the pm package (.tar, or
-    .tar.zst with ``compress``) and the chosen package files as they are."""
+    .tar.zst with ``compress``) and the chosen package files as they are; its indexes
+    signed with the secret key ``sign`` when given."""
     if not os.path.isfile(PACKAGER):
         raise BuildError("%s is missing (it comes with pm's repository tools)" % PACKAGER)
     env = dict(os.environ)
     env.setdefault("SOURCE_DATE_EPOCH", "0")
-    run_tool([sys.executable, PACKAGER, "-d", dest] + (["-z"] if compress else []) + [pm_tree]
+    run_tool([sys.executable, PACKAGER, "-d", dest] + (["-z"] if compress else [])
+             + (["--sign", os.path.abspath(sign)] if sign else []) + [pm_tree]
              + list(package_files),
              "tools/repoPackager.py", env)
 
@@ -293,8 +301,9 @@ def medium_files(medium):
     return sorted(found)
 
 
-def write_description(medium, version, target_description, wheels, packages, included):
+def write_description(medium, version, target_description, wheels, packages, included, keys=()):
     description = {
+        "keys": ["keys/" + k for k in keys],
         "medium": MEDIUM_FORMAT,
         "pm": version,
         "target": target_description,
@@ -442,6 +451,12 @@ def build_parser():
     parser.add_argument("--zstd", action="store_true",
                         help="write the pm package as .tar.zst: a third of the size, but zstd's "
                              "highest level (which repoPackager uses) takes a while")
+    parser.add_argument("--key", action="append", default=[], metavar="FILE.pub",
+                        help="a signify/usign public key the installed root trusts (etc/pm/keys; "
+                             "repeatable); needs --sign")
+    parser.add_argument("--sign", metavar="KEY.sec",
+                        help="sign the medium's repository with this secret key (its public key must be "
+                             "one of --key)")
     parser.add_argument("-q", "--quiet", action="store_true", help="only errors")
     return parser
 
@@ -457,6 +472,7 @@ def make_medium(args):
         raise BuildError("--include takes packages from a repository: give --repo", 2)
     if (args.platform or args.abi or args.implementation) and not args.python_version:
         raise BuildError("--platform, --abi and --implementation need --python-version too", 2)
+    keys = read_keys(args.key, args.sign)
     tools = image_tools() if args.format == "img" else None
     if not os.path.isdir(os.path.dirname(out)):
         raise BuildError("%s does not exist" % os.path.dirname(out))
@@ -468,19 +484,24 @@ def make_medium(args):
         package_files, included = select_packages(args.repo, args.include, work) if args.repo else ([], [])
         medium = os.path.join(work, "medium")
         os.makedirs(os.path.join(medium, "wheels"))
-        log("fetching wheels for %s" % " ".join(REQUIREMENTS))
+        log("fetching wheels for %s" % " ".join(BUNDLED))
         wheels = fetch_wheels(os.path.join(medium, "wheels"), target, args.wheels)
         site = os.path.join(work, "site")
         install_site(os.path.join(medium, "wheels"), site, target)
         pm_tree = os.path.join(work, "pm-package")
         build_pm_tree(pm_tree, args.pm, version, site, target, wheels)
         log("writing the repository: pm %s%s" % (version, "".join(" " + n for n in included)))
-        build_repository(os.path.join(medium, "repo"), pm_tree, package_files, args.zstd)
+        build_repository(os.path.join(medium, "repo"), pm_tree, package_files, args.zstd, args.sign)
+        if keys:
+            os.makedirs(os.path.join(medium, "keys"))
+            for name, data in keys:
+                with open(os.path.join(medium, "keys", name), "wb") as f:
+                    f.write(data)
         shutil.copyfile(BOOTSTRAP, os.path.join(medium, "install.py"))
         os.chmod(os.path.join(medium, "install.py"), 0o755)
         shutil.copyfile(args.pm, os.path.join(medium, "pm.py"))
         write_description(medium, version, target.describe(wheels), wheels,
-                          describe_packages(os.path.join(medium, "repo")), included)
+                          describe_packages(os.path.join(medium, "repo")), included, [n for n, _ in keys])
         if args.format == "dir":
             publish_directory(medium, out)
         elif args.format == "tar":
@@ -491,6 +512,44 @@ def make_medium(args):
         shutil.rmtree(work, ignore_errors=True)
     sys.stdout.write(out + "\n")
     return 0
+
+
+def read_keys(paths, sign):
+    """[(file name, bytes)] of the --key files, each checked to be a signify public key;
+    the medium that installs keys signs its repository with one of them."""
+    if not paths:
+        return []
+    if not sign:
+        raise BuildError("--key makes the root refuse unsigned repositories, the medium's own too: "
+                         "give --sign KEY.sec as well", 2)
+    sys.path.insert(0, TOP)
+    import pm
+    keys, numbers = [], set()
+    for path in paths:
+        try:
+            with open(path, "rb") as f:
+                data = f.read(pm.MAX_SIGNIFY_FILE + 1)
+            key = pm.SignifyKey.parse(data, path)
+        except OSError as e:
+            raise BuildError("cannot read %s: %s" % (path, e.strerror or e))
+        except pm.PmError as e:
+            raise BuildError(e.message, e.exit_code)
+        name = os.path.basename(path) if path.endswith(".pub") else key.number + ".pub"
+        if name in dict(keys):
+            name = key.number + ".pub"
+        keys.append((name, data))
+        numbers.add(key.number)
+    try:
+        with open(sign, "rb") as f:
+            _, raw = pm.parse_signify(f.read(pm.MAX_SIGNIFY_FILE + 1), sign, 104)
+    except OSError as e:
+        raise BuildError("cannot read %s: %s" % (sign, e.strerror or e))
+    except pm.PmError as e:
+        raise BuildError(e.message, e.exit_code)
+    if raw[32:40].hex() not in numbers:
+        raise BuildError("the key of --sign (%s) is not one of --key: the installed root could not check "
+                         "the medium's repository" % raw[32:40].hex(), 2)
+    return keys
 
 
 def select_packages(repo, names, work):

@@ -74,11 +74,11 @@ def run(command, env=None, timeout=600, **kwargs):
 def wheelhouse(shared_dir):
     if os.environ.get("PM_TEST_WHEELS"):
         return Path(os.environ["PM_TEST_WHEELS"])
-    house = shared_dir / ("installer-wheels-py%d%d" % sys.version_info[:2])
+    house = shared_dir / ("installer-wheels-signatures-py%d%d" % sys.version_info[:2])
     with exclusive(str(house) + ".lock"):
         if not (house / ".complete").exists():
             proc = run([sys.executable, "-m", "pip", "download", "-q", "--only-binary=:all:", "-d", house]
-                       + list(make_medium_tool.REQUIREMENTS))
+                       + list(make_medium_tool.BUNDLED))
             assert proc.returncode == 0, "fetching pm's wheels failed: %s" % proc.stderr[-2000:]
             (house / ".complete").touch()
     return house
@@ -233,6 +233,36 @@ def test_requirements_of_the_medium_are_pms_runtime_dependencies():
     tomllib = pytest.importorskip("tomllib")
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
     assert set(make_medium_tool.REQUIREMENTS) == set(project["dependencies"])
+    assert set(make_medium_tool.SIGNATURE_REQUIREMENTS) == set(project["optional-dependencies"]["signatures"])
+
+
+def test_a_medium_made_with_keys_makes_the_root_trust_them_and_signs_its_repository(
+        tmp_path, shared_dir, wheelhouse, source_repo):
+    keys = tmp_path / "keys"
+    keys.mkdir()
+    assert run([sys.executable, PACKAGER, "--generate-key", keys / "site"]).returncode == 0
+    assert run([sys.executable, PACKAGER, "--generate-key", keys / "other"]).returncode == 0
+    refused = build_medium("--out", tmp_path / "m0", "--wheels", wheelhouse, "-q", "--key", keys / "site.pub")
+    assert refused.returncode == 2 and "--sign" in refused.stderr
+    refused = build_medium("--out", tmp_path / "m0", "--wheels", wheelhouse, "-q", "--key", keys / "site.pub",
+                           "--sign", keys / "other.sec")
+    assert refused.returncode == 2 and "not one of --key" in refused.stderr
+    medium = shared_medium(shared_dir, wheelhouse, "signed", "--repo", source_repo, "--include", "hello",
+                           "--key", keys / "site.pub", "--sign", keys / "site.sec")
+    assert (medium / "keys/site.pub").read_bytes() == (keys / "site.pub").read_bytes()
+    assert (medium / "repo/index.msgpack.zst.sig").exists()
+    root = tmp_path / "root"
+    proc = install(medium, root, "hello")
+    assert proc.returncode == 0, proc.stderr
+    assert (root / "etc/pm/keys/site.pub").read_bytes() == (keys / "site.pub").read_bytes()
+    listed = json.loads(root_pm(root, "--json", "key", "list").stdout)["keys"]
+    assert [k["file"] for k in listed] == [str(root / "etc/pm/keys/site.pub")]
+    assert "hello" in installed(root)
+    update = root_pm(root, "--json", "update")
+    assert update.returncode == 0, update.stderr
+    assert json.loads(update.stdout)["sources"][0]["signed_by"] == listed[0]["keynum"]
+    again = install(medium, root, "hello")
+    assert again.returncode == 0, again.stderr
 
 
 def test_medium_holds_bootstrap_pm_wheels_and_a_repository_described_with_sha256s(medium, pm_version):
@@ -246,7 +276,9 @@ def test_medium_holds_bootstrap_pm_wheels_and_a_repository_described_with_sha256
         assert entry == {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
     assert {"install.py", "pm.py"} <= listed
     assert (medium / "pm.py").read_bytes() == (REPO / "pm.py").read_bytes()
-    assert sorted(w.split("/")[1].split("-")[0] for w in description["wheels"]) == ["msgpack", "semver", "zstandard"]
+    wheels = {w.split("/")[1].split("-")[0] for w in description["wheels"]}
+    assert {"msgpack", "semver", "zstandard", "cryptography"} <= wheels, \
+        "pm's packages, and cryptography (with what it needs) to check signed indexes"
     assert description["target"]["python"] == "%d.%d" % sys.version_info[:2]
     assert description["pm"] == pm_version
     offered = {(p["name"], p["version"]) for p in description["packages"]}
