@@ -180,6 +180,33 @@ def test_without_cryptography_pm_checks_signatures_with_the_signify_command(tmp_
     assert len(lines) == 1 and "cryptography" in lines[0]
 
 
+@needs_signify
+def test_without_cryptography_repoPackager_makes_keys_and_signs_with_the_signify_command(tmp_path, build):
+    import sys
+    fake = tmp_path / "no-cryptography" / "cryptography"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text("raise ImportError('cryptography is not installed here')\n")
+    tools = tmp_path / "bin"
+    tools.mkdir()
+    os.symlink(SIGNIFY, tools / "signify")
+    env = dict(os.environ, PYTHONPATH=str(fake.parent), PATH=str(tools))
+
+    def run(*args):
+        return subprocess.run([sys.executable, str(REPO / "tools/repoPackager.py")] + [str(a) for a in args],
+                              capture_output=True, text=True, env=env)
+    proc = run("--generate-key", tmp_path / "site")
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "site.sec").stat().st_mode & 0o777 == 0o600
+    proc = run("-d", tmp_path / "repo", "--sign", tmp_path / "site.sec", build("hello", "1.0", {"/hello": "1"}))
+    assert proc.returncode == 0, proc.stderr
+    for name in INDEXES:
+        subprocess.run([SIGNIFY, "-V", "-q", "-p", str(tmp_path / "site.pub"), "-m", str(tmp_path / "repo" / name)],
+                       check=True)
+    env["PATH"] = str(tmp_path / "empty")
+    proc = run("-d", tmp_path / "repo3", "--sign", tmp_path / "site.sec", build("y", "1.0", {"/y": "1"}))
+    assert proc.returncode == 1 and "cryptography" in proc.stderr and not (tmp_path / "repo3/index.json").exists()
+
+
 # -- trust on the node ---------------------------------------------------------------------
 
 def test_key_add_list_remove_round_trip_with_json(tmp_path, root, pm):
