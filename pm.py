@@ -4191,6 +4191,14 @@ def cached_index(root: Root, source: Source, trust: Trust | None = None, out: Ou
                     out.warn("the cached index of %s was not signed by a key trusted now; run pm update"
                              % source.url)
                 return None
+            record = read_trust_record(root, source)
+            meta = {"serial": document.get("serial", 0), "valid_until": document.get("valid_until")}
+            if record is None or record.get("keynum") != keynum or \
+                    index_content_digest(entries, meta) != record["content"]:
+                if out is not None:
+                    out.warn("the cached index of %s is not the one pm last accepted (%s); run pm update"
+                             % (source.url, root.host_path(TRUST_DIR)))
+                return None
             trust.check_fresh(source, document.get("valid_until"), out or Output(verbosity=-1), cached=True)
         elif trust is not None and source.trusted and trust.required and out is not None:
             out.warn("%s is marked [trusted=yes]: its index is used without a signature check" % source.url)
@@ -4205,7 +4213,7 @@ def store_index(root: Root, source: Source, entries: list, sync: bool, record: d
     and valid_until of a signed index (``record``)."""
     document = {"format": INDEX_FORMAT, "url": source.location, "entries": entries}
     if record is not None:
-        document.update(keynum=record["keynum"], valid_until=record["valid_until"])
+        document.update(keynum=record["keynum"], serial=record["serial"], valid_until=record["valid_until"])
     data = _msgpack().packb(document, use_bin_type=True)
     atomic_write(root.dir_fd(INDEX_CACHE_DIR, 0o755), source.slug, data, sync, kind="cache")
 

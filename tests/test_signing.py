@@ -336,6 +336,21 @@ def test_a_replay_is_caught_after_the_cache_is_wiped(node, tmp_path, root, build
     assert record["serial"] == 2 and record["keynum"] == node.keynum
 
 
+def test_a_poisoned_cache_is_not_used(node, root, build, pm):
+    import msgpack
+    cached = next((root / CACHE).iterdir())
+    document = msgpack.unpackb(cached.read_bytes())
+    evil = build("evil", "1.0", {"/evil": "x"})
+    entry = dict(document["entries"][0], manifest=dict(document["entries"][0]["manifest"], package="evil"))
+    document["entries"].append(entry)
+    cached.write_bytes(msgpack.packb(document))
+    result = pm("install", "evil", expect=1)
+    assert "is not the one pm last accepted" in result.err and not exists(root, "/evil")
+    assert evil.exists()
+    pm("update")
+    pm("install", "hello")
+
+
 def test_the_same_index_again_is_accepted(node, root, pm):
     pm("update")
     pm("update")
