@@ -3654,7 +3654,8 @@ def read_sources(root: Root, extra=()) -> list:
     """The sources of the root, in order: etc/pm/sources.list, then each
     etc/pm/sources.list.d/*.list by name, then ``extra`` URLs (--repository, taken
     relative to the working directory).  Lines are ``[OPTION ...] URL``, the options
-    ``trusted=yes|no`` and ``signed-by=KEYNUM``; ``#`` starts a comment.  A malformed line is InvalidInput naming the file and line."""
+    ``trusted=yes|no`` and ``signed-by=KEYNUM``; ``#`` starts a comment.  A malformed
+    line is InvalidInput naming the file and line."""
     files = [SOURCES_LIST]
     try:
         files += [SOURCES_DIR + "/" + n for n in sorted(root.listdir(SOURCES_DIR)) if n.endswith(".list")]
