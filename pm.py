@@ -4134,7 +4134,10 @@ def _read_source_file(source: Source, name: str, limit: int) -> bytes | None:
 def fetch_checked_index(source: Source, out: Output, trust: Trust | None) -> tuple:
     """(entries, trust record) of a source's index: the record (serial, valid_until,
     digest, key) when its signature was checked, else None."""
+    unsigned = None                   # the first index found without its signature
     for kind in _index_kinds():
+        if unsigned is not None and kind not in SIGNED_KINDS:
+            break
         data = _read_source_file(source, kind, MAX_INDEX_BYTES)
         if data is not None:
             out.detail("read %s from %s" % (kind, source.url))
@@ -4145,12 +4148,17 @@ def fetch_checked_index(source: Source, out: Output, trust: Trust | None) -> tup
             signature = None
             if kind in SIGNED_KINDS:
                 signature = _read_source_file(source, kind + SIGNATURE_SUFFIX, MAX_SIGNIFY_FILE)
+                if signature is None:         # another index of the source may be signed
+                    unsigned = unsigned or (kind, data)
+                    continue
             key = trust.check(source, kind, data, signature, out)
             meta = {}
             entries = parse_index(data, kind, source, out, meta)
             record = trust.check_serial(source, meta, index_content_digest(entries, meta), out)
             record["keynum"] = key.number
             return entries, record
+    if unsigned is not None:
+        trust.check(source, unsigned[0], unsigned[1], None, out)    # refused: no signature
     raise PmError("%s has no index (%s); build one with tools/repoPackager.py"
                   % (source.url, ", ".join(_index_kinds())))
 

@@ -137,15 +137,14 @@ def test_indexes_signed_by_repoPackager_verify_with_signify_and_install_with_pm(
 
 
 @needs_signify
-def test_indexes_signed_by_signify_with_its_own_key_are_accepted_by_pm(tmp_path, root, build, pm):
+def test_an_index_signed_by_signify_with_its_own_key_is_accepted_by_pm(tmp_path, root, build, pm):
     keys = tmp_path / "keys"
     keys.mkdir()
     subprocess.run([SIGNIFY, "-G", "-n", "-c", "signify's key", "-p", str(keys / "s.pub"), "-s", str(keys / "s.sec")],
                    check=True)
     repo = tmp_path / "repo"
     packager("-d", repo, build("hello", "1.0", {"/hello": "1"}))
-    for name in INDEXES:
-        subprocess.run([SIGNIFY, "-S", "-s", str(keys / "s.sec"), "-m", str(repo / name)], check=True)
+    subprocess.run([SIGNIFY, "-S", "-s", str(keys / "s.sec"), "-m", str(repo / "index.json")], check=True)
     pm("key", "add", keys / "s.pub")
     use(root, repo)
     result = pm("--json", "update")
