@@ -3784,10 +3784,11 @@ class SignifyKey:
 
 
 def trusted_keys(root: Root) -> list:
-    """The keys in etc/pm/keys (every regular file not starting with a dot), by file
-    name; a file that is not a signify public key is InvalidInput naming it."""
+    """The keys in etc/pm/keys (every regular file not starting with a dot, and not a
+    temporary file of `pm key add`), by file name; a file that is not a signify public
+    key is InvalidInput naming it."""
     try:
-        names = sorted(n for n in root.listdir(KEYS_DIR) if not n.startswith("."))
+        names = sorted(n for n in root.listdir(KEYS_DIR) if not n.startswith(".") and not n.endswith(".tmp"))
     except (FileNotFoundError, NotADirectoryError):
         return []
     if len(names) > MAX_TRUSTED_KEYS:
