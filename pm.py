@@ -4031,12 +4031,14 @@ def source_entries(root: Root, source: Source, out: Output) -> list:
     return entries
 
 
-def update_sources(root: Root, sources: list, out: Output, dry_run: bool, sync: bool) -> list:
+def update_sources(root: Root, sources: list, out: Output, dry_run: bool, sync: bool,
+                   lock=None) -> list:
     """`pm update`: fetch every source's index and keep the remote ones in the cache
     (unless ``dry_run``); remove what the cache holds of sources no longer listed and
     packages their indexes no longer list.  Returns one report per source; a source
-    that fails keeps its old cache and reports its error."""
-    reports = []
+    that fails keeps its old cache and reports its error.  Every index is fetched
+    before ``lock()``, when given, is called to take the root's lock for the cache."""
+    reports, fetched = [], []
     for source in sources:
         report = {"url": source.url, "kind": source.kind, "packages": None, "error": None,
                   "exit_code": EXIT_OK}
@@ -4044,11 +4046,18 @@ def update_sources(root: Root, sources: list, out: Output, dry_run: bool, sync: 
             entries = fetch_index(source, out)
             report["packages"] = len(entries)
             if source.kind == "http" and not source.transient and not dry_run:
-                store_index(root, source, entries, sync)
-                _prune(root, PACKAGE_CACHE_DIR + "/" + source.slug, {e["filename"] for e in entries})
+                fetched.append((source, entries, report))
         except PmError as e:
             report["error"], report["exit_code"] = e.message, e.exit_code
         reports.append(report)
+    if lock is not None:
+        lock()
+    for source, entries, report in fetched:
+        try:
+            store_index(root, source, entries, sync)
+            _prune(root, PACKAGE_CACHE_DIR + "/" + source.slug, {e["filename"] for e in entries})
+        except PmError as e:
+            report["error"], report["exit_code"] = e.message, e.exit_code
     if not dry_run:
         wanted = {s.slug for s in sources}
         _prune(root, INDEX_CACHE_DIR, wanted)
@@ -4240,8 +4249,8 @@ def _printable(reason) -> str:
 def _http_read(response, url: str, clock: TransferClock | None = None) -> bytes:
     import http.client
     try:
-        chunk = clock.call(response.read, DOWNLOAD_CHUNK) if clock is not None else \
-            response.read(DOWNLOAD_CHUNK)
+        read = getattr(response, "read1", response.read)    # what has arrived, not a full chunk
+        chunk = clock.call(read, DOWNLOAD_CHUNK) if clock is not None else read(DOWNLOAD_CHUNK)
     except (OSError, http.client.HTTPException, ValueError) as e:
         raise PmError("transfer of %s was interrupted (%s)" % (url, _printable(e) or type(e).__name__)) from None
     if clock is not None:
@@ -6151,9 +6160,8 @@ def cmd_update(session: Session, args) -> int:
     sources = read_sources(session.root, session.extra_sources)
     if not sources:
         session.out.say("no sources are configured in %s" % SOURCES_LIST)
-    if not args.dry_run:
-        session.write_db("update")
-    reports = update_sources(session.root, sources, session.out, args.dry_run, session.sync)
+    reports = update_sources(session.root, sources, session.out, args.dry_run, session.sync,
+                             lock=None if args.dry_run else lambda: session.write_db("update"))
     for report in reports:
         if report["error"]:
             session.out.say("pm: error: %s" % report["error"])
@@ -6164,7 +6172,8 @@ def cmd_update(session: Session, args) -> int:
     upgradable = []
     if not args.dry_run:
         db = Database(session.root).load()
-        pool = build_pool(session.root, db, Output(verbosity=-1), sources)
+        pool = build_pool(session.root, db, Output(verbosity=-1),   # a failed source said so already
+                          [s for s, r in zip(sources, reports) if not r["error"]])
         for name, installed in sorted(pool.installed.items()):
             newest = next((c for c in pool.candidates(name) if not c.version.prerelease), None)
             if newest is not None and newest.version > installed.version:
