@@ -115,6 +115,7 @@ MAX_INDEX_ENTRY_BYTES = 512 << 10     # one entry of a msgpack index, packed
 MIN_TRANSFER_RATE = 1024              # bytes/s a transfer must average over each --timeout window
 CACHE_RESERVE_BYTES = 16 << 20        # free space a download must leave on the cache's filesystem
 SCRIPT_TIMEOUT = 600.0                # default --script-timeout: seconds a package script may run
+RESERVE_BYTES = 2 << 20               # kept in var/lib/pm/reserve: an uninstall runs on a full disk
 
 # Names pm reserves for its own staging files beside their targets; packages may not use them.
 STAGING_PREFIX = ".~pm."
@@ -2067,7 +2068,12 @@ class RootLock:
                                    % (self.root.path, self.who(holder)))
                 time.sleep(0.02)
         os.ftruncate(fd, 0)
-        os.pwrite(fd, ("%d %s\n" % (os.getpid(), command)).encode("utf-8", "replace"), 0)
+        try:    # who holds it is for people only: a full disk must not stop an uninstall
+            os.pwrite(fd, ("%d %s\n" % (os.getpid(), command)).encode("utf-8", "replace"), 0)
+        except OSError as e:
+            if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+                os.close(fd)
+                raise
         self.fd = fd
 
     def try_acquire(self) -> bool:
@@ -2180,18 +2186,27 @@ class Transaction:
         """Stage, apply and commit, ending with the database ``packages`` and
         ``pending`` scripts.  On an error before the commit everything is rolled back
         and the error raised; after it, the change stands and the error says so."""
-        try:
-            self._write_journal()
-            self._stage(progress)
-            self._apply()
-            self._commit(packages, pending)
-        except BaseException:
-            FAULTS.enabled = False
+        for attempt in (1, 2):
             try:
-                settle(self.root, self._journal_dict(), self.out)
-            except Exception as e:           # the journal stays for the next command
-                self.out.warn("could not finish undoing the change (%s); run pm recover" % e)
-            raise
+                self._write_journal()
+                self._stage(progress)
+                self._apply()
+                self._commit(packages, pending)
+                break
+            except BaseException as e:
+                FAULTS.enabled = False
+                try:
+                    settle(self.root, self._journal_dict(), self.out)
+                except Exception as undo:           # the journal stays for the next command
+                    self.out.warn("could not finish undoing the change (%s); run pm recover" % undo)
+                    raise e from None
+                # A full disk: a change that writes no package files (an uninstall) frees
+                # space, so it may use the space pm keeps in reserve for just that.
+                if attempt == 1 and isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT) \
+                        and not self.member_puts and release_reserve(self.root):
+                    self.out.detail("the disk is full; using the space pm keeps in reserve")
+                    continue
+                raise
         try:
             if self.sync:
                 fsync_dir(self.root.dir_fd(DB_DIR))
@@ -2199,6 +2214,7 @@ class Transaction:
         except OSError as e:
             raise PmError("the change was committed, but finishing it failed (%s); "
                           "pm recover completes it" % (e.strerror or e)) from None
+        keep_reserve(self.root)
 
     def _journal_dict(self) -> dict:
         return {"txid": self.txid, "ops": self.ops, "lists": sorted(self.file_lists),
@@ -2269,6 +2285,57 @@ class Transaction:
         atomic_write(db_fd, "status", data, self.sync, sync_dir=False)   # the commit
         self.db.txid, self.db.packages, self.db.pending = self.txid, packages, pending
         self.db._files = {}
+
+
+RESERVE = "reserve"       # in DB_DIR
+
+
+def keep_reserve(root: Root) -> None:
+    """Make sure var/lib/pm/reserve holds RESERVE_BYTES of allocated space (quietly not,
+    when the disk has no room for it now)."""
+    try:
+        dir_fd = root.dir_fd(DB_DIR)
+        st = os.stat(RESERVE, dir_fd=dir_fd, follow_symlinks=False)
+        if stat.S_ISREG(st.st_mode) and st.st_blocks * 512 >= RESERVE_BYTES:
+            return
+    except FileNotFoundError:
+        pass
+    except (OSError, PmError):
+        return
+    try:
+        fd = os.open(RESERVE, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK |
+                     getattr(os, "O_CLOEXEC", 0), 0o600, dir_fd=dir_fd)
+    except OSError:
+        return
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return
+        try:
+            os.posix_fallocate(fd, 0, RESERVE_BYTES)
+        except (AttributeError, OSError) as e:
+            if getattr(e, "errno", None) in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            os.lseek(fd, 0, os.SEEK_SET)       # no fallocate here: write the space
+            write_all(fd, bytes(RESERVE_BYTES))
+    except OSError:
+        try:
+            os.unlink(RESERVE, dir_fd=dir_fd)
+        except OSError:
+            pass
+    finally:
+        os.close(fd)
+
+
+def release_reserve(root: Root) -> bool:
+    """Free the reserved space for a change that frees space; True when there was some."""
+    try:
+        st = os.stat(RESERVE, dir_fd=root.dir_fd(DB_DIR), follow_symlinks=False)
+        if not stat.S_ISREG(st.st_mode) or not st.st_blocks:
+            return False
+        os.unlink(RESERVE, dir_fd=root.dir_fd(DB_DIR))
+        return True
+    except (OSError, PmError):
+        return False
 
 
 def _write_new_file(dir_fd: int, name: str, mode: int, chunks, mtime) -> tuple:

@@ -175,10 +175,10 @@ def many_directories(build, count=5000):
 
 def test_5000_new_directories_install_under_ulimit_n_256(root, build):
     package = many_directories(build)
-    proc = run_limited(root, "install", package, files=256, memory=1 << 30)
+    proc = run_limited(root, "--unsafe-io", "install", package, files=256, memory=1 << 30)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert read(root, "/w/d4999/f") == "x"
-    proc = run_limited(root, "uninstall", "wide", files=256, memory=1 << 30)
+    proc = run_limited(root, "--unsafe-io", "uninstall", "wide", files=256, memory=1 << 30)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert not (root / "w").exists()
 
@@ -187,7 +187,7 @@ def test_5000_new_directories_install_under_ulimit_n_256(root, build):
 def test_5000_new_directories_roll_back_under_ulimit_n_256(fault, root, build):
     package = many_directories(build)
     before = payload(root)
-    proc = run_limited(root, "install", package, files=256, memory=1 << 30, env={"PM_FAULT": fault},
+    proc = run_limited(root, "--unsafe-io", "install", package, files=256, memory=1 << 30, env={"PM_FAULT": fault},
                        killed=fault.startswith("kill"))
     assert proc.returncode != 0
     assert "could not finish undoing" not in proc.stderr, proc.stderr[-2000:]
@@ -235,3 +235,62 @@ def test_the_script_timeout_can_be_set_in_pm_conf_and_a_post_script_timing_out_c
 def test_script_timeout_must_be_a_positive_number(root, build):
     assert run_pm(root, "list-installed", "--script-timeout", "0").code == 2
     assert run_pm(root, "list-installed", "--timeout", "nan").code == 2
+
+
+# -- disk ----------------------------------------------------------------------------
+
+def test_an_uninstall_on_a_full_disk_uses_the_reserved_space(root, build):
+    assert run_pm(root, "install", build("big", "1.0", {"/big/f": "x"})).code == 0
+    assert (root / "var/lib/pm/reserve").stat().st_size > 0
+    result = run_pm(root, "uninstall", "big", env={"PM_FAULT": "ENOSPC:1:journal"})
+    assert result.code == 0, result
+    assert not (root / "big").exists() and run_pm(root, "list-installed").out == ""
+    assert (root / "var/lib/pm/reserve").exists(), "the reserve is made again once space is free"
+
+
+def test_an_install_never_uses_the_reserved_space(root, build):
+    assert run_pm(root, "install", build("one", "1.0", {"/one": "1"})).code == 0
+    result = run_pm(root, "install", build("two", "1.0", {"/two": "2"}), env={"PM_FAULT": "ENOSPC:1:journal"})
+    assert result.code == 1 and "No space left" in result.err, result
+    assert (root / "var/lib/pm/reserve").exists() and not (root / "two").exists()
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 4 MiB tmpfs (root only)."""
+    if os.geteuid() != 0 or not shutil.which("mount"):
+        pytest.skip("mounting a small tmpfs needs root")
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(disk)]).returncode != 0:
+        pytest.skip("cannot mount a tmpfs here")
+    yield disk
+    subprocess.run(["umount", "-l", str(disk)])
+
+
+def fill(directory):
+    fd = os.open(directory / "filler", os.O_WRONLY | os.O_CREAT)
+    try:
+        while True:
+            os.write(fd, bytes(4096))
+    except OSError:
+        pass
+    try:
+        while True:
+            os.write(fd, b"\0")
+    except OSError:
+        pass
+    os.close(fd)
+    assert os.statvfs(directory).f_bavail == 0
+
+
+def test_an_uninstall_frees_space_on_a_really_full_disk(small_disk, build):
+    root = small_disk / "root"
+    root.mkdir()
+    package = build("big", "1.0", {"/big/f%03d" % i: File(b"x" * 4000) for i in range(200)})
+    assert run_pm(root, "install", package).code == 0
+    fill(small_disk)
+    result = run_pm(root, "uninstall", "big")
+    assert result.code == 0, result
+    assert not (root / "big").exists()
+    assert run_pm(root, "list-installed").out == ""
