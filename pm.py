@@ -3942,10 +3942,16 @@ def _unpack_index(data: bytes) -> dict:
     MAX_INDEX_ITEMS values in all, counted entry by entry."""
     zstd = lazy_import("zstandard", "reading a repository index")
     import io
-    msgpack = _msgpack()
     _check_zstd_frames(io.BytesIO(data))
     reader = _LimitedReader(zstd.ZstdDecompressor().stream_reader(data, read_across_frames=True),
                             MAX_INDEX_BYTES, (zstd.ZstdError,))
+    return _unpack_bounded(reader, "packages")
+
+
+def _unpack_bounded(reader, list_key: str) -> dict:
+    """A msgpack map read from the file-like ``reader`` as a stream, its ``list_key``
+    list entry by entry: MAX_INDEX_ENTRY_BYTES per entry, MAX_INDEX_ITEMS values in all."""
+    msgpack = _msgpack()
     unpacker = msgpack.Unpacker(reader, raw=False, strict_map_key=True, read_size=1 << 16,
                                 max_buffer_size=MAX_INDEX_ENTRY_BYTES)
     try:
@@ -3953,7 +3959,7 @@ def _unpack_index(data: bytes) -> dict:
         document = {}
         for _ in range(unpacker.read_map_header()):
             key = unpacker.unpack()
-            if key == "packages":
+            if key == list_key:
                 length = unpacker.read_array_header()
                 if length > MAX_INDEX_ENTRIES:
                     raise InvalidInput("lists more than %d packages" % MAX_INDEX_ENTRIES)
@@ -4061,20 +4067,27 @@ def _read_local(path: str, limit: int) -> bytes | None:
 def cached_index(root: Root, source: Source) -> list | None:
     """A remote source's entries as `pm update` stored them, or None."""
     try:
+        st = root.lstat(INDEX_CACHE_DIR + "/" + source.slug)
+        if st is not None and st.st_size > 2 * MAX_INDEX_BYTES:
+            raise InvalidInput("the cached index %s is damaged; run pm update" %
+                               root.host_path(INDEX_CACHE_DIR + "/" + source.slug))
         data = root.read(INDEX_CACHE_DIR + "/" + source.slug)
     except (FileNotFoundError, NotADirectoryError):
         return None
     if data is None:
         return None
     try:
-        document = _msgpack().unpackb(data, raw=False)
+        import io
+        if len(data) > 2 * MAX_INDEX_BYTES:
+            raise ValueError("too large")
+        document = _unpack_bounded(io.BytesIO(data), "entries")
         if document.get("format") != INDEX_FORMAT or document.get("url") != source.location:
             return None
         entries = document["entries"]
         if not source.trusted and any(e["sha256"] is None for e in entries):
             return None               # cached while the source was trusted=yes
         return entries
-    except (ValueError, TypeError, KeyError, AttributeError):
+    except (ValueError, TypeError, KeyError, AttributeError, InvalidInput):
         raise InvalidInput("the cached index %s is damaged; run pm update" %
                            root.host_path(INDEX_CACHE_DIR + "/" + source.slug)) from None
 
@@ -4216,7 +4229,7 @@ class TransferClock:
         self.timeout = float(timeout if timeout is not None else transfer_settings["timeout"])
         now = time.monotonic()
         self.deadline = now + self.timeout + limit / MIN_TRANSFER_RATE
-        self.window_start, self.window_bytes = now, 0
+        self.started, self.window_start, self.window_bytes = now, now, 0
         self.waiting = False
         self._previous = None
 
@@ -4247,7 +4260,7 @@ class TransferClock:
         if now > self.deadline:
             self.waiting = False
             raise TransferTimeout("cannot fetch %s: the transfer took longer than %d seconds "
-                                  "(--timeout)" % (self.url, self.deadline - self.window_start))
+                                  "(--timeout)" % (self.url, self.deadline - self.started))
         if now - self.window_start >= self.timeout:
             if self.window_bytes < MIN_TRANSFER_RATE * self.timeout:
                 self.waiting = False

@@ -294,3 +294,17 @@ def test_an_uninstall_frees_space_on_a_really_full_disk(small_disk, build):
     assert result.code == 0, result
     assert not (root / "big").exists()
     assert run_pm(root, "list-installed").out == ""
+
+
+def test_a_planted_cached_index_bomb_is_refused_under_the_memory_limit(root, build, repository, serve):
+    repo = repository().add(build("tool", "1.0", {"/t": "t"}))
+    server = serve(repo.path)
+    repo.use(root, url=server.url)
+    assert run_pm(root, "update").code == 0
+    [cached] = (root / "var/cache/pm/indexes").iterdir()
+    import msgpack
+    cached.write_bytes(b"\x83" + msgpack.packb("format") + msgpack.packb(1) + msgpack.packb("url")
+                       + msgpack.packb(server.url) + msgpack.packb("entries")
+                       + array32(30_000_000) + b"\x80" * 30_000_000)
+    line = refused(run_limited(root, "install", "tool"))
+    assert "cached index" in line and "damaged" in line
