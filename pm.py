@@ -93,6 +93,9 @@ MAX_MEMBERS = 500_000                 # members in one archive
 MAX_PATH_BYTES = 4096                 # PATH_MAX
 MAX_NAME_BYTES = 255                  # NAME_MAX
 MAX_EXTENDED_HEADER = 1024 * 1024     # one pax or GNU long-name header
+MAX_MEMBER_HEADERS = 2 * MAX_EXTENDED_HEADER   # all extended headers before one member
+MAX_ARCHIVE_HEADERS = 256 << 20       # all extended headers of one archive
+MAX_PATH_DEPTH = 128                  # directories a member may be nested in (real trees: < 30)
 MAX_MTIME = 8 ** 11 - 1               # the largest ustar time (year 2242); os.utime fails far above
 MAX_MEMBER_BYTES = 64 << 30           # one file
 MAX_TOTAL_BYTES = 256 << 30           # all files of one package
@@ -102,13 +105,21 @@ COPY_CHUNK = 1 << 20                  # bytes read from an archive at a time
 
 # Limits on what a repository index may hold (SPEC §10): an index comes from the network
 # and is as hostile as a package.  Real indexes list thousands of packages, not millions.
-MAX_INDEX_BYTES = 256 << 20           # an index, decompressed
+MAX_INDEX_BYTES = 32 << 20            # an index, decompressed (10,000 packages take about 5 MB)
 MAX_INDEX_ENTRIES = 1_000_000         # packages in one index
-MAX_INDEX_ITEMS = 20_000_000          # values in an OpenOS Lua index (about 10 per package)
+MAX_INDEX_ITEMS = 1_000_000           # values in one index, counted before or while decoding
+MAX_INDEX_ENTRY_BYTES = 512 << 10     # one entry of a msgpack index, packed
 MAX_SIGNIFY_FILE = 4096               # a signify key or signature file is two short lines
 MAX_TRUSTED_KEYS = 1000               # files in etc/pm/keys
 MAX_SERIAL = 2 ** 63 - 1              # an index serial (msgpack's and the record's integers)
 SIGNATURE_TOOL_SECONDS = 60           # a signify/usign command checking one signature
+
+# Limits on time and disk (SPEC §15): a hostile or broken server, or a hanging script,
+# must not hold pm (and the root's lock) forever, nor fill the disk.
+MIN_TRANSFER_RATE = 1024              # bytes/s a transfer must average over each --timeout window
+CACHE_RESERVE_BYTES = 16 << 20        # free space a download must leave on the cache's filesystem
+SCRIPT_TIMEOUT = 600.0                # default --script-timeout: seconds a package script may run
+RESERVE_BYTES = 2 << 20               # kept in var/lib/pm/reserve: an uninstall runs on a full disk
 
 # Names pm reserves for its own staging files beside their targets; packages may not use them.
 STAGING_PREFIX = ".~pm."
@@ -644,7 +655,10 @@ class LuaLiteralParser:
         if len(literal) > 64:
             raise self.error("number too long")
         if any(c in literal for c in ".eE") and "x" not in literal.lower():
-            return float(literal)
+            value = float(literal)
+            if value in (float("inf"), float("-inf")):
+                raise self.error("number out of range: %s" % literal)
+            return value
         value = int(literal, 16 if "x" in literal.lower() else 10)
         if not -MAX_MANIFEST_INTEGER - 1 <= value <= MAX_MANIFEST_INTEGER:
             raise self.error("integer out of the 64-bit range")
@@ -814,6 +828,20 @@ def valid_package_name(name) -> bool:
     return _matches(NAME_PATTERN, name)
 
 
+def _refuse_non_finite(value) -> None:
+    """InvalidInput for an infinite or NaN number anywhere in ``value``: --json output
+    is strict JSON, which has no such numbers (an index in msgpack can carry them)."""
+    stack = [value]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, float) and (node != node or node in (float("inf"), float("-inf"))):
+            raise InvalidInput("manifest: a number is out of range (%r)" % node)
+        if isinstance(node, dict):
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+
+
 def validate_manifest(manifest) -> None:
     """Raise InvalidInput unless ``manifest`` follows manifest_schema.json (the tests hold
     the two to agreement).  Constraints must also parse, which the schema's pattern says."""
@@ -822,6 +850,7 @@ def validate_manifest(manifest) -> None:
 
     if not isinstance(manifest, dict):
         raise bad("must be a table or object")
+    _refuse_non_finite(manifest)
     for field in ("package", "version"):
         if field not in manifest:
             raise bad("missing required field %r" % field)
@@ -902,8 +931,15 @@ def _parse_json_manifest(text: str):
     def no_constants(name):
         raise InvalidInput("manifest: %s is not allowed" % name)
 
+    def finite(literal):
+        value = float(literal)
+        if value in (float("inf"), float("-inf")):
+            raise InvalidInput("manifest: number out of range: %s" % literal[:64])
+        return value
+
     try:
-        value = json.loads(text, object_pairs_hook=no_duplicates, parse_constant=no_constants)
+        value = json.loads(text, object_pairs_hook=no_duplicates, parse_constant=no_constants,
+                           parse_float=finite)
     except ValueError:
         return None
     except RecursionError:
@@ -1024,6 +1060,7 @@ class TarReader:
         self.stream = stream
         self.remaining = 0      # data bytes of the current entry not yet read
         self.padding = 0
+        self.extended = 0       # extended header bytes read so far
 
     def read_exact(self, n: int) -> bytes:
         data = self.stream.read(n)
@@ -1052,6 +1089,7 @@ class TarReader:
         long_name = long_link = None
         pax: dict = {}
         header: list = []
+        member_extended = 0       # extended header bytes before the current entry
         while True:
             if self.remaining or self.padding:
                 self.skip(self.remaining + self.padding)
@@ -1075,6 +1113,14 @@ class TarReader:
             if entry.type in (b"L", b"K", b"x", b"g"):
                 if size > MAX_EXTENDED_HEADER:
                     raise InvalidInput("archive has an oversized extended header")
+                member_extended += size
+                self.extended += size
+                if member_extended > MAX_MEMBER_HEADERS:
+                    raise InvalidInput("archive has more than %d bytes of extended headers "
+                                       "before one member" % MAX_MEMBER_HEADERS)
+                if self.extended > MAX_ARCHIVE_HEADERS:
+                    raise InvalidInput("archive has more than %d bytes of extended headers"
+                                       % MAX_ARCHIVE_HEADERS)
                 payload = self.read_exact(size)
                 header += (payload, self.read_exact(-size % 512))
                 if entry.type == b"L":
@@ -1107,6 +1153,7 @@ class TarReader:
                 raise InvalidInput("corrupt archive: a modification time past the year 2242")
             long_name = long_link = None
             pax = {}
+            member_extended = 0
             entry.name = _decode_name(name)
             entry.link = _decode_name(link)
             entry.mode = _tar_number(block[100:108], "mode")
@@ -1414,6 +1461,9 @@ class Package:
         if name in ("", "."):
             return "", ""
         parts = name.rstrip("/").split("/") if name != "/" else []
+        if len(parts) > MAX_PATH_DEPTH + 1:
+            raise self.fail("member %s is nested more than %d directories deep"
+                            % (name[:200] + "...", MAX_PATH_DEPTH))
         joined = "/%s/" % "/".join(parts)
         if ("/../" in joined or "//" in joined or "/./" in joined or "/" + STAGING_PREFIX in joined
                 or max(map(len, parts)) * 4 > MAX_NAME_BYTES):
@@ -1584,6 +1634,14 @@ class Root:
     def __init__(self, path: str):
         self.path = os.path.abspath(path)
         self._dirs: dict[str, int] = {}
+        # At most a quarter of the descriptors the process may open stay cached: a chain
+        # of MAX_PATH_DEPTH directories must still fit beside them under `ulimit -n 256`.
+        try:
+            import resource
+            soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        except (ImportError, OSError, ValueError):
+            soft = -1
+        self.max_cached = self.MAX_CACHED_DIRS if soft < 0 else max(8, min(self.MAX_CACHED_DIRS, soft // 4))
 
     def host_path(self, path: str) -> str:
         return self.path.rstrip("/") + path if path != "/" else self.path
@@ -1645,16 +1703,22 @@ class Root:
 
     def make_dir(self, path: str, mode: int) -> None:
         """Create the directory ``path`` (its parent exists) with exactly ``mode``."""
+        self.trim()
         parent, name = split_path(path)
         parent_fd = self.dir_fd(parent)
         FAULTS.step("mkdir")
         os.mkdir(name, 0o700, dir_fd=parent_fd)
         fd = os.open(name, _O_DIR, dir_fd=parent_fd)
-        os.fchmod(fd, shared_dir_mode(mode))
+        try:
+            os.fchmod(fd, shared_dir_mode(mode))
+        except BaseException:
+            os.close(fd)
+            raise
         self._dirs[path] = fd
 
     def lstat(self, path: str):
         """The lstat of ``path``, or None when it (or a parent) does not exist."""
+        self.trim()
         if path == "/":
             return os.fstat(self.dir_fd("/"))
         parent, name = split_path(path)
@@ -1664,6 +1728,7 @@ class Root:
             return None
 
     def _open_file(self, path: str) -> int | None:
+        self.trim()
         parent, name = split_path(path)
         try:
             return os.open(name, _O_READ, dir_fd=self.dir_fd(parent))
@@ -1696,10 +1761,12 @@ class Root:
             os.close(fd)
 
     def readlink(self, path: str) -> str:
+        self.trim()
         parent, name = split_path(path)
         return os.readlink(name, dir_fd=self.dir_fd(parent))
 
     def listdir(self, path: str) -> list:
+        self.trim()
         fd = os.open(".", _O_DIR, dir_fd=self.dir_fd(path))
         try:
             return os.listdir(fd)
@@ -1707,6 +1774,7 @@ class Root:
             os.close(fd)
 
     def unlink(self, path: str) -> bool:
+        self.trim()
         parent, name = split_path(path)
         try:
             FAULTS.step("unlink")
@@ -1717,6 +1785,7 @@ class Root:
 
     def rmdir(self, path: str) -> bool:
         """Remove the empty directory ``path``; False when it is missing or not empty."""
+        self.trim()
         parent, name = split_path(path)
         fd = self._dirs.pop(path, None)
         if fd is not None:
@@ -1735,13 +1804,16 @@ class Root:
             raise
 
     def rename(self, source: str, target: str) -> None:
+        self.trim()
         FAULTS.step("rename")
         os.rename(split_path(source)[1], split_path(target)[1],
                   src_dir_fd=self.dir_fd(parent_of(source)), dst_dir_fd=self.dir_fd(parent_of(target)))
 
     def trim(self) -> None:
-        """Close cached directory descriptors when there are many (call between files)."""
-        if len(self._dirs) > self.MAX_CACHED_DIRS:
+        """Close cached directory descriptors when there are many.  Called where no
+        descriptor from dir_fd is held: between files, and on entering each operation
+        that takes paths (they hold none of the caller's)."""
+        if len(self._dirs) > self.max_cached:
             root_fd = self._dirs.pop("/", None)
             for fd in self._dirs.values():
                 os.close(fd)
@@ -2000,7 +2072,12 @@ class RootLock:
                                    % (self.root.path, self.who(holder)))
                 time.sleep(0.02)
         os.ftruncate(fd, 0)
-        os.pwrite(fd, ("%d %s\n" % (os.getpid(), command)).encode("utf-8", "replace"), 0)
+        try:    # who holds it is for people only: a full disk must not stop an uninstall
+            os.pwrite(fd, ("%d %s\n" % (os.getpid(), command)).encode("utf-8", "replace"), 0)
+        except OSError as e:
+            if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+                os.close(fd)
+                raise
         self.fd = fd
 
     def try_acquire(self) -> bool:
@@ -2113,18 +2190,27 @@ class Transaction:
         """Stage, apply and commit, ending with the database ``packages`` and
         ``pending`` scripts.  On an error before the commit everything is rolled back
         and the error raised; after it, the change stands and the error says so."""
-        try:
-            self._write_journal()
-            self._stage(progress)
-            self._apply()
-            self._commit(packages, pending)
-        except BaseException:
-            FAULTS.enabled = False
+        for attempt in (1, 2):
             try:
-                settle(self.root, self._journal_dict(), self.out)
-            except Exception as e:           # the journal stays for the next command
-                self.out.warn("could not finish undoing the change (%s); run pm recover" % e)
-            raise
+                self._write_journal()
+                self._stage(progress)
+                self._apply()
+                self._commit(packages, pending)
+                break
+            except BaseException as e:
+                FAULTS.enabled = False
+                try:
+                    settle(self.root, self._journal_dict(), self.out)
+                except Exception as undo:           # the journal stays for the next command
+                    self.out.warn("could not finish undoing the change (%s); run pm recover" % undo)
+                    raise e from None
+                # A full disk: a change that writes no package files (an uninstall) frees
+                # space, so it may use the space pm keeps in reserve for just that.
+                if attempt == 1 and isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT) \
+                        and not self.member_puts and release_reserve(self.root):
+                    self.out.detail("the disk is full; using the space pm keeps in reserve")
+                    continue
+                raise
         try:
             if self.sync:
                 fsync_dir(self.root.dir_fd(DB_DIR))
@@ -2132,6 +2218,7 @@ class Transaction:
         except OSError as e:
             raise PmError("the change was committed, but finishing it failed (%s); "
                           "pm recover completes it" % (e.strerror or e)) from None
+        keep_reserve(self.root)
 
     def _journal_dict(self) -> dict:
         return {"txid": self.txid, "ops": self.ops, "lists": sorted(self.file_lists),
@@ -2190,19 +2277,69 @@ class Transaction:
 
     def _commit(self, packages: dict, pending: list) -> None:
         root = self.root
-        db_fd = root.dir_fd(DB_DIR)
         if self.sync:
-            devices = {}
-            for parent in {parent_of(op[1]) for op in self.ops if op[0] != "rmdir"}:
-                fd = root.dir_fd(parent)
-                devices.setdefault(os.fstat(fd).st_dev, fd)
-            devices.setdefault(os.fstat(db_fd).st_dev, db_fd)
-            for fd in devices.values():
-                sync_filesystem(fd)
+            devices = {}       # a directory (by path: descriptors are not held) per filesystem
+            for parent in sorted({parent_of(op[1]) for op in self.ops if op[0] != "rmdir"}) + [DB_DIR]:
+                devices.setdefault(os.fstat(root.dir_fd(parent)).st_dev, parent)
+                root.trim()
+            for parent in devices.values():
+                sync_filesystem(root.dir_fd(parent))
+        db_fd = root.dir_fd(DB_DIR)
         data = self.db.status_bytes(self.txid, packages, pending)
         atomic_write(db_fd, "status", data, self.sync, sync_dir=False)   # the commit
         self.db.txid, self.db.packages, self.db.pending = self.txid, packages, pending
         self.db._files = {}
+
+
+RESERVE = "reserve"       # in DB_DIR
+
+
+def keep_reserve(root: Root) -> None:
+    """Make sure var/lib/pm/reserve holds RESERVE_BYTES of allocated space (quietly not,
+    when the disk has no room for it now)."""
+    try:
+        dir_fd = root.dir_fd(DB_DIR)
+        st = os.stat(RESERVE, dir_fd=dir_fd, follow_symlinks=False)
+        if stat.S_ISREG(st.st_mode) and st.st_blocks * 512 >= RESERVE_BYTES:
+            return
+    except FileNotFoundError:
+        pass
+    except (OSError, PmError):
+        return
+    try:
+        fd = os.open(RESERVE, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK |
+                     getattr(os, "O_CLOEXEC", 0), 0o600, dir_fd=dir_fd)
+    except OSError:
+        return
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return
+        try:
+            os.posix_fallocate(fd, 0, RESERVE_BYTES)
+        except (AttributeError, OSError) as e:
+            if getattr(e, "errno", None) in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            os.lseek(fd, 0, os.SEEK_SET)       # no fallocate here: write the space
+            write_all(fd, bytes(RESERVE_BYTES))
+    except OSError:
+        try:
+            os.unlink(RESERVE, dir_fd=dir_fd)
+        except OSError:
+            pass
+    finally:
+        os.close(fd)
+
+
+def release_reserve(root: Root) -> bool:
+    """Free the reserved space for a change that frees space; True when there was some."""
+    try:
+        st = os.stat(RESERVE, dir_fd=root.dir_fd(DB_DIR), follow_symlinks=False)
+        if not stat.S_ISREG(st.st_mode) or not st.st_blocks:
+            return False
+        os.unlink(RESERVE, dir_fd=root.dir_fd(DB_DIR))
+        return True
+    except (OSError, PmError):
+        return False
 
 
 def _write_new_file(dir_fd: int, name: str, mode: int, chunks, mtime) -> tuple:
@@ -2358,6 +2495,20 @@ def describe_exit(returncode: int) -> str:
     return "exit %d" % returncode if returncode >= 0 else "killed by signal %d" % -returncode
 
 
+# Settings of this run for every script (section 15 sets them from --script-timeout or pm.conf).
+script_settings = {"timeout": SCRIPT_TIMEOUT}
+
+
+def _kill_group(child) -> None:
+    """Kill a script's process group (everything it started) and reap the script."""
+    import signal
+    try:
+        os.killpg(child.pid, signal.SIGKILL)
+    except OSError:
+        pass
+    child.wait()
+
+
 def run_script(root_path: str, content: bytes, script: str, package: str, version: str,
                old_version: str, action: str, out: Output) -> str | None:
     """Run one package script with the root as working directory and the PM_*
@@ -2380,11 +2531,22 @@ def run_script(root_path: str, content: bytes, script: str, package: str, versio
         command = [path] if content.startswith(b"#!") else ["/bin/sh", path]
         out.detail("running %s of %s" % (script, package))
         sys.stdout.flush()
-        try:
-            result = subprocess.run(command, cwd=root_path, env=env, stdin=subprocess.DEVNULL,
-                                    stdout=sys.stderr.fileno())
+        timeout = script_settings["timeout"]
+        try:    # its own process group, so that a timeout ends whatever it started
+            child = subprocess.Popen(command, cwd=root_path, env=env, stdin=subprocess.DEVNULL,
+                                     stdout=sys.stderr.fileno(), start_new_session=True)
         except OSError as e:
             return "%s of %s could not run: %s" % (script, package, e.strerror)
+        try:
+            child.wait(timeout=timeout if timeout > 0 else None)
+        except subprocess.TimeoutExpired:
+            _kill_group(child)
+            return "%s of %s did not finish within %g seconds and was killed (see --script-timeout)" % (
+                script, package, timeout)
+        except BaseException:
+            _kill_group(child)
+            raise
+        result = child
         if result.returncode != 0:
             return "%s of %s failed (%s)" % (script, package, describe_exit(result.returncode))
         return None
@@ -3606,7 +3768,7 @@ PACKAGE_CACHE_DIR = CACHE_DIR + "/packages"
 INDEX_FORMAT = 1
 INDEX_MSGPACK, INDEX_JSON, INDEX_LUA = "index.msgpack.zst", "index.json", "manifest"
 PARTIAL_SUFFIX = ".part"
-HTTP_TIMEOUT = 30.0          # seconds of silence before a transfer counts as interrupted
+HTTP_TIMEOUT = 30.0          # default --timeout: seconds a transfer may go below MIN_TRANSFER_RATE
 DOWNLOAD_CHUNK = 64 * 1024   # bytes read from the network at a time
 FILENAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._+~-]{0,199}$(?!\n)"
 SHA256_PATTERN = r"^[0-9a-f]{64}$(?!\n)"
@@ -4030,9 +4192,13 @@ def parse_index(data: bytes, kind: str, source: Source, out: Output, meta: dict 
         raise InvalidInput("%s is larger than %d bytes" % (where, MAX_INDEX_BYTES))
     try:
         if kind == INDEX_MSGPACK:
-            document = _msgpack().unpackb(_zstd_decompress(data, where), raw=False, strict_map_key=True)
+            document = _unpack_index(data)
         elif kind == INDEX_JSON:
             import json
+            # An upper bound of the values the text holds, counted before json allocates any.
+            values = 1 + sum(data.count(c) for c in (b",", b":", b"[", b"{"))
+            if values > MAX_INDEX_ITEMS:
+                raise InvalidInput("holds more than %d values" % MAX_INDEX_ITEMS)
             document = json.loads(data.decode("utf-8"))
         else:
             table = LuaIndexParser(data.decode("utf-8").lstrip("\ufeff")).parse()
@@ -4056,18 +4222,88 @@ def parse_index(data: bytes, kind: str, source: Source, out: Output, meta: dict 
     return entries
 
 
-def _zstd_decompress(data: bytes, where: str) -> bytes:
+class _LimitedReader:
+    """A file-like view of a decompressing stream that fails past ``limit`` bytes."""
+
+    def __init__(self, inner, limit: int, errors: tuple):
+        self.inner, self.limit, self.errors, self.produced = inner, limit, errors, 0
+
+    def read(self, n: int = -1) -> bytes:
+        try:
+            data = self.inner.read(min(n, self.limit + 1 - self.produced) if n >= 0 else self.limit + 1)
+        except self.errors as e:
+            raise InvalidInput("corrupt zstd data (%s)" % e) from None
+        self.produced += len(data)
+        if self.produced > self.limit:
+            raise InvalidInput("expands past %d bytes" % self.limit)
+        return data
+
+
+def _count_values(value, budget: int) -> int:
+    """The values in ``value`` (containers included); InvalidInput past ``budget``."""
+    count, stack = 0, [value]
+    while stack:
+        node = stack.pop()
+        count += 1
+        if count > budget:
+            raise InvalidInput("holds more than %d values" % MAX_INDEX_ITEMS)
+        if isinstance(node, dict):
+            stack.extend(node.keys())
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+    return count
+
+
+def _unpack_index(data: bytes) -> dict:
+    """A msgpack index decompressed and decoded as a stream, bounded before it
+    allocates: MAX_INDEX_BYTES decompressed, MAX_INDEX_ENTRY_BYTES per entry, and
+    MAX_INDEX_ITEMS values in all, counted entry by entry."""
     zstd = lazy_import("zstandard", "reading a repository index")
     import io
     _check_zstd_frames(io.BytesIO(data))
+    reader = _LimitedReader(zstd.ZstdDecompressor().stream_reader(data, read_across_frames=True),
+                            MAX_INDEX_BYTES, (zstd.ZstdError,))
+    return _unpack_bounded(reader, "packages")
+
+
+def _unpack_bounded(reader, list_key: str) -> dict:
+    """A msgpack map read from the file-like ``reader`` as a stream, its ``list_key``
+    list entry by entry: MAX_INDEX_ENTRY_BYTES per entry, MAX_INDEX_ITEMS values in all."""
+    msgpack = _msgpack()
+    unpacker = msgpack.Unpacker(reader, raw=False, strict_map_key=True, read_size=1 << 16,
+                                max_buffer_size=MAX_INDEX_ENTRY_BYTES)
     try:
-        reader = zstd.ZstdDecompressor().stream_reader(data, read_across_frames=True)
-        result = reader.read(MAX_INDEX_BYTES + 1)
-    except zstd.ZstdError as e:
-        raise InvalidInput("corrupt zstd data (%s)" % e) from None
-    if len(result) > MAX_INDEX_BYTES:
-        raise InvalidInput("expands past %d bytes" % MAX_INDEX_BYTES)
-    return result
+        budget = MAX_INDEX_ITEMS
+        document = {}
+        for _ in range(unpacker.read_map_header()):
+            key = unpacker.unpack()
+            if key == list_key:
+                length = unpacker.read_array_header()
+                if length > MAX_INDEX_ENTRIES:
+                    raise InvalidInput("lists more than %d packages" % MAX_INDEX_ENTRIES)
+                budget -= 1
+                packages = []
+                for _ in range(length):
+                    entry = unpacker.unpack()
+                    budget -= _count_values(entry, budget)
+                    packages.append(entry)
+                value = packages
+            else:
+                value = unpacker.unpack()
+                budget -= _count_values(value, budget)
+            document[key] = value
+        try:
+            unpacker.unpack()
+        except msgpack.OutOfData:
+            return document
+        raise InvalidInput("has data after its end")
+    except msgpack.OutOfData:
+        raise InvalidInput("is truncated") from None
+    except msgpack.exceptions.BufferFull:
+        raise InvalidInput("has an entry larger than %d bytes" % MAX_INDEX_ENTRY_BYTES) from None
+    except msgpack.UnpackException as e:
+        raise InvalidInput("is malformed (%s)" % (e or type(e).__name__)) from None
 
 
 def _lua_index_entries(table) -> list:
@@ -4181,13 +4417,20 @@ def cached_index(root: Root, source: Source, trust: Trust | None = None, out: Ou
     """A remote source's entries as `pm update` stored them, or None (also when
     ``trust`` needs a signature the cached index was not checked against)."""
     try:
+        st = root.lstat(INDEX_CACHE_DIR + "/" + source.slug)
+        if st is not None and st.st_size > 2 * MAX_INDEX_BYTES:
+            raise InvalidInput("the cached index %s is damaged; run pm update" %
+                               root.host_path(INDEX_CACHE_DIR + "/" + source.slug))
         data = root.read(INDEX_CACHE_DIR + "/" + source.slug)
     except (FileNotFoundError, NotADirectoryError):
         return None
     if data is None:
         return None
     try:
-        document = _msgpack().unpackb(data, raw=False)
+        import io
+        if len(data) > 2 * MAX_INDEX_BYTES:
+            raise ValueError("too large")
+        document = _unpack_bounded(io.BytesIO(data), "entries")
         if document.get("format") != INDEX_FORMAT or document.get("url") != source.location:
             return None
         entries = document["entries"]
@@ -4213,7 +4456,7 @@ def cached_index(root: Root, source: Source, trust: Trust | None = None, out: Ou
         elif trust is not None and source.trusted and trust.required and out is not None:
             out.warn("%s is marked [trusted=yes]: its index is used without a signature check" % source.url)
         return entries
-    except (ValueError, TypeError, KeyError, AttributeError):
+    except (ValueError, TypeError, KeyError, AttributeError, InvalidInput):
         raise InvalidInput("the cached index %s is damaged; run pm update" %
                            root.host_path(INDEX_CACHE_DIR + "/" + source.slug)) from None
 
@@ -4242,12 +4485,14 @@ def source_entries(root: Root, source: Source, out: Output, trust: Trust | None 
     return entries
 
 
-def update_sources(root: Root, sources: list, out: Output, dry_run: bool, sync: bool) -> list:
+def update_sources(root: Root, sources: list, out: Output, dry_run: bool, sync: bool,
+                   lock=None) -> list:
     """`pm update`: fetch every source's index and keep the remote ones in the cache
     (unless ``dry_run``); remove what the cache holds of sources no longer listed and
     packages their indexes no longer list.  Returns one report per source; a source
-    that fails keeps its old cache and reports its error."""
-    reports = []
+    that fails keeps its old cache and reports its error.  Every index is fetched and
+    checked before ``lock()``, when given, is called to take the root's lock for the cache."""
+    reports, fetched = [], []
     trust = Trust(root)
     for source in sources:
         report = {"url": source.url, "kind": source.kind, "packages": None, "error": None,
@@ -4257,14 +4502,22 @@ def update_sources(root: Root, sources: list, out: Output, dry_run: bool, sync: 
             report["packages"] = len(entries)
             if record is not None:
                 report["serial"], report["signed_by"] = record["serial"], record["keynum"]
-            if source.kind == "http" and not source.transient and not dry_run:
-                store_index(root, source, entries, sync, record)
-                _prune(root, PACKAGE_CACHE_DIR + "/" + source.slug, {e["filename"] for e in entries})
-            if record is not None and not source.transient and not dry_run:
-                write_trust_record(root, source, record, sync)
+            if not dry_run and not source.transient and (source.kind == "http" or record is not None):
+                fetched.append((source, entries, record, report))
         except PmError as e:
             report["error"], report["exit_code"] = e.message, e.exit_code
         reports.append(report)
+    if lock is not None:
+        lock()
+    for source, entries, record, report in fetched:
+        try:
+            if source.kind == "http":
+                store_index(root, source, entries, sync, record)
+                _prune(root, PACKAGE_CACHE_DIR + "/" + source.slug, {e["filename"] for e in entries})
+            if record is not None:
+                write_trust_record(root, source, record, sync)
+        except PmError as e:
+            report["error"], report["exit_code"] = e.message, e.exit_code
     if not dry_run:
         wanted = {s.slug for s in sources}
         _prune(root, INDEX_CACHE_DIR, wanted)
@@ -4366,52 +4619,148 @@ def tls_problem(url: str, error) -> str | None:
 
 def http_get(url: str, limit: int) -> bytes | None:
     """The body of ``url`` (at most ``limit`` bytes), or None when it is not found."""
-    response = _http_open(url, {}, accept=(404, 410))
-    if response is None:
-        return None
-    with response:
-        chunks, total = [], 0
-        while True:
-            chunk = _http_read(response, url)
-            if not chunk:
-                break
-            total += len(chunk)
-            if total > limit:
+    with TransferClock(url, limit) as clock:
+        response = _http_open(url, {}, accept=(404, 410), clock=clock)
+        if response is None:
+            return None
+        with response:
+            length = response.headers.get("Content-Length")
+            if length is not None and length.isdigit() and int(length) > limit:
                 raise InvalidInput("%s is larger than %d bytes" % (url, limit))
-            chunks.append(chunk)
-    length = response.headers.get("Content-Length")
-    if length is not None and length.isdigit() and int(length) != total:
-        raise PmError("transfer of %s was interrupted after %d of %s bytes" % (url, total, length))
-    return b"".join(chunks)
+            body = bytearray()
+            while True:
+                chunk = _http_read(response, url, clock)
+                if not chunk:
+                    break
+                if len(body) + len(chunk) > limit:
+                    raise InvalidInput("%s is larger than %d bytes" % (url, limit))
+                body += chunk
+    if length is not None and length.isdigit() and int(length) != len(body):
+        raise PmError("transfer of %s was interrupted after %d of %s bytes" % (url, len(body), length))
+    return bytes(body)
 
 
-def _http_open(url: str, headers: dict, accept: tuple = ()):
-    """The response to a GET of ``url``; None for an HTTP error status in ``accept``."""
+class TransferTimeout(PmError):
+    """A transfer went too slowly or too long (exit 1, as every network failure)."""
+
+
+class TransferClock:
+    """The time limits of one HTTP transfer: within every ``timeout`` seconds (connecting
+    and the headers included) at least MIN_TRANSFER_RATE bytes a second must arrive, and
+    the whole transfer ends by ``timeout + limit / MIN_TRANSFER_RATE`` seconds.  A
+    server sending a byte now and then never trips a per-read socket timeout, so a
+    SIGALRM timer checks the clock while pm waits on the network (main thread only;
+    elsewhere the clock is checked after every chunk and the socket timeout remains)."""
+
+    def __init__(self, url: str, limit: int, timeout: float | None = None):
+        import time
+        self.url = url
+        self.timeout = float(timeout if timeout is not None else transfer_settings["timeout"])
+        now = time.monotonic()
+        self.deadline = now + self.timeout + limit / MIN_TRANSFER_RATE
+        self.started, self.window_start, self.window_bytes = now, now, 0
+        self.waiting = False
+        self._previous = None
+
+    def __enter__(self):
+        import signal
+        import threading
+        if threading.current_thread() is threading.main_thread() and hasattr(signal, "setitimer"):
+            self._previous = signal.signal(signal.SIGALRM, self._alarm)
+            tick = min(1.0, self.timeout / 4)
+            signal.setitimer(signal.ITIMER_REAL, tick, tick)
+        return self
+
+    def __exit__(self, *exc):
+        if self._previous is not None:
+            import signal
+            signal.setitimer(signal.ITIMER_REAL, 0, 0)
+            signal.signal(signal.SIGALRM, self._previous)
+            self._previous = None
+        return False
+
+    def _alarm(self, signum, frame) -> None:
+        if self.waiting:
+            self.check()
+
+    def check(self) -> None:
+        import time
+        now = time.monotonic()
+        if now > self.deadline:
+            self.waiting = False
+            raise TransferTimeout("cannot fetch %s: the transfer took longer than %d seconds "
+                                  "(--timeout)" % (self.url, self.deadline - self.started))
+        if now - self.window_start >= self.timeout:
+            if self.window_bytes < MIN_TRANSFER_RATE * self.timeout:
+                self.waiting = False
+                raise TransferTimeout("cannot fetch %s: fewer than %d bytes in %g seconds (too slow; "
+                                      "see --timeout)" % (self.url, MIN_TRANSFER_RATE * self.timeout,
+                                                          self.timeout))
+            self.window_start, self.window_bytes = now, 0
+
+    def call(self, action, *args):
+        """``action(*args)``, a wait on the network that the clock may interrupt."""
+        self.waiting = True
+        try:
+            return action(*args)
+        finally:
+            self.waiting = False
+
+    def received(self, n: int) -> None:
+        self.window_bytes += n
+        self.check()
+
+
+# Settings of this run for every transfer (section 15 sets them from --timeout or pm.conf).
+transfer_settings = {"timeout": HTTP_TIMEOUT}
+
+
+def _http_open(url: str, headers: dict, accept: tuple = (), clock: TransferClock | None = None):
+    """The response to a GET of ``url``; None for an HTTP error status in ``accept``.
+    Every failure — refused, malformed or hostile answers included — is one PmError
+    naming the URL (exit 1)."""
+    import http.client
     import urllib.error
     import urllib.request
     request = urllib.request.Request(url, headers=dict(headers, **{"User-Agent": "pm/" + __version__}))
+    timeout = clock.timeout if clock is not None else transfer_settings["timeout"]
     try:
         context = ssl_context() if url.lower().startswith("https:") else None
-        return urllib.request.urlopen(request, timeout=HTTP_TIMEOUT, context=context)
+        opener = lambda: urllib.request.urlopen(request, timeout=timeout, context=context)  # noqa: E731
+        return clock.call(opener) if clock is not None else opener()
     except urllib.error.HTTPError as e:
         e.close()
         if e.code in accept:
             return None
-        raise PmError("cannot fetch %s: HTTP %d %s" % (url, e.code, e.reason)) from None
+        raise PmError("cannot fetch %s: HTTP %d %s" % (url, e.code, _printable(e.reason))) from None
     except urllib.error.URLError as e:
         if tls_problem(url, e.reason):
             raise PmError(tls_problem(url, e.reason)) from None
-        raise PmError("cannot fetch %s: %s" % (url, getattr(e.reason, "strerror", None) or e.reason)) from None
+        reason = getattr(e.reason, "strerror", None) or e.reason
+        raise PmError("cannot fetch %s: %s" % (url, _printable(reason))) from None
+    except http.client.HTTPException as e:
+        raise PmError("cannot fetch %s: a malformed HTTP answer (%s)"
+                      % (url, _printable(e) or type(e).__name__)) from None
     except (OSError, ValueError) as e:
-        raise PmError(tls_problem(url, e) or "cannot fetch %s: %s" % (url, e)) from None
+        raise PmError(tls_problem(url, e) or "cannot fetch %s: %s" % (url, _printable(e))) from None
 
 
-def _http_read(response, url: str) -> bytes:
+def _printable(reason) -> str:
+    """A server's words for one line of a message: control characters out, and short."""
+    text = "".join(c if c.isprintable() else " " for c in str(reason))
+    return text if len(text) <= 200 else text[:200] + "..."
+
+
+def _http_read(response, url: str, clock: TransferClock | None = None) -> bytes:
     import http.client
     try:
-        return response.read(DOWNLOAD_CHUNK)
-    except (OSError, http.client.HTTPException) as e:
-        raise PmError("transfer of %s was interrupted (%s)" % (url, e or type(e).__name__)) from None
+        read = getattr(response, "read1", response.read)    # what has arrived, not a full chunk
+        chunk = clock.call(read, DOWNLOAD_CHUNK) if clock is not None else read(DOWNLOAD_CHUNK)
+    except (OSError, http.client.HTTPException, ValueError) as e:
+        raise PmError("transfer of %s was interrupted (%s)" % (url, _printable(e) or type(e).__name__)) from None
+    if clock is not None:
+        clock.received(len(chunk))
+    return chunk
 
 
 def package_url(source: Source, entry: dict) -> str:
@@ -4541,50 +4890,94 @@ class Fetcher:
     def _transfer(self, url: str, dir_fd: int, part: str, entry: dict) -> bool:
         """Download ``url`` into ``part``, continuing what an interrupted run left there
         (HTTP Range) or starting over when the server cannot; True when it continued.
-        An interruption keeps the partial file and is a PmError telling to run again."""
+        The body stops at the size the index gives; an interruption keeps the partial
+        file and is a PmError telling to run again, unless it cannot be resumed (no size
+        in the index, a full disk, a server answering out of bounds): then it goes."""
         expected = entry["size"]
         fd = os.open(part, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0),
                      0o664, dir_fd=dir_fd)
+        keep = False
         try:
+            import fcntl
+            fcntl.flock(fd, fcntl.LOCK_EX)      # another pm downloading the same file: wait for it
             offset = os.fstat(fd).st_size
             if expected is None or offset >= expected:
                 offset = 0
-            response = _http_open(url, {"Range": "bytes=%d-" % offset}, accept=(416,)) if offset else None
-            if response is None:
-                offset = 0
-                response = _http_open(url, {})
-            with response:
-                if offset and response.status == 206 and \
-                        response.headers.get("Content-Range", "").startswith("bytes %d-" % offset):
-                    self.out.detail("resuming %s at byte %d" % (url, offset))
-                elif response.status == 200:
+            _check_free_space(fd, url, (expected or 0) - offset)
+            with TransferClock(url, (expected if expected is not None else MAX_TOTAL_BYTES) - offset) as clock:
+                response = _http_open(url, {"Range": "bytes=%d-" % offset}, accept=(416,),
+                                      clock=clock) if offset else None
+                if response is None:
                     offset = 0
-                else:                         # a range pm did not ask for: start over next time
-                    os.ftruncate(fd, 0)
-                    raise PmError("cannot fetch %s: unexpected HTTP %d; run the command again"
-                                  % (url, response.status))
-                os.ftruncate(fd, offset)
-                os.lseek(fd, offset, os.SEEK_SET)
-                received = offset
-                progress = Progress(self.out, "downloading " + os.path.basename(entry["filename"]),
-                                    expected or 0, unit="bytes")
-                progress.step(offset)
-                while True:
-                    chunk = _http_read(response, url)
-                    if not chunk:
-                        break
-                    received += len(chunk)
-                    write_all(fd, chunk)
-                    progress.step(len(chunk))
-                    if expected is not None and received > expected:
-                        break                 # more than the index says: the check refuses it
-                progress.finish()
+                    response = _http_open(url, {}, clock=clock)
+                with response:
+                    if offset and response.status == 206 and \
+                            response.headers.get("Content-Range", "").startswith("bytes %d-" % offset):
+                        self.out.detail("resuming %s at byte %d" % (url, offset))
+                    elif response.status == 200:
+                        offset = 0
+                    else:                         # a range pm did not ask for: start over next time
+                        os.ftruncate(fd, 0)
+                        raise PmError("cannot fetch %s: unexpected HTTP %d; run the command again"
+                                      % (url, response.status))
+                    length = response.headers.get("Content-Length", "")
+                    if expected is not None and length.isdigit() and offset + int(length) > expected:
+                        raise InvalidInput("%s has %d bytes, but the index says %d: refused"
+                                           % (url, offset + int(length), expected))
+                    os.ftruncate(fd, offset)
+                    os.lseek(fd, offset, os.SEEK_SET)
+                    received = offset
+                    progress = Progress(self.out, "downloading " + os.path.basename(entry["filename"]),
+                                        expected or 0, unit="bytes")
+                    progress.step(offset)
+                    while True:
+                        chunk = _http_read(response, url, clock)
+                        if not chunk:
+                            break
+                        if expected is not None and received + len(chunk) > expected:
+                            raise InvalidInput("%s sends more than the %d bytes the index says: refused"
+                                               % (url, expected))
+                        if expected is None:          # no size to stop at: the bounds of a package
+                            if received + len(chunk) > MAX_TOTAL_BYTES:
+                                raise InvalidInput("%s is larger than %d bytes" % (url, MAX_TOTAL_BYTES))
+                            _check_free_space(fd, url, len(chunk))
+                        received += len(chunk)
+                        write_all(fd, chunk)
+                        progress.step(len(chunk))
+                    progress.finish()
             if expected is not None and received < expected:
                 raise PmError("the download of %s was interrupted after %d of %d bytes; run the "
                               "command again to resume it" % (url, received, expected))
+            keep = True
             return offset > 0
+        except OSError as e:
+            if e.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise PmError("cannot download %s: no space left on the device of %s" % (
+                    url, "the package cache" if not self.scratch else "the temporary directory")) from None
+            raise
+        except PmError as e:            # resumed by the next run only when the index gives the size
+            keep = expected is not None and not isinstance(e, InvalidInput) and os.fstat(fd).st_size > 0
+            raise
         finally:
+            if not keep:
+                try:
+                    os.unlink(part, dir_fd=dir_fd)
+                except OSError:
+                    pass
             os.close(fd)
+
+
+def _check_free_space(fd: int, url: str, needed: int) -> None:
+    """PmError when writing ``needed`` more bytes beside ``fd`` would leave less than
+    CACHE_RESERVE_BYTES free (a download never fills the disk)."""
+    try:
+        st = os.fstatvfs(fd)
+    except OSError:
+        return
+    free = st.f_bavail * st.f_frsize
+    if needed > 0 and free - needed < CACHE_RESERVE_BYTES:
+        raise PmError("cannot download %s: it needs %d bytes, and only %d are free (pm keeps %d "
+                      "free); free some space and run the command again" % (url, needed, free, CACHE_RESERVE_BYTES))
 
 
 # =============================================================================
@@ -5871,6 +6264,30 @@ class Session:
         self.lock = RootLock(self.root)
         self.extra_sources = list(getattr(args, "repository", None) or ())   # --repository URL
         configure_tls(self.root, getattr(args, "ca", None))
+        self._configure_limits()
+
+    def _configure_limits(self) -> None:
+        """--timeout and --script-timeout, else their pm.conf settings, else the defaults."""
+        wanted = {"timeout": (transfer_settings, HTTP_TIMEOUT),
+                  "script_timeout": (script_settings, SCRIPT_TIMEOUT)}
+        settings = None
+        for key, (target, default) in wanted.items():
+            value = getattr(self.args, key, None)
+            if value is None and not getattr(self.args, "reads_only", False):
+                if settings is None:
+                    try:
+                        settings = read_settings(self.root)
+                    except InvalidInput:
+                        raise
+                    except PmError:          # no root: the command itself says so
+                        settings = {}
+                if key in settings:
+                    try:
+                        value = _seconds(settings[key])
+                    except ValueError:
+                        raise InvalidInput("%s: %s = %r is not a positive number of seconds" % (
+                            self.root.host_path(PM_CONF), key, settings[key])) from None
+            target["timeout"] = value if value is not None else default
 
     def close(self) -> None:
         self.lock.release()
@@ -5977,6 +6394,17 @@ _PAST = {"install": "installed", "upgrade": "upgraded", "reinstall": "reinstalle
          "downgrade": "downgraded", "remove": "removed", "purge": "purged"}
 
 
+def _finite_only(value):
+    """``value`` with every infinite or NaN number replaced by None (JSON has none)."""
+    if isinstance(value, float):
+        return value if value - value == 0 else None
+    if isinstance(value, dict):
+        return {k: _finite_only(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite_only(v) for v in value]
+    return value
+
+
 def finish(session: Session, report, code: int) -> int:
     """Print the JSON document of a command (with --json) and return its exit code.  A
     report is an object (which gets the warnings) or, for listings, a list of rows."""
@@ -5984,7 +6412,12 @@ def finish(session: Session, report, code: int) -> int:
         import json
         if isinstance(report, dict):
             report = dict(report, warnings=session.out.warnings)
-        sys.stdout.write(json.dumps(report, indent=2, sort_keys=True, default=str) + "\n")
+        try:
+            text = json.dumps(report, indent=2, sort_keys=True, default=str, allow_nan=False)
+        except ValueError:     # a non-finite number from a damaged database: null in strict JSON
+            text = json.dumps(_finite_only(report), indent=2, sort_keys=True, default=str,
+                              allow_nan=False)
+        sys.stdout.write(text + "\n")
     return code
 
 
@@ -6065,12 +6498,18 @@ def install_packages(session: Session, specs: list, dry_run: bool = False,
             packages.append(Package(path, allow_setuid))
         if db is None and not dry_run:
             refuse_writes_through_symlinks(session.root, packages)
+        # Without the caller's lock, packages are chosen and downloaded without the lock,
+        # which is taken only to plan and apply (as apt and pacman do): a slow mirror never
+        # holds the root.  After locking, the choice is made again on the database as it
+        # is then, and must need nothing that was not fetched.
+        lock_later = db is None and not dry_run
         if db is None:
-            db = session.read_db() if dry_run else session.write_db("install " + " ".join(specs))
+            db = session.read_db()
         sources = read_sources(session.root, session.extra_sources)
         reasons = {p.name: REASON_EXPLICIT for p in packages}
         rows = []
-        if requests or sources:
+
+        def choose(db):
             pool = build_pool(session.root, db, session.out, sources, packages)
             for request in requests:
                 if not pool.knows(request.name):
@@ -6083,11 +6522,25 @@ def install_packages(session: Session, specs: list, dry_run: bool = False,
                 chosen, explicit = resolve_requests(pool, requests, pre=pre, allow_downgrade=allow_same_version,
                                                     reinstall={r.name for r in requests} if allow_same_version else (),
                                                     out=session.out)
+            return pool, chosen, explicit
+
+        if requests or sources:
+            pool, chosen, explicit = choose(db)
             for name in sorted(explicit):
                 candidate = chosen.get(name)
                 if candidate is not None and candidate.installed and candidate.package is None:
                     session.out.say("%s %s is already installed" % (name, candidate.version))
             fetched, rows = _fetch_chosen(session, fetcher, chosen, allow_setuid)
+        if lock_later:
+            before = db
+            db = session.write_db("install " + " ".join(specs))
+            if requests or sources:
+                if (db.txid, db.packages) != (before.txid, before.packages):
+                    pool, chosen, explicit = choose(db)
+                    _check_still_fetched(chosen, fetched)
+                    fetched = _only_chosen(chosen, fetched)
+                    rows = [row for row in rows if row["package"] in {p.name for p in fetched}]
+        if requests or sources:
             for package in fetched:
                 if package.name in explicit:
                     reasons[package.name] = REASON_EXPLICIT
@@ -6104,6 +6557,29 @@ def install_packages(session: Session, specs: list, dry_run: bool = False,
         for package in packages + fetched:
             package.close()
         fetcher.close()
+
+
+def _check_still_fetched(chosen: dict, fetched: list) -> None:
+    """Refused when the choice made again after locking needs a package from a source
+    that was not downloaded before (another pm changed the root meanwhile)."""
+    have = {(p.name, p.version.text) for p in fetched}
+    for name, candidate in sorted(chosen.items()):
+        if not candidate.installed and candidate.package is None and \
+                (name, candidate.version.text) not in have:
+            raise Refused("the root changed while packages were downloaded (%s %s is now needed); "
+                          "run the command again" % (name, candidate.version))
+
+
+def _only_chosen(chosen: dict, fetched: list) -> list:
+    """The fetched packages the choice made after locking still wants (the others are closed)."""
+    kept = []
+    for package in fetched:
+        candidate = chosen.get(package.name)
+        if candidate is not None and not candidate.installed and candidate.version.text == package.version.text:
+            kept.append(package)
+        else:
+            package.close()
+    return kept
 
 
 def _newest_allowed(pool: Pool, requests: list, pre: bool) -> dict:
@@ -6129,17 +6605,30 @@ def upgrade_packages(session: Session, names=(), dry_run: bool = False, pre: boo
     fetched = []
     fetcher = Fetcher(session.root, session.out, scratch=dry_run)
     try:
+        lock_later = db is None and not dry_run        # as for install_packages
         if db is None:
-            db = session.read_db() if dry_run else session.write_db("upgrade " + " ".join(names))
-        for name in names:
-            if name not in db.installed():
-                raise Refused("%s is not installed" % name)
+            db = session.read_db()
         sources = read_sources(session.root, session.extra_sources)
         if not sources:
             session.out.say("no sources are configured in %s; nothing to upgrade" % SOURCES_LIST)
-        pool = build_pool(session.root, db, session.out, sources)
-        chosen, _ = resolve_requests(pool, [], upgrade=set(names) or True, pre=pre, out=session.out)
+
+        def choose(db):
+            for name in names:
+                if name not in db.installed():
+                    raise Refused("%s is not installed" % name)
+            pool = build_pool(session.root, db, session.out, sources)
+            return pool, resolve_requests(pool, [], upgrade=set(names) or True, pre=pre, out=session.out)[0]
+
+        pool, chosen = choose(db)
         fetched, rows = _fetch_chosen(session, fetcher, chosen, allow_setuid)
+        if lock_later:
+            before = db
+            db = session.write_db("upgrade " + " ".join(names))
+            if (db.txid, db.packages) != (before.txid, before.packages):
+                pool, chosen = choose(db)
+                _check_still_fetched(chosen, fetched)
+                fetched = _only_chosen(chosen, fetched)
+                rows = [row for row in rows if row["package"] in {p.name for p in fetched}]
         reasons = {p.name: REASON_DEPENDENCY for p in fetched if p.name not in pool.installed}
         code, report = apply_plan(session, db, lambda planner: planner.install(fetched, reasons),
                                   dry_run, no_scripts)
@@ -6177,9 +6666,8 @@ def cmd_update(session: Session, args) -> int:
     sources = read_sources(session.root, session.extra_sources)
     if not sources:
         session.out.say("no sources are configured in %s" % SOURCES_LIST)
-    if not args.dry_run:
-        session.write_db("update")
-    reports = update_sources(session.root, sources, session.out, args.dry_run, session.sync)
+    reports = update_sources(session.root, sources, session.out, args.dry_run, session.sync,
+                             lock=None if args.dry_run else lambda: session.write_db("update"))
     for report in reports:
         if report["error"]:
             session.out.say("pm: error: %s" % report["error"])
@@ -6192,7 +6680,8 @@ def cmd_update(session: Session, args) -> int:
     upgradable = []
     if not args.dry_run:
         db = Database(session.root).load()
-        pool = build_pool(session.root, db, Output(verbosity=-1), sources)
+        pool = build_pool(session.root, db, Output(verbosity=-1),   # a failed source said so already
+                          [s for s, r in zip(sources, reports) if not r["error"]])
         for name, installed in sorted(pool.installed.items()):
             newest = next((c for c in pool.candidates(name) if not c.version.prerelease), None)
             if newest is not None and newest.version > installed.version:
@@ -6914,7 +7403,18 @@ class _Unbuilt:
 
 
 _UNBUILT = _Unbuilt()
-_OPTIONS_WITH_VALUES = ("--root", "--wait", "--repository", "--oda", "--ca")
+_OPTIONS_WITH_VALUES = ("--root", "--wait", "--repository", "--oda", "--ca", "--timeout", "--script-timeout")
+
+
+def _seconds(text: str) -> float:
+    """A positive, finite number of seconds (an option's or a pm.conf setting's value)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 < value < 1e9:
+        raise ValueError("not a positive number of seconds")
+    return value
 
 
 def build_parser(only: str | None = None):
@@ -6930,6 +7430,12 @@ def build_parser(only: str | None = None):
     common.add_argument("-q", "--quiet", action="count", default=argparse.SUPPRESS, help="say less")
     common.add_argument("--wait", type=float, default=argparse.SUPPRESS, metavar="SECONDS",
                         help="wait this long for the root's lock (default: do not wait)")
+    common.add_argument("--timeout", type=_seconds, default=argparse.SUPPRESS, metavar="SECONDS",
+                        help="a transfer that gets less than %d bytes/s for this long fails (default: "
+                             "timeout = in etc/pm/pm.conf, else %g)" % (MIN_TRANSFER_RATE, HTTP_TIMEOUT))
+    common.add_argument("--script-timeout", type=_seconds, default=argparse.SUPPRESS, metavar="SECONDS",
+                        help="a package script running longer is killed and fails (default: "
+                             "script_timeout = in etc/pm/pm.conf, else %g)" % SCRIPT_TIMEOUT)
     common.add_argument("--unsafe-io", action="store_true", default=argparse.SUPPRESS,
                         help="skip fsync: faster, not safe against power loss")
     common.add_argument("--repository", action="append", default=argparse.SUPPRESS, metavar="URL",
