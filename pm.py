@@ -655,7 +655,7 @@ class LuaLiteralParser:
         text, quote = self.text, self.text[self.pos]
         i, out = self.pos + 1, []
         while True:
-            if i >= len(text) or text[i] == "\n":
+            if i >= len(text) or text[i] in "\r\n":      # as Lua: a raw end of line ends it
                 self.pos = i
                 raise self.error("unfinished string")
             c = text[i]
@@ -773,6 +773,9 @@ class LuaLiteralParser:
             if text.startswith("=", self.pos) and not text.startswith("==", self.pos):
                 if word in ("true", "false", "nil"):
                     raise self.error("unexpected %r" % word)
+                if word in LUA_KEYWORDS:       # Lua refuses `end = 1`: a keyword is no name
+                    self.pos = start
+                    raise self.error("the Lua keyword %r cannot be a key; write [%r]" % (word, word))
                 self.pos += 1
                 return word
             self.pos = start if word in ("true", "false", "nil") else after
@@ -789,6 +792,8 @@ class LuaLiteralParser:
 
 
 _POSITIONAL = object()
+LUA_KEYWORDS = frozenset("and break do else elseif end false for function goto if in local nil not "
+                         "or repeat return then true until while".split())     # Lua 5.2 and 5.3
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$(?!\n)"
 CONFIG_PATH_PATTERN = r"^(?:/(?!\.\.?(?:/|$))[^/\x00-\x1f\x7f-\x9f]+)+/?$(?!\n)"
@@ -872,7 +877,10 @@ def parse_manifest(data: bytes) -> dict:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
         raise InvalidInput("manifest: not UTF-8 text") from None
-    text = text.lstrip("\ufeff")
+    if text.startswith("\ufeff"):
+        # Lua's load() refuses a byte-order mark, so the original OpenOS pm cannot read
+        # such a manifest: pm refuses it too (repoPackager drops it from its sources)
+        raise InvalidInput("manifest: starts with a UTF-8 byte-order mark (U+FEFF); save it without one")
     manifest = _parse_json_manifest(text)
     if manifest is None:
         manifest = LuaLiteralParser(text).parse()
