@@ -3604,6 +3604,8 @@ def resolve_requests(pool: Pool, requests: list, upgrade=(), pre: bool = False,
 
 SOURCES_LIST = "/etc/pm/sources.list"
 SOURCES_DIR = "/etc/pm/sources.list.d"
+SOURCES_FILES = SOURCES_DIR + "/*.list or " + SOURCES_LIST     # where pm looks, in that order
+GITHUB_PAGES, GITHUB_RAW = "https://github.com/", "https://raw.githubusercontent.com/"   # as pm-get maps them
 CACHE_DIR = "/var/cache/pm"
 INDEX_CACHE_DIR = CACHE_DIR + "/indexes"
 PACKAGE_CACHE_DIR = CACHE_DIR + "/packages"
@@ -3622,12 +3624,17 @@ class Source:
     without checksums is accepted) and ``transient`` (given with --repository: its index
     is read for this command only, never cached)."""
 
-    def __init__(self, url: str, trusted: bool = False, transient: bool = False, where: str = ""):
+    def __init__(self, url: str, trusted: bool = False, transient: bool = False, where: str = "",
+                 origin: str = ""):
         import urllib.parse
         self.url, self.trusted, self.transient = url, trusted, transient
+        self.origin = origin        # the sources file that lists it ("" for --repository)
         parsed = urllib.parse.urlsplit(url)
         if parsed.scheme in ("http", "https") and parsed.netloc:
             self.kind, self.location = "http", url.rstrip("/")
+            if url.startswith(GITHUB_PAGES):    # as pm-get reads it: the raw files of that tree
+                self.location = (GITHUB_RAW + self.location[len(GITHUB_PAGES):]).replace(
+                    "/tree/", "/", 1).replace("/blob/", "/", 1)
         elif parsed.scheme == "file" and parsed.netloc in ("", "localhost"):
             self.kind, self.location = "dir", urllib.parse.unquote(parsed.path)
         elif not parsed.scheme and url.startswith("/"):
@@ -3652,15 +3659,18 @@ class Source:
 
 
 def read_sources(root: Root, extra=()) -> list:
-    """The sources of the root, in order: etc/pm/sources.list, then each
-    etc/pm/sources.list.d/*.list by name, then ``extra`` URLs (--repository, taken
-    relative to the working directory).  Lines are ``[trusted=yes] URL``; ``#`` starts a
-    comment.  A malformed line is InvalidInput naming the file and line."""
-    files = [SOURCES_LIST]
+    """The sources of the root, in order: each etc/pm/sources.list.d/*.list by name, then
+    etc/pm/sources.list (which OpenOS pm-get also reads: one repository URL a line, each
+    holding a Lua ``manifest`` index), then ``extra`` URLs (--repository, taken relative
+    to the working directory).  Lines are ``[trusted=yes] URL``; ``#`` starts a comment; the
+    first file listing a repository gives its options.  A malformed line is InvalidInput
+    naming the file and line."""
+    files = []
     try:
         files += [SOURCES_DIR + "/" + n for n in sorted(root.listdir(SOURCES_DIR)) if n.endswith(".list")]
     except (FileNotFoundError, NotADirectoryError):
         pass
+    files.append(SOURCES_LIST)
     sources, seen = [], set()
     for path in files:
         try:
@@ -3670,7 +3680,7 @@ def read_sources(root: Root, extra=()) -> list:
         if data is None:
             continue
         for number, line in enumerate(data.decode("utf-8", "replace").splitlines(), 1):
-            source = _source_line(line, "%s line %d: " % (root.host_path(path), number))
+            source = _source_line(line, "%s line %d: " % (root.host_path(path), number), path)
             if source is not None and source.location not in seen:
                 seen.add(source.location)
                 sources.append(source)
@@ -3684,7 +3694,7 @@ def read_sources(root: Root, extra=()) -> list:
     return sources
 
 
-def _source_line(line: str, where: str):
+def _source_line(line: str, where: str, origin: str = ""):
     line = line.split("#", 1)[0].strip()
     if not line:
         return None
@@ -3701,7 +3711,7 @@ def _source_line(line: str, where: str):
         line = line[end + 1:].strip()
     if not line or len(line.split()) != 1:
         raise InvalidInput(where + "expected '[trusted=yes] URL'")
-    return Source(line, trusted=options.get("trusted") == "yes", where=where)
+    return Source(line, trusted=options.get("trusted") == "yes", where=where, origin=origin)
 
 
 # -- indexes ---------------------------------------------------------------------------
@@ -3792,8 +3802,10 @@ def _checked_entry(raw, where: str, source: Source) -> dict:
     if digest is None and size is None and source.trusted:
         return {"filename": filename, "size": None, "sha256": None, "manifest": manifest}
     if digest is None or size is None:
+        hint = ("; pm-get's %s takes no options: list it as '[trusted=yes] %s' in a file of %s/, which "
+                "pm reads first" % (SOURCES_LIST, source.url, SOURCES_DIR)) if source.origin == SOURCES_LIST else ""
         raise InvalidInput("%s: no size and sha256 (mark the source [trusted=yes] to accept "
-                           "an index without checksums)" % label)
+                           "an index without checksums%s)" % (label, hint))
     if not isinstance(size, int) or isinstance(size, bool) or not 0 <= size <= MAX_TOTAL_BYTES:
         raise InvalidInput("%s: bad size %r" % (label, size))
     if not _matches(SHA256_PATTERN, digest):
@@ -3871,7 +3883,8 @@ def source_entries(root: Root, source: Source, out: Output) -> list:
         return fetch_index(source, out)
     entries = cached_index(root, source)
     if entries is None:
-        out.warn("no index of %s in the cache; run pm update" % source.url)
+        out.warn("no index of %s in the cache; run pm update%s" % (
+            source.url, " (it is listed in %s)" % source.origin if source.origin else ""))
         return []
     return entries
 
@@ -3884,7 +3897,7 @@ def update_sources(root: Root, sources: list, out: Output, dry_run: bool, sync: 
     reports = []
     for source in sources:
         report = {"url": source.url, "kind": source.kind, "packages": None, "error": None,
-                  "exit_code": EXIT_OK}
+                  "exit_code": EXIT_OK, "origin": source.origin}
         try:
             entries = fetch_index(source, out)
             report["packages"] = len(entries)
@@ -5651,7 +5664,7 @@ def install_packages(session: Session, specs: list, dry_run: bool = False,
             for request in requests:
                 if not pool.knows(request.name):
                     raise Refused("no source offers a package named %s%s" % (request.name, "" if sources else
-                                  " (no sources are configured in %s)" % SOURCES_LIST))
+                                  " (no sources are configured in %s)" % SOURCES_FILES))
             if no_deps:
                 chosen = _newest_allowed(pool, requests, pre)
                 explicit = set(chosen)
@@ -5712,7 +5725,7 @@ def upgrade_packages(session: Session, names=(), dry_run: bool = False, pre: boo
                 raise Refused("%s is not installed" % name)
         sources = read_sources(session.root, session.extra_sources)
         if not sources:
-            session.out.say("no sources are configured in %s; nothing to upgrade" % SOURCES_LIST)
+            session.out.say("no sources are configured in %s; nothing to upgrade" % SOURCES_FILES)
         pool = build_pool(session.root, db, session.out, sources)
         chosen, _ = resolve_requests(pool, [], upgrade=set(names) or True, pre=pre, out=session.out)
         fetched, rows = _fetch_chosen(session, fetcher, chosen, allow_setuid)
@@ -5752,7 +5765,10 @@ def cmd_autoremove(session: Session, args) -> int:
 def cmd_update(session: Session, args) -> int:
     sources = read_sources(session.root, session.extra_sources)
     if not sources:
-        session.out.say("no sources are configured in %s" % SOURCES_LIST)
+        session.out.say("no sources are configured in %s" % SOURCES_FILES)
+    for origin in dict.fromkeys(s.origin for s in sources if s.origin):
+        listed = [s for s in sources if s.origin == origin]
+        session.out.say("sources from %s: %s" % (session.root.host_path(origin), ", ".join(s.url for s in listed)))
     if not args.dry_run:
         session.write_db("update")
     reports = update_sources(session.root, sources, session.out, args.dry_run, session.sync)
@@ -5783,7 +5799,7 @@ def cmd_search(session: Session, args) -> int:
     db = session.read_db()
     sources = read_sources(session.root, session.extra_sources)
     if not sources:
-        session.out.say("no sources are configured in %s" % SOURCES_LIST)
+        session.out.say("no sources are configured in %s" % SOURCES_FILES)
     pool = build_pool(session.root, db, session.out, sources)
     words = [w.lower() for w in args.text]
     rows = []

@@ -389,3 +389,48 @@ def test_pm_accepting_a_random_lua_manifest_implies_lua_loads_it_alike(tmp_path)
         except pm.InvalidInput:
             continue                 # refused by pm: whatever Lua does is fine
         assert as_lua_reads_it(value) == lua_loads(text), text
+
+
+# -- pm-get's sources.list ----------------------------------------------------------------------
+
+def test_a_github_tree_url_is_read_from_its_raw_files_as_pm_get_reads_it():
+    source = pm.Source("https://github.com/AR2000AR/openComputers_codes/tree/master/packages")
+    assert source.location == "https://raw.githubusercontent.com/AR2000AR/openComputers_codes/master/packages"
+    assert pm.Source("https://example.org/tree/x").location == "https://example.org/tree/x"
+
+
+def test_pm_reads_pm_gets_sources_list_and_its_lua_manifest_index(tmp_path, pm, root, serve):
+    # a repository as pm-get's upstream publishes it: NAME.tar files and a Lua manifest
+    # index without sizes or checksums
+    repo = tmp_path / "upstream"
+    package("-d", repo, "--openos", tree(tmp_path / "src", {"package": "tool", "version": "1.0"}, {"/bin/tool": "t"}))
+    for name in ("index.msgpack.zst", "index.json"):
+        (repo / name).unlink()
+    (repo / "manifest").write_text('{\n  ["tool"] = {\n    ["package"] = "tool",\n    ["version"] = "1.0",\n'
+                                   '    ["archiveName"] = "tool.tar"\n  }\n}\n')
+    server = serve(repo)
+    (root / "etc/pm").mkdir(parents=True)
+    (root / "etc/pm/sources.list").write_text(server.url + "\n")      # pm-get's format: one URL a line
+    refused = pm("update", expect=3)
+    assert "no size and sha256" in refused.err and "sources.list.d" in refused.err
+    assert "sources from %s: %s" % (root / "etc/pm/sources.list", server.url) in refused.err
+    (root / "etc/pm/sources.list.d").mkdir()
+    (root / "etc/pm/sources.list.d/openos.list").write_text("[trusted=yes] %s\n" % server.url)
+    updated = pm("update")
+    assert "%s: 1 package" % server.url in updated.out
+    assert "sources from %s" % (root / "etc/pm/sources.list.d/openos.list") in updated.err
+    pm("install", "tool")
+    assert read(root, "/bin/tool") == "t"
+
+
+def test_a_repository_repopackager_writes_works_from_pm_gets_sources_list(tmp_path, pm, root, serve):
+    repo = tmp_path / "repo"
+    package("-d", repo, "--openos", tree(tmp_path / "src", {"package": "tool", "version": "1.0"}, {"/bin/tool": "t"}))
+    (repo / "index.msgpack.zst").unlink()
+    (repo / "index.json").unlink()            # only the Lua index, as pm-get reads it
+    server = serve(repo)
+    (root / "etc/pm").mkdir(parents=True)
+    (root / "etc/pm/sources.list").write_text(server.url + "\n")
+    pm("update")
+    pm("install", "tool")
+    assert read(root, "/bin/tool") == "t"

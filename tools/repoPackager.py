@@ -836,6 +836,10 @@ def openos_check(args, path, manifest, origin):
     """The reasons the original OpenOS pm cannot read the package at ``path``; with
     --openos, any reason refuses it (BuildError), or with --warn is told on stderr."""
     problems = openos_problems(path, manifest)
+    bare = sorted(n for n, c in manifest.get("dependencies", {}).items() if c[:1].isdigit())
+    if bare and args.openos:       # read alike by the original pm (as >=X), but pm-get 1.5 raises on it
+        sys.stderr.write("repoPackager: note: %s: pm-get 1.5 cannot compare a bare version (dependencies %s); "
+                         ">=X means the same to pm and to the original pm\n" % (origin, ", ".join(bare)))
     if problems and args.openos:
         message = "%s: the original OpenOS pm cannot read %s %s: %s" % (
             origin, manifest["package"], manifest["version"], "; ".join(problems))
