@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """repoPackager: build reproducible pm packages and the indexes of a repository.
 
-usage: repoPackager.py [-d DEST] [-p PROGRAMS_CFG] [-z] [SOURCE ...]
+usage: repoPackager.py [-d DEST] [-p PROGRAMS_CFG] [-z] [--openos [--warn]] [SOURCE ...]
 
 Each SOURCE is one of:
   * a package source tree: a directory holding `manifest` (JSON or an OpenOS Lua table),
@@ -21,20 +21,32 @@ Each SOURCE is one of:
 With no SOURCE and no -p, the current directory is the SOURCE.
 
 Output, in DEST (default ./packages, created when missing):
-  * NAME-VERSION.tar, or NAME-VERSION.tar.zst with -z;
+  * NAME-VERSION.tar, or NAME-VERSION.tar.zst with -z (NAME.tar with --openos);
   * index.msgpack.zst: the index pm reads (zstd-compressed msgpack);
   * index.json: the same index for people;
   * manifest: the OpenOS Lua index (as OpenOS pm-get reads it: each package's manifest
-    with its archiveName; the newest version of each package);
+    with its archiveName; the newest version of each package the original can read);
   every index entry carries the package file's size and sha256.
 Packages already in DEST's index are kept: a build adds packages or replaces the same
 name and version.  Every file is written under a temporary name and renamed into place;
 when any SOURCE fails, nothing is written.
 
 Packages are reproducible: identical input gives byte-identical files.  Members are
-sorted, named without ./, with ustar headers (pax only for a path ustar cannot hold),
-owner and group 0 with empty names, mtime SOURCE_DATE_EPOCH (default 0), modes
+sorted, named without ./, with ustar headers (a GNU ././@LongLink record before a GNU
+header for a name or link target over 100 bytes; never the ustar prefix field, never
+pax), owner and group 0 with empty names, mtime SOURCE_DATE_EPOCH (default 0), modes
 normalised (directories 0755, files 0755 when any execute bit is set, else 0644).
+CONTROL/manifest is always written as a Lua table literal (keys sorted; a key that is
+not a plain name, or is a Lua keyword, as ["key"]) that Lua 5.2/5.3's
+load("return " .. text) accepts, whether the source manifest is JSON or Lua; a leading
+UTF-8 byte-order mark of a source manifest is dropped.
+
+OpenOS: the Lua `manifest` index leaves out, with a note on stderr, every package the
+original OpenOS pm or pm-get cannot read as pm does: compressed ones (-z), ones with
+symbolic links (the original drops them), ones depending with a constraint other than
+oppm, =X, >=X or a bare X.  With --openos (a repository for OpenOS) any of these refuses
+the build (--warn: only warns), and packages are named NAME.tar as the upstream's
+installer expects (packages/pm.tar, pm_get.tar, libtar.tar): one version of each.
 
 Exit status: 0 done, 1 a SOURCE could not be built, 2 usage, 3 invalid input (a
 manifest or package that pm would refuse).
@@ -436,7 +448,10 @@ def tar_header(info):
     GNU header.  Never the ustar prefix field nor a pax header: that reader uses neither."""
     name = info.name + ("/" if info.type == tarfile.DIRTYPE and not info.name.endswith("/") else "")
     if len(name.encode("utf-8")) <= tarfile.LENGTH_NAME and len(info.linkname.encode("utf-8")) <= tarfile.LENGTH_LINK:
-        return info.tobuf(tarfile.USTAR_FORMAT, "utf-8", "strict")
+        try:
+            return info.tobuf(tarfile.USTAR_FORMAT, "utf-8", "strict")
+        except ValueError:          # a number too large for ustar: GNU's base-256 holds it
+            pass
     return info.tobuf(tarfile.GNU_FORMAT, "utf-8", "strict")
 
 
