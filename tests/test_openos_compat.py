@@ -434,3 +434,41 @@ def test_a_repository_repopackager_writes_works_from_pm_gets_sources_list(tmp_pa
     pm("update")
     pm("install", "tool")
     assert read(root, "/bin/tool") == "t"
+
+
+# -- package files added as they are ------------------------------------------------------------
+
+def foreign_package(path, manifest, names, fmt=tarfile.USTAR_FORMAT):
+    import io
+    with tarfile.open(path, "w", format=fmt) as tar:
+        for name, data in [("CONTROL/manifest", manifest)] + [(n, b"x") for n in names]:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return path
+
+
+def test_an_added_package_with_a_json_manifest_is_left_out_of_the_lua_index_and_refused_by_openos(tmp_path):
+    path = foreign_package(tmp_path / "j.tar", b'{"package": "j", "version": "1.0"}', ["DATA/j"])
+    result = package("-d", tmp_path / "repo", path)
+    assert "leaves out j-1.0.tar: its CONTROL/manifest is not a Lua table literal" in result.stderr
+    assert pm.LuaIndexParser((tmp_path / "repo/manifest").read_text()).parse() == {}
+    package("-d", tmp_path / "openos", "--openos", path, expect=1)
+
+
+def test_an_added_package_named_with_the_ustar_prefix_is_left_out_of_the_lua_index(tmp_path):
+    long_name = "DATA/" + "p" * 90 + "/" + "q" * 40
+    path = foreign_package(tmp_path / "u.tar", b'{package = "u", version = "1.0"}', [long_name])
+    with open(path, "rb") as f:
+        assert b"p" * 90 in f.read(2048)[1024 + 345:1024 + 500], "the ustar prefix field holds the directory"
+    result = package("-d", tmp_path / "repo", path)
+    assert "is named with the ustar prefix field" in result.stderr
+    assert pm.LuaIndexParser((tmp_path / "repo/manifest").read_text()).parse() == {}
+
+
+def test_an_added_package_with_a_pax_header_is_left_out_of_the_lua_index(tmp_path):
+    path = foreign_package(tmp_path / "x.tar", b'{package = "x", version = "1.0"}', ["DATA/" + "/".join(["x" * 100] * 3)],
+                           fmt=tarfile.PAX_FORMAT)
+    result = package("-d", tmp_path / "repo", path)
+    assert "pax header" in result.stderr
+    assert pm.LuaIndexParser((tmp_path / "repo/manifest").read_text()).parse() == {}
