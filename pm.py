@@ -3634,7 +3634,7 @@ class Source:
             self.kind, self.location = "http", url.rstrip("/")
             if url.startswith(GITHUB_PAGES):    # as pm-get reads it: the raw files of that tree
                 self.location = (GITHUB_RAW + self.location[len(GITHUB_PAGES):]).replace(
-                    "/tree/", "/", 1).replace("/blob/", "/", 1)
+                    "/tree/", "/").replace("/blob/", "/")
         elif parsed.scheme == "file" and parsed.netloc in ("", "localhost"):
             self.kind, self.location = "dir", urllib.parse.unquote(parsed.path)
         elif not parsed.scheme and url.startswith("/"):
@@ -3802,8 +3802,9 @@ def _checked_entry(raw, where: str, source: Source) -> dict:
     if digest is None and size is None and source.trusted:
         return {"filename": filename, "size": None, "sha256": None, "manifest": manifest}
     if digest is None or size is None:
-        hint = ("; pm-get's %s takes no options: list it as '[trusted=yes] %s' in a file of %s/, which "
-                "pm reads first" % (SOURCES_LIST, source.url, SOURCES_DIR)) if source.origin == SOURCES_LIST else ""
+        hint = "" if source.origin != SOURCES_LIST else (
+            "; %s is pm-get's file too: list it as '[trusted=yes] %s' in a file of %s/, which pm reads first"
+            % (SOURCES_LIST, source.url, SOURCES_DIR))
         raise InvalidInput("%s: no size and sha256 (mark the source [trusted=yes] to accept "
                            "an index without checksums%s)" % (label, hint))
     if not isinstance(size, int) or isinstance(size, bool) or not 0 <= size <= MAX_TOTAL_BYTES:

@@ -467,8 +467,8 @@ def test_an_added_package_named_with_the_ustar_prefix_is_left_out_of_the_lua_ind
 
 
 def test_an_added_package_with_a_pax_header_is_left_out_of_the_lua_index(tmp_path):
-    path = foreign_package(tmp_path / "x.tar", b'{package = "x", version = "1.0"}', ["DATA/" + "/".join(["x" * 100] * 3)],
-                           fmt=tarfile.PAX_FORMAT)
+    path = foreign_package(tmp_path / "x.tar", b'{package = "x", version = "1.0"}',
+                           ["DATA/" + "/".join(["x" * 100] * 3)], fmt=tarfile.PAX_FORMAT)
     result = package("-d", tmp_path / "repo", path)
     assert "pax header" in result.stderr
     assert pm.LuaIndexParser((tmp_path / "repo/manifest").read_text()).parse() == {}

@@ -631,7 +631,8 @@ def openos_problems(path, manifest):
             elif kind == b"2":
                 problems.append("%s is a symbolic link (the original neither extracts nor lists one)" % shown)
             elif kind not in (b"0", b"\0", b"5"):
-                problems.append("%s has tar type %r (the original reads types 0 and 5)" % (shown, kind.decode("latin-1")))
+                problems.append("%s has tar type %r (the original reads types 0 and 5)"
+                                % (shown, kind.decode("latin-1")))
             elif block[257:263] == b"ustar\0" and block[345:500].strip(b"\0"):
                 problems.append("%s is named with the ustar prefix field (the original reads it as %s)"
                                 % ((block[345:500].split(b"\0", 1)[0] + b"/" + name).decode("utf-8", "replace"), shown))
