@@ -545,8 +545,9 @@ class LuaLiteralParser:
                 level = self.long_bracket_level()
                 if level is not None:
                     self.long_string(level)
-                else:
-                    end = text.find("\n", self.pos)
+                else:                   # as Lua: a short comment ends at \n or \r
+                    end = min((e for e in (text.find("\n", self.pos), text.find("\r", self.pos)) if e >= 0),
+                              default=-1)
                     self.pos = n if end < 0 else end + 1
             else:
                 return
@@ -716,7 +717,7 @@ class LuaLiteralParser:
     def table(self, depth: int):
         text = self.text
         self.pos += 1
-        positional, keyed = [], {}
+        positional, keyed, nil_keys = [], {}, set()
         while True:
             self.skip_space()
             if self.pos >= len(text):
@@ -729,26 +730,40 @@ class LuaLiteralParser:
             value = self.value(depth)
             if key is _POSITIONAL:
                 positional.append(value)
-            elif value is not None:
-                if key in keyed:
+            else:
+                if key in keyed or key in nil_keys:     # Lua keeps the last: refused, nil or not
                     raise self.error("duplicate key %r" % (key,))
-                keyed[key] = value
+                if value is None:
+                    nil_keys.add(key)
+                else:
+                    keyed[key] = value
             self.skip_space()
             if self.pos < len(text) and text[self.pos] in ",;":
                 self.pos += 1
             elif self.pos < len(text) and text[self.pos] != "}":
                 raise self.error("expected ',' or '}'")
-        positional = [v for v in positional if v is not None]
+        if None in positional:          # as Lua: a nil leaves a hole at its index
+            for index, value in enumerate(positional, 1):
+                if index in keyed:
+                    raise self.error("duplicate key %r" % index)
+                if value is not None:
+                    keyed[index] = value
+            positional = []
         if not keyed:
             return positional if positional else {}
-        if not positional and all(isinstance(k, int) for k in keyed) and \
-                sorted(keyed) == list(range(1, len(keyed) + 1)):
-            return [keyed[k] for k in range(1, len(keyed) + 1)]
         for index, value in enumerate(positional, 1):
             if index in keyed:
                 raise self.error("duplicate key %r" % index)
             keyed[index] = value
-        return {str(k) if not isinstance(k, str) else k: v for k, v in keyed.items()}
+        if all(isinstance(k, int) for k in keyed) and sorted(keyed) == list(range(1, len(keyed) + 1)):
+            return [keyed[k] for k in range(1, len(keyed) + 1)]       # a sequence, however spelled
+        result = {}
+        for key, value in keyed.items():
+            name = key if isinstance(key, str) else str(key)
+            if name in result:          # [1] and ["1"] are two keys to Lua, one to pm
+                raise self.error("duplicate key %r" % name)
+            result[name] = value
+        return result
 
     def field_key(self, depth: int):
         """The key of a table field and the '=' after it, or _POSITIONAL for a bare value."""

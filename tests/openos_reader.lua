@@ -12,6 +12,8 @@
 -- usage:
 --   lua5.3 openos_reader.lua tar PACKAGE.tar   one line per header, then the manifest
 --   lua5.3 openos_reader.lua load FILE         the Lua table in FILE, as JSON
+--   lua5.3 openos_reader.lua loads FILE        each NUL-terminated text of FILE: a line of
+--                                              JSON, or "error <message>"
 -- Output lines (tab-separated):
 --   header <kind> <name> <size>          every header the reader meets
 --   member <kind> <name> <hex of data>   what the original extracts and lists (file, directory)
@@ -158,7 +160,20 @@ elseif mode == "load" and path then
   local value, reason = load_table(text)
   if not value then fail(reason) end
   io.write(json(value), "\n")
+elseif mode == "loads" and path then
+  local handle = io.open(path, "rb")
+  if not handle then fail("cannot open " .. path) end
+  local data = handle:read("a")
+  handle:close()
+  for text in data:gmatch("([^%z]*)%z") do
+    local value, reason = load_table(text)
+    if value then
+      io.write(json(value), "\n")
+    else
+      io.write("error\t", (tostring(reason):gsub("[\t\n]", " ")), "\n")
+    end
+  end
 else
-  io.stderr:write("usage: lua5.3 openos_reader.lua tar PACKAGE.tar | load FILE\n")
+  io.stderr:write("usage: lua5.3 openos_reader.lua tar PACKAGE.tar | load FILE | loads FILE\n")
   os.exit(2)
 end

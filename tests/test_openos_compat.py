@@ -351,7 +351,7 @@ def test_pm_refuses_a_package_whose_manifest_starts_with_a_bom_as_the_original_d
 LITERALS_LUA_REFUSES = ['{goto = 1}', '{end = 1}', '{package = "p", and = 1}', '{while = 1}', '{a = "x\ry"}',
                         '\ufeff{a = 1}', '{a = 1} return', '{["a"] = 1, function = 2}']
 LITERALS_LUA_LOADS = ['{["goto"] = 1}', '{["end"] = 1, ends = 2, _end = 3, END = 4}', "{a = 'x\\\ry'}",
-                      '{a = [[x\r\ny]]}', '{--[==[ c ]==] a = 1; [ [[k]] ] = 2,}', '{a = "\\z  \n  b"}']
+                      '{a = [[x\r\ny]]}', '{--c\ra = 1}', '{--[==[ c ]==] a = 1; [ [[k]] ] = 2,}', '{a = "\\z  \n  b"}']
 
 
 @pytest.mark.parametrize("text", LITERALS_LUA_REFUSES)
@@ -369,13 +369,24 @@ def test_pm_reads_what_lua_loads_as_lua_reads_it(text):
     assert as_lua_reads_it(pm.LuaLiteralParser(text).parse()) == lua_loads(text)
 
 
+def lua_loads_each(texts, tmp_path):
+    """load("return " .. text) of each text in one Lua process: values, or ValueError."""
+    batch = tmp_path / "texts"
+    batch.write_bytes(b"".join(t.encode() + b"\0" for t in texts))
+    proc = subprocess.run([LUA, str(HARNESS), "loads", str(batch)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert len(lines) == len(texts)
+    return [ValueError(line) if line.startswith("error\t") else json.loads(line) for line in lines]
+
+
 @needs_lua
 def test_pm_accepting_a_random_lua_manifest_implies_lua_loads_it_alike(tmp_path):
     import random
     chooser = random.Random(15)
     words = sorted(pm.LUA_KEYWORDS) + ["a", "b_1", "pkg", "x-y", "1a", ""]
     texts = []
-    for _ in range(200):
+    for _ in range(500):
         fields = []
         for _ in range(chooser.randint(0, 4)):
             key = chooser.choice(words)
@@ -383,12 +394,39 @@ def test_pm_accepting_a_random_lua_manifest_implies_lua_loads_it_alike(tmp_path)
             value = chooser.choice(['1', '"s"', "true", "{1, 2}", "[[long]]", "-0.5", "{k = 1}", "nil"])
             fields.append("%s = %s" % (spelled, value))
         texts.append("{" + ", ".join(fields) + "}")
-    for number, text in enumerate(texts):
+    accepted = []
+    for text in texts:
         try:
-            value = pm.LuaLiteralParser(text).parse()
+            accepted.append((text, pm.LuaLiteralParser(text).parse()))
         except pm.InvalidInput:
-            continue                 # refused by pm: whatever Lua does is fine
-        assert as_lua_reads_it(value) == lua_loads(text), text
+            pass                     # refused by pm: whatever Lua does is fine
+    for (text, value), loaded in zip(accepted, lua_loads_each([t for t, _ in accepted], tmp_path)):
+        assert as_lua_reads_it(value) == loaded, text
+
+
+TOKENS = ["{", "}", "=", ",", ";", "[", "]", '"a"', "'b'", "[[x]]", "[==[y]==]", "1", "-1", "0x10", "1e5", ".5",
+          "5.", "true", "false", "nil", "a", "end", "goto", "_x", "--c\n", "--[[c]]", " ", "\n", "\r", '"\\z  "',
+          '"\\x41"', '"\\065"', '"\\u{41}"', '"a\rb"', "-", "--", '"\\\n"', "#", "..", "1.5e", "0x", '"\\q"',
+          "\\", '"', "'", "[=[", "\f", "\v", "--[", "\r\n", "0x1p4", "1e+", "9223372036854775807",
+          "9223372036854775808", '"\\256"',
+          "[ [[k]] ]", '["k"]', "[1]", "[-1]", "[1.5]", "\ufeff", "nil,", '["1"]', "[2]"]
+
+
+@needs_lua
+def test_whatever_token_soup_pm_accepts_lua_loads_as_the_same_value(tmp_path):
+    import random
+    chooser = random.Random(1515)
+    accepted = []
+    for _ in range(20000):
+        text = "{" + "".join(chooser.choice(TOKENS) for _ in range(chooser.randint(0, 8))) + "}"
+        try:
+            accepted.append((text, pm.LuaLiteralParser(text).parse()))
+        except pm.InvalidInput:
+            pass
+    assert len(accepted) > 1000
+    for (text, value), loaded in zip(accepted, lua_loads_each([t for t, _ in accepted], tmp_path)):
+        assert not isinstance(loaded, ValueError), (text, loaded)
+        assert as_lua_reads_it(value) == loaded, text
 
 
 # -- pm-get's sources.list ----------------------------------------------------------------------
