@@ -560,8 +560,9 @@ class LuaLiteralParser:
                 level = self.long_bracket_level()
                 if level is not None:
                     self.long_string(level)
-                else:
-                    end = text.find("\n", self.pos)
+                else:                   # as Lua: a short comment ends at \n or \r
+                    end = min((e for e in (text.find("\n", self.pos), text.find("\r", self.pos)) if e >= 0),
+                              default=-1)
                     self.pos = n if end < 0 else end + 1
             else:
                 return
@@ -673,7 +674,7 @@ class LuaLiteralParser:
         text, quote = self.text, self.text[self.pos]
         i, out = self.pos + 1, []
         while True:
-            if i >= len(text) or text[i] == "\n":
+            if i >= len(text) or text[i] in "\r\n":      # as Lua: a raw end of line ends it
                 self.pos = i
                 raise self.error("unfinished string")
             c = text[i]
@@ -734,7 +735,7 @@ class LuaLiteralParser:
     def table(self, depth: int):
         text = self.text
         self.pos += 1
-        positional, keyed = [], {}
+        positional, keyed, nil_keys = [], {}, set()
         while True:
             self.skip_space()
             if self.pos >= len(text):
@@ -747,26 +748,40 @@ class LuaLiteralParser:
             value = self.value(depth)
             if key is _POSITIONAL:
                 positional.append(value)
-            elif value is not None:
-                if key in keyed:
+            else:
+                if key in keyed or key in nil_keys:     # Lua keeps the last: refused, nil or not
                     raise self.error("duplicate key %r" % (key,))
-                keyed[key] = value
+                if value is None:
+                    nil_keys.add(key)
+                else:
+                    keyed[key] = value
             self.skip_space()
             if self.pos < len(text) and text[self.pos] in ",;":
                 self.pos += 1
             elif self.pos < len(text) and text[self.pos] != "}":
                 raise self.error("expected ',' or '}'")
-        positional = [v for v in positional if v is not None]
+        if None in positional:          # as Lua: a nil leaves a hole at its index
+            for index, value in enumerate(positional, 1):
+                if index in keyed:
+                    raise self.error("duplicate key %r" % index)
+                if value is not None:
+                    keyed[index] = value
+            positional = []
         if not keyed:
             return positional if positional else {}
-        if not positional and all(isinstance(k, int) for k in keyed) and \
-                sorted(keyed) == list(range(1, len(keyed) + 1)):
-            return [keyed[k] for k in range(1, len(keyed) + 1)]
         for index, value in enumerate(positional, 1):
             if index in keyed:
                 raise self.error("duplicate key %r" % index)
             keyed[index] = value
-        return {str(k) if not isinstance(k, str) else k: v for k, v in keyed.items()}
+        if all(isinstance(k, int) for k in keyed) and sorted(keyed) == list(range(1, len(keyed) + 1)):
+            return [keyed[k] for k in range(1, len(keyed) + 1)]       # a sequence, however spelled
+        result = {}
+        for key, value in keyed.items():
+            name = key if isinstance(key, str) else str(key)
+            if name in result:          # [1] and ["1"] are two keys to Lua, one to pm
+                raise self.error("duplicate key %r" % name)
+            result[name] = value
+        return result
 
     def field_key(self, depth: int):
         """The key of a table field and the '=' after it, or _POSITIONAL for a bare value."""
@@ -791,6 +806,9 @@ class LuaLiteralParser:
             if text.startswith("=", self.pos) and not text.startswith("==", self.pos):
                 if word in ("true", "false", "nil"):
                     raise self.error("unexpected %r" % word)
+                if word in LUA_KEYWORDS:       # Lua refuses `end = 1`: a keyword is no name
+                    self.pos = start
+                    raise self.error("the Lua keyword %r cannot be a key; write [%r]" % (word, word))
                 self.pos += 1
                 return word
             self.pos = start if word in ("true", "false", "nil") else after
@@ -807,6 +825,8 @@ class LuaLiteralParser:
 
 
 _POSITIONAL = object()
+LUA_KEYWORDS = frozenset("and break do else elseif end false for function goto if in local nil not "
+                         "or repeat return then true until while".split())     # Lua 5.2 and 5.3
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$(?!\n)"
 CONFIG_PATH_PATTERN = r"^(?:/(?!\.\.?(?:/|$))[^/\x00-\x1f\x7f-\x9f]+)+/?$(?!\n)"
@@ -905,7 +925,10 @@ def parse_manifest(data: bytes) -> dict:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
         raise InvalidInput("manifest: not UTF-8 text") from None
-    text = text.lstrip("\ufeff")
+    if text.startswith("\ufeff"):
+        # Lua's load() refuses a byte-order mark, so the original OpenOS pm cannot read
+        # such a manifest: pm refuses it too (repoPackager drops it from its sources)
+        raise InvalidInput("manifest: starts with a UTF-8 byte-order mark (U+FEFF); save it without one")
     manifest = _parse_json_manifest(text)
     if manifest is None:
         manifest = LuaLiteralParser(text).parse()
@@ -3762,6 +3785,8 @@ def resolve_requests(pool: Pool, requests: list, upgrade=(), pre: bool = False,
 
 SOURCES_LIST = "/etc/pm/sources.list"
 SOURCES_DIR = "/etc/pm/sources.list.d"
+SOURCES_FILES = SOURCES_DIR + "/*.list or " + SOURCES_LIST     # where pm looks, in that order
+GITHUB_PAGES, GITHUB_RAW = "https://github.com/", "https://raw.githubusercontent.com/"   # as pm-get maps them
 CACHE_DIR = "/var/cache/pm"
 INDEX_CACHE_DIR = CACHE_DIR + "/indexes"
 PACKAGE_CACHE_DIR = CACHE_DIR + "/packages"
@@ -3782,13 +3807,17 @@ class Source:
     number, hex, its index must be signed by; None when not pinned)."""
 
     def __init__(self, url: str, trusted: bool = False, transient: bool = False, where: str = "",
-                 signed_by: str | None = None):
+                 signed_by: str | None = None, origin: str = ""):
         import urllib.parse
         self.url, self.trusted, self.transient = url, trusted, transient
         self.signed_by = signed_by.lower() if signed_by else None
+        self.origin = origin        # the sources file that lists it ("" for --repository)
         parsed = urllib.parse.urlsplit(url)
         if parsed.scheme in ("http", "https") and parsed.netloc:
             self.kind, self.location = "http", url.rstrip("/")
+            if url.startswith(GITHUB_PAGES):    # as pm-get reads it: the raw files of that tree
+                self.location = (GITHUB_RAW + self.location[len(GITHUB_PAGES):]).replace(
+                    "/tree/", "/").replace("/blob/", "/")
         elif parsed.scheme == "file" and parsed.netloc in ("", "localhost"):
             self.kind, self.location = "dir", urllib.parse.unquote(parsed.path)
         elif not parsed.scheme and url.startswith("/"):
@@ -3813,16 +3842,19 @@ class Source:
 
 
 def read_sources(root: Root, extra=()) -> list:
-    """The sources of the root, in order: etc/pm/sources.list, then each
-    etc/pm/sources.list.d/*.list by name, then ``extra`` URLs (--repository, taken
-    relative to the working directory).  Lines are ``[OPTION ...] URL``, the options
-    ``trusted=yes|no`` and ``signed-by=KEYNUM``; ``#`` starts a comment.  A malformed
-    line is InvalidInput naming the file and line."""
-    files = [SOURCES_LIST]
+    """The sources of the root, in order: each etc/pm/sources.list.d/*.list by name, then
+    etc/pm/sources.list (which OpenOS pm-get also reads: one repository URL a line, each
+    holding a Lua ``manifest`` index), then ``extra`` URLs (--repository, taken relative
+    to the working directory).  Lines are ``[OPTION ...] URL``, the options
+    ``trusted=yes|no`` and ``signed-by=KEYNUM``; ``#`` starts a comment; the first file
+    listing a repository gives its options.  A malformed line is InvalidInput naming the
+    file and line."""
+    files = []
     try:
         files += [SOURCES_DIR + "/" + n for n in sorted(root.listdir(SOURCES_DIR)) if n.endswith(".list")]
     except (FileNotFoundError, NotADirectoryError):
         pass
+    files.append(SOURCES_LIST)
     sources, seen = [], set()
     for path in files:
         try:
@@ -3832,7 +3864,7 @@ def read_sources(root: Root, extra=()) -> list:
         if data is None:
             continue
         for number, line in enumerate(data.decode("utf-8", "replace").splitlines(), 1):
-            source = _source_line(line, "%s line %d: " % (root.host_path(path), number))
+            source = _source_line(line, "%s line %d: " % (root.host_path(path), number), path)
             if source is not None and source.location not in seen:
                 seen.add(source.location)
                 sources.append(source)
@@ -3846,7 +3878,7 @@ def read_sources(root: Root, extra=()) -> list:
     return sources
 
 
-def _source_line(line: str, where: str):
+def _source_line(line: str, where: str, origin: str = ""):
     line = line.split("#", 1)[0].strip()
     if not line:
         return None
@@ -3868,7 +3900,8 @@ def _source_line(line: str, where: str):
     if options.get("trusted") == "yes" and "signed-by" in options:
         raise UsageError(where + "signed-by= and trusted=yes contradict each other: a source is either "
                          "pinned to a key or accepted unsigned")
-    return Source(line, trusted=options.get("trusted") == "yes", where=where, signed_by=options.get("signed-by"))
+    return Source(line, trusted=options.get("trusted") == "yes", where=where, signed_by=options.get("signed-by"),
+                  origin=origin)
 
 
 # -- signatures and trust --------------------------------------------------------------
@@ -4339,8 +4372,11 @@ def _checked_entry(raw, where: str, source: Source) -> dict:
     if digest is None and size is None and source.trusted:
         return {"filename": filename, "size": None, "sha256": None, "manifest": manifest}
     if digest is None or size is None:
+        hint = "" if source.origin != SOURCES_LIST else (
+            "; %s is pm-get's file too: list it as '[trusted=yes] %s' in a file of %s/, which pm reads first"
+            % (SOURCES_LIST, source.url, SOURCES_DIR))
         raise InvalidInput("%s: no size and sha256 (mark the source [trusted=yes] to accept "
-                           "an index without checksums)" % label)
+                           "an index without checksums%s)" % (label, hint))
     if not isinstance(size, int) or isinstance(size, bool) or not 0 <= size <= MAX_TOTAL_BYTES:
         raise InvalidInput("%s: bad size %r" % (label, size))
     if not _matches(SHA256_PATTERN, digest):
@@ -4480,7 +4516,8 @@ def source_entries(root: Root, source: Source, out: Output, trust: Trust | None 
         return fetch_index(source, out, trust)
     entries = cached_index(root, source, trust, out)
     if entries is None:
-        out.warn("no index of %s in the cache; run pm update" % source.url)
+        out.warn("no index of %s in the cache; run pm update%s" % (
+            source.url, " (it is listed in %s)" % source.origin if source.origin else ""))
         return []
     return entries
 
@@ -4496,7 +4533,7 @@ def update_sources(root: Root, sources: list, out: Output, dry_run: bool, sync: 
     trust = Trust(root)
     for source in sources:
         report = {"url": source.url, "kind": source.kind, "packages": None, "error": None,
-                  "exit_code": EXIT_OK, "serial": None, "signed_by": None}
+                  "exit_code": EXIT_OK, "serial": None, "signed_by": None, "origin": source.origin}
         try:
             entries, record = fetch_checked_index(source, out, trust)
             report["packages"] = len(entries)
@@ -6514,7 +6551,7 @@ def install_packages(session: Session, specs: list, dry_run: bool = False,
             for request in requests:
                 if not pool.knows(request.name):
                     raise Refused("no source offers a package named %s%s" % (request.name, "" if sources else
-                                  " (no sources are configured in %s)" % SOURCES_LIST))
+                                  " (no sources are configured in %s)" % SOURCES_FILES))
             if no_deps:
                 chosen = _newest_allowed(pool, requests, pre)
                 explicit = set(chosen)
@@ -6610,7 +6647,7 @@ def upgrade_packages(session: Session, names=(), dry_run: bool = False, pre: boo
             db = session.read_db()
         sources = read_sources(session.root, session.extra_sources)
         if not sources:
-            session.out.say("no sources are configured in %s; nothing to upgrade" % SOURCES_LIST)
+            session.out.say("no sources are configured in %s; nothing to upgrade" % SOURCES_FILES)
 
         def choose(db):
             for name in names:
@@ -6665,7 +6702,10 @@ def cmd_autoremove(session: Session, args) -> int:
 def cmd_update(session: Session, args) -> int:
     sources = read_sources(session.root, session.extra_sources)
     if not sources:
-        session.out.say("no sources are configured in %s" % SOURCES_LIST)
+        session.out.say("no sources are configured in %s" % SOURCES_FILES)
+    for origin in dict.fromkeys(s.origin for s in sources if s.origin):
+        listed = [s for s in sources if s.origin == origin]
+        session.out.say("sources from %s: %s" % (session.root.host_path(origin), ", ".join(s.url for s in listed)))
     reports = update_sources(session.root, sources, session.out, args.dry_run, session.sync,
                              lock=None if args.dry_run else lambda: session.write_db("update"))
     for report in reports:
@@ -6756,7 +6796,7 @@ def cmd_search(session: Session, args) -> int:
     db = session.read_db()
     sources = read_sources(session.root, session.extra_sources)
     if not sources:
-        session.out.say("no sources are configured in %s" % SOURCES_LIST)
+        session.out.say("no sources are configured in %s" % SOURCES_FILES)
     pool = build_pool(session.root, db, session.out, sources)
     words = [w.lower() for w in args.text]
     rows = []

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """repoPackager: build reproducible pm packages and the indexes of a repository.
 
-usage: repoPackager.py [-d DEST] [-p PROGRAMS_CFG] [-z] [--sign KEY.sec] [--valid-for DAYS] [SOURCE ...]
+usage: repoPackager.py [-d DEST] [-p PROGRAMS_CFG] [-z] [--openos [--warn]] [--sign KEY.sec]
+                       [--valid-for DAYS] [SOURCE ...]
        repoPackager.py --generate-key BASENAME
 
 Each SOURCE is one of:
@@ -22,11 +23,11 @@ Each SOURCE is one of:
 With no SOURCE and no -p, the current directory is the SOURCE.
 
 Output, in DEST (default ./packages, created when missing):
-  * NAME-VERSION.tar, or NAME-VERSION.tar.zst with -z;
+  * NAME-VERSION.tar, or NAME-VERSION.tar.zst with -z (NAME.tar with --openos);
   * index.msgpack.zst: the index pm reads (zstd-compressed msgpack);
   * index.json: the same index for people;
   * manifest: the OpenOS Lua index (as OpenOS pm-get reads it: each package's manifest
-    with its archiveName; the newest version of each package);
+    with its archiveName; the newest version of each package the original can read);
   every index entry carries the package file's size and sha256.  index.msgpack.zst and
   index.json are a map: "format" (1), "packages" (the entries: filename, size, sha256,
   manifest), "serial" (an integer, one more than the serial of the index replaced in
@@ -44,9 +45,21 @@ name and version.  Every file is written under a temporary name and renamed into
 when any SOURCE fails, nothing is written.
 
 Packages are reproducible: identical input gives byte-identical files.  Members are
-sorted, named without ./, with ustar headers (pax only for a path ustar cannot hold),
-owner and group 0 with empty names, mtime SOURCE_DATE_EPOCH (default 0), modes
+sorted, named without ./, with ustar headers (a GNU ././@LongLink record before a GNU
+header for a name or link target over 100 bytes; never the ustar prefix field, never
+pax), owner and group 0 with empty names, mtime SOURCE_DATE_EPOCH (default 0), modes
 normalised (directories 0755, files 0755 when any execute bit is set, else 0644).
+CONTROL/manifest is always written as a Lua table literal (keys sorted; a key that is
+not a plain name, or is a Lua keyword, as ["key"]) that Lua 5.2/5.3's
+load("return " .. text) accepts, whether the source manifest is JSON or Lua; a leading
+UTF-8 byte-order mark of a source manifest is dropped.
+
+OpenOS: the Lua `manifest` index leaves out, with a note on stderr, every package the
+original OpenOS pm or pm-get cannot read as pm does: compressed ones (-z), ones with
+symbolic links (the original drops them), ones depending with a constraint other than
+oppm, =X, >=X or a bare X.  With --openos (a repository for OpenOS) any of these refuses
+the build (--warn: only warns), and packages are named NAME.tar as the upstream's
+installer expects (packages/pm.tar, pm_get.tar, libtar.tar): one version of each.
 
 Exit status: 0 done, 1 a SOURCE could not be built, 2 usage, 3 invalid input (a
 manifest or package that pm would refuse).
@@ -170,7 +183,7 @@ def read_tree(directory):
     with open(manifest_path, "rb") as f:
         data = f.read(pm.MAX_MANIFEST_BYTES + 1)
     manifest = checked_manifest(data, manifest_path)
-    content = Content(origin, manifest, data)
+    content = Content(origin, *manifest_text(manifest, manifest_path))
     if os.path.isdir(control):
         for name in sorted(os.listdir(control)):
             path = os.path.join(control, name)
@@ -190,7 +203,24 @@ def read_tree(directory):
     return content
 
 
+BOM = b"\xef\xbb\xbf"
+
+
+def manifest_text(manifest, where):
+    """(manifest, bytes) of CONTROL/manifest: always a Lua table literal that Lua 5.2 and
+    5.3 ``load("return " .. text)`` accept (the original OpenOS pm reads a manifest so),
+    keys sorted, whatever the source's syntax; the manifest is the one those bytes read
+    back as (Lua has one empty table for an empty list and an empty map)."""
+    try:
+        data = (lua_literal(manifest) + "\n").encode("utf-8")
+    except ValueError as e:
+        raise pm.InvalidInput("%s: %s" % (where, e)) from None
+    return checked_manifest(data, where), data
+
+
 def checked_manifest(data, where):
+    if data.startswith(BOM):        # a source may have one; what repoPackager writes never does
+        data = data[len(BOM):]
     try:
         return pm.parse_manifest(data)
     except pm.InvalidInput as e:
@@ -228,8 +258,7 @@ def read_openos(manifest_path, files_json):
                     config.append("/" + target[len("DATA/"):] + "/" + os.path.basename(path))
     if config:
         manifest["configFiles"] = list(dict.fromkeys(config))
-    data = lua_literal(manifest).encode()
-    content = Content(manifest_path, checked_manifest(data, manifest_path), data)
+    content = Content(manifest_path, *manifest_text(manifest, manifest_path))
     for path, target in placed:
         add_into(content, path, target)
     return content
@@ -304,8 +333,7 @@ def read_programs(programs_cfg):
                     config.append("/" + target[len("DATA/"):] + "/" + os.path.basename(path))
         if config:
             manifest["configFiles"] = sorted(set(config))
-        manifest_bytes = lua_literal(manifest).encode()
-        content = Content(where, checked_manifest(manifest_bytes, where), manifest_bytes)
+        content = Content(where, *manifest_text(manifest, where))
         for path, target in placed:
             add_into(content, path, target)
         contents.append(content)
@@ -401,10 +429,7 @@ def write_tar(out, content, mtime):
             info.type, info.linkname = tarfile.SYMTYPE, entry.link
         else:
             info.type, info.size = tarfile.REGTYPE, entry.size
-        try:
-            header = info.tobuf(tarfile.USTAR_FORMAT, "utf-8", "strict")
-        except ValueError:             # a path or link ustar cannot hold
-            header = info.tobuf(tarfile.PAX_FORMAT, "utf-8", "strict")
+        header = tar_header(info)
         out.write(header)
         written += len(header)
         if entry.kind == "f":
@@ -429,6 +454,20 @@ def write_tar(out, content, mtime):
     out.write(b"\0" * end)
 
 
+def tar_header(info):
+    """The header blocks of one member, as the original OpenOS tar reader reads them: a
+    name (or link target) that fits the 100-byte name field goes there in a ustar header;
+    a longer one in a GNU ././@LongLink record (type L, or K for a link target) before a
+    GNU header.  Never the ustar prefix field nor a pax header: that reader uses neither."""
+    name = info.name + ("/" if info.type == tarfile.DIRTYPE and not info.name.endswith("/") else "")
+    if len(name.encode("utf-8")) <= tarfile.LENGTH_NAME and len(info.linkname.encode("utf-8")) <= tarfile.LENGTH_LINK:
+        try:
+            return info.tobuf(tarfile.USTAR_FORMAT, "utf-8", "strict")
+        except ValueError:          # a number too large for ustar: GNU's base-256 holds it
+            pass
+    return info.tobuf(tarfile.GNU_FORMAT, "utf-8", "strict")
+
+
 def temporary(dest, name):
     """A new temporary file in ``dest`` (binary, open for writing) for ``name``."""
     fd, path = tempfile.mkstemp(dir=dest, prefix="." + name + ".", suffix=".tmp")
@@ -436,10 +475,16 @@ def temporary(dest, name):
     return os.fdopen(fd, "w+b"), path
 
 
-def build(content, dest, compress, mtime):
+def package_filename(name, version, suffix, openos):
+    """NAME-VERSION.tar, or with --openos the upstream's NAME.tar (its installer fetches
+    packages/pm.tar, pm_get.tar and libtar.tar)."""
+    return "%s%s" % (name, suffix) if openos else "%s-%s%s" % (name, version, suffix)
+
+
+def build(content, dest, compress, mtime, openos=False):
     """Write the package into a temporary file in ``dest``; returns (file name,
     temporary path, size, sha256), checked by pm as a node would check it."""
-    filename = "%s-%s.tar%s" % (content.name, content.version, ".zst" if compress else "")
+    filename = package_filename(content.name, content.version, ".tar.zst" if compress else ".tar", openos)
     if not pm._matches(pm.FILENAME_PATTERN, filename):
         raise BuildError("%s: %s is not a usable file name" % (content.origin, filename))
     out, path = temporary(dest, filename)
@@ -481,6 +526,10 @@ def lua_literal(value, indent=""):
     if isinstance(value, int):
         return str(value)
     if isinstance(value, float):
+        if value != value:
+            raise ValueError("NaN cannot be written in a Lua table literal")
+        if value in (float("inf"), float("-inf")):
+            return "1e999" if value > 0 else "-1e999"     # Lua reads an overflowing number as inf
         return repr(value)
     if isinstance(value, str):
         return lua_string(value)
@@ -495,8 +544,7 @@ def lua_literal(value, indent=""):
     raise TypeError("cannot write %r as Lua" % (value,))
 
 
-LUA_KEYWORDS = frozenset("and break do else elseif end false for function goto if in local nil not "
-                         "or repeat return then true until while".split())
+LUA_KEYWORDS = pm.LUA_KEYWORDS
 
 
 def lua_key(key):
@@ -534,6 +582,94 @@ def write_atomically(dest, name, data):
         raise
 
 
+# -- what the original OpenOS pm and pm-get can read ---------------------------------------------
+#
+# Facts of the original (AR2000AR/openComputers_codes, pm 1.x and pm-get 1.5): its tar
+# reader takes a member's name from the 100-byte name field or from a preceding GNU
+# ././@LongLink record (type L), never from the ustar prefix field; it checks a header's
+# checksum over bytes 0-147 and 156-499; it extracts types 0, NUL and 5 only (a symbolic
+# link is neither extracted nor listed, a pax header is taken for a member); it reads
+# plain tar only; it loads CONTROL/manifest with load("return " .. text).  pm reads a
+# dependency's constraint as its first [<>=] character (none meaning >=) and the digits
+# after it; pm-get knows "oppm", "" and constraints starting with > or = and raises an
+# error on anything else.
+
+def openos_constraint(text):
+    """Whether the original pm and pm-get read the constraint as pm does: oppm, =X, >=X, X."""
+    if text == pm.UNVERSIONED:
+        return True
+    version = text[2:] if text.startswith(">=") else text[1:] if text.startswith("=") else text
+    if not version[:1].isdigit() or version != version.strip():
+        return False
+    try:
+        pm.Version.parse(version)
+    except pm.InvalidInput:
+        return False
+    return True
+
+
+def openos_problems(path, manifest):
+    """What keeps the original OpenOS pm or pm-get from reading the package file at
+    ``path`` (with that manifest) as pm reads it: a list of reasons, empty when none."""
+    problems = ["it depends on %s %r (the original knows oppm, =X, >=X and X)" % (name, constraint)
+                for name, constraint in sorted(manifest.get("dependencies", {}).items())
+                if not openos_constraint(constraint)]
+    with open(path, "rb") as f:
+        magic = f.read(4)
+        if magic[:2] == b"\x1f\x8b" or magic == b"\x28\xb5\x2f\xfd":
+            return problems + ["it is %s-compressed (the original reads plain tar)"
+                               % ("gzip" if magic[:2] == b"\x1f\x8b" else "zstd")]
+        f.seek(0)
+        long_name, manifest_text_seen = None, None
+        while True:
+            block = f.read(512)
+            if len(block) < 512:
+                break
+            if sum(block[:148]) + sum(block[156:500]) + 256 <= 256:
+                continue                          # the original skips empty blocks
+            size = pm._tar_number(block[124:136], "size")
+            data_size = size + (-size % 512)
+            kind = block[156:157]
+            if kind in (b"L", b"K"):
+                long_name = f.read(data_size)[:size].split(b"\0", 1)[0]
+                continue
+            name = long_name if long_name is not None else block[:100].split(b"\0", 1)[0]
+            long_name = None
+            shown = name.decode("utf-8", "replace")
+            stored = pm._tar_number(block[148:156], "checksum")
+            if stored != sum(block[:148]) + 256 + sum(block[156:500]):
+                problems.append("the header of %s has a checksum the original computes otherwise" % shown)
+            if kind in (b"x", b"g"):
+                problems.append("it has a pax header (the original takes it for a member)")
+            elif kind == b"2":
+                problems.append("%s is a symbolic link (the original neither extracts nor lists one)" % shown)
+            elif kind not in (b"0", b"\0", b"5"):
+                problems.append("%s has tar type %r (the original reads types 0 and 5)"
+                                % (shown, kind.decode("latin-1")))
+            elif block[257:263] == b"ustar\0" and block[345:500].strip(b"\0"):
+                problems.append("%s is named with the ustar prefix field (the original reads it as %s)"
+                                % ((block[345:500].split(b"\0", 1)[0] + b"/" + name).decode("utf-8", "replace"), shown))
+            if name == b"CONTROL/manifest" and kind in (b"0", b"\0") and size <= pm.MAX_MANIFEST_BYTES:
+                manifest_text_seen = f.read(data_size)[:size]
+            else:
+                f.seek(data_size, 1)
+    if manifest_text_seen is None:
+        problems.append("the original finds no CONTROL/manifest in it")
+    elif not lua_loads(manifest_text_seen):
+        problems.append("its CONTROL/manifest is not a Lua table literal (the original loads it with Lua)")
+    return problems
+
+
+def lua_loads(data):
+    """Whether Lua's load("return " .. text) gives a table for these bytes, as far as pm's
+    Lua-literal parser (which refuses whatever Lua refuses) tells."""
+    try:
+        pm.LuaLiteralParser(data.decode("utf-8")).parse()
+    except (pm.InvalidInput, UnicodeDecodeError):
+        return False
+    return True
+
+
 # -- the repository index --------------------------------------------------------------------
 
 class Quiet(pm.Output):
@@ -568,9 +704,12 @@ def existing_entries(dest):
     return kept
 
 
-def index_documents(entries, meta=None):
+def index_documents(entries, meta=None, unreadable=None):
     """(index.msgpack.zst, index.json, manifest) bytes for the entries; ``meta`` (serial,
-    valid_until) goes into the first two."""
+    valid_until) goes into the first two.  The Lua ``manifest`` lists the newest version
+    of each package among those the original OpenOS pm can read: ``unreadable`` maps the
+    file name of each other one to its reasons, and each one left out is told on stderr."""
+    unreadable = unreadable or {}
     entries = sorted(entries, key=lambda e: (e["manifest"]["package"], pm.Version.parse(e["manifest"]["version"]).key,
                                              e["filename"]))
     document = dict(meta or {}, format=pm.INDEX_FORMAT, packages=entries)
@@ -580,6 +719,11 @@ def index_documents(entries, meta=None):
     compressed = zstd.ZstdCompressor(level=ZSTD_LEVEL, write_content_size=True, threads=0).compress(packed)
     newest = {}
     for entry in entries:                      # sorted: the last of a name is its newest
+        reasons = unreadable.get(entry["filename"])
+        if reasons:
+            sys.stderr.write("repoPackager: note: the OpenOS index (%s) leaves out %s: %s\n"
+                             % (pm.INDEX_LUA, entry["filename"], "; ".join(reasons)))
+            continue
         version = pm.Version.parse(entry["manifest"]["version"])
         name = entry["manifest"]["package"]
         if name not in newest or not version.prerelease or pm.Version.parse(
@@ -751,6 +895,12 @@ def parse_arguments(argv):
     parser.add_argument("--valid-for", type=int, metavar="DAYS",
                         help="the index's valid_until is this many days from now (default with --sign: %d)"
                              % DEFAULT_VALID_DAYS)
+    parser.add_argument("--openos", action="store_true",
+                        help="an OpenOS repository: packages are named NAME.tar, as the upstream's installer "
+                             "expects, and what the original OpenOS pm or pm-get cannot read (symbolic links, "
+                             "constraints other than oppm, =X, >=X or X, compressed packages) is refused")
+    parser.add_argument("--warn", action="store_true",
+                        help="with --openos: only warn about what the original cannot read")
     parser.add_argument("sources", nargs="*", metavar="SOURCE",
                         help="package source trees, OpenOS projects, programs.cfg files, package files, "
                              "or folders of them (default: the current directory)")
@@ -769,6 +919,8 @@ def main(argv=None):
 
 
 def run(args):
+    if args.warn and not args.openos:
+        raise pm.UsageError("--warn goes with --openos")
     if args.generate_key:
         if args.sign or args.sources or args.programs:
             raise pm.UsageError("--generate-key writes a key and exits: give it alone")
@@ -806,7 +958,7 @@ def run(args):
             contents.extend(read_programs(item[1]))
         else:
             files.append(item[1])
-    built, new_entries, names = [], [], {}
+    built, new_entries, names, unreadable = [], [], {}, {}
     try:
         for content in contents:
             key = (content.name, pm.Version.parse(content.version).key)
@@ -814,12 +966,13 @@ def run(args):
                 raise BuildError("%s %s comes from both %s and %s" % (content.name, content.version,
                                                                      names[key], content.origin))
             names[key] = content.origin
-            filename, path, size, digest = build(content, dest, args.zstd, mtime)
+            filename, path, size, digest = build(content, dest, args.zstd, mtime, args.openos)
             built.append((path, filename))
+            unreadable[filename] = openos_check(args, path, content.manifest, content.origin)
             new_entries.append({"filename": filename, "size": size, "sha256": digest, "manifest": content.manifest})
         for path in files:
             package = read_package_file(path)
-            filename = "%s-%s%s" % (package.name, package.version, package_suffix(path))
+            filename = package_filename(package.name, package.version, package_suffix(path), args.openos)
             out, temporary_path = temporary(dest, filename)
             with out, open(path, "rb") as f:
                 while True:
@@ -828,14 +981,25 @@ def run(args):
                         break
                     out.write(chunk)
             built.append((temporary_path, filename))
+            unreadable[filename] = openos_check(args, temporary_path, package.manifest, path)
             size, digest = file_digest(temporary_path)
             new_entries.append({"filename": filename, "size": size, "sha256": digest, "manifest": package.manifest})
+        new_files = {}
+        for entry in new_entries:
+            if entry["filename"] in new_files:      # --openos: one file name for every version
+                raise BuildError("%s %s and %s %s would both be written as %s" % (
+                    new_files[entry["filename"]]["manifest"]["package"], new_files[entry["filename"]]["manifest"][
+                        "version"], entry["manifest"]["package"], entry["manifest"]["version"], entry["filename"]))
+            new_files[entry["filename"]] = entry
         replaced = {(e["manifest"]["package"], pm.Version.parse(e["manifest"]["version"]).key) for e in new_entries}
-        entries = [e for e in existing_entries(dest) if (e["manifest"]["package"], pm.Version.parse(
-            e["manifest"]["version"]).key) not in replaced] + new_entries
+        kept = [e for e in existing_entries(dest) if (e["manifest"]["package"], pm.Version.parse(
+            e["manifest"]["version"]).key) not in replaced and e["filename"] not in new_files]
+        for entry in kept:
+            unreadable[entry["filename"]] = openos_problems(os.path.join(dest, entry["filename"]), entry["manifest"])
+        entries = kept + new_entries
         meta = index_metadata(dest, args.valid_for if args.valid_for is not None else
                               DEFAULT_VALID_DAYS if signing_key else None)
-        documents = index_documents(entries, meta)
+        documents = index_documents(entries, meta, unreadable)
         signatures = [signing_key.sign(data) if signing_key else None for data in documents[:2]]
     except BaseException:
         for path, _ in built:
@@ -858,6 +1022,23 @@ def run(args):
     sys.stderr.write("repoPackager: %d package%s built or added; the index of %s lists %d\n" % (
         len(new_entries), "" if len(new_entries) == 1 else "s", args.destination, len(entries)))
     return pm.EXIT_OK
+
+
+def openos_check(args, path, manifest, origin):
+    """The reasons the original OpenOS pm cannot read the package at ``path``; with
+    --openos, any reason refuses it (BuildError), or with --warn is told on stderr."""
+    problems = openos_problems(path, manifest)
+    bare = sorted(n for n, c in manifest.get("dependencies", {}).items() if c[:1].isdigit())
+    if bare and args.openos:       # read alike by the original pm (as >=X), but pm-get 1.5 raises on it
+        sys.stderr.write("repoPackager: note: %s: pm-get 1.5 cannot compare a bare version (dependencies %s); "
+                         ">=X means the same to pm and to the original pm\n" % (origin, ", ".join(bare)))
+    if problems and args.openos:
+        message = "%s: the original OpenOS pm cannot read %s %s: %s" % (
+            origin, manifest["package"], manifest["version"], "; ".join(problems))
+        if not args.warn:
+            raise BuildError(message + " (--warn builds it anyway)")
+        sys.stderr.write("repoPackager: warning: %s\n" % message)
+    return problems
 
 
 def package_suffix(path):
