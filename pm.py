@@ -99,6 +99,8 @@ MAX_TOTAL_BYTES = 256 << 30           # all files of one package
 MAX_EXPANSION_RATIO = 200             # decompressed / compressed, past the allowance below
 EXPANSION_ALLOWANCE = 64 << 20        # small packages may compress better than the ratio
 COPY_CHUNK = 1 << 20                  # bytes read from an archive at a time
+MAX_READ_RETRIES = 200                # times a reader starts again because a writer committed meanwhile
+READ_RETRY_WAIT = 60.0                # seconds a reader waits for a writer's transaction to end
 
 # Limits on what a repository index may hold (SPEC §10): an index comes from the network
 # and is as hostile as a package.  Real indexes list thousands of packages, not millions.
@@ -108,6 +110,11 @@ MAX_INDEX_ITEMS = 20_000_000          # values in an OpenOS Lua index (about 10 
 
 # Names pm reserves for its own staging files beside their targets; packages may not use them.
 STAGING_PREFIX = ".~pm."
+# pm's own state (database, journal, lock, kept scripts, ODA) and cache directories under
+# the root: no package may ship anything at or below them, as dpkg refuses its admin dir.
+RESERVED_DIRS = ("/var/lib/pm", "/var/cache/pm")
+# The suffix of the packaged version of a config file kept beside a modified one.
+CONFIG_NEW_SUFFIX = ".pm-new"
 
 
 # =============================================================================
@@ -219,14 +226,14 @@ class FaultInjector:
     Unset, a step costs one increment.
     """
 
-    ERRORS = {"ENOSPC": errno.ENOSPC, "EIO": errno.EIO}
+    ERRORS = {"ENOSPC": errno.ENOSPC, "EIO": errno.EIO, "EBUSY": errno.EBUSY, "EPERM": errno.EPERM}
 
     def __init__(self, spec: str, count_file: str | None):
         self.action, self.n, self.kind = None, 0, None
         if spec:
             parts = spec.split(":")
             if len(parts) not in (2, 3) or (parts[0] != "kill" and parts[0] not in self.ERRORS):
-                raise UsageError("PM_FAULT must be kill|ENOSPC|EIO:N[:KIND]")
+                raise UsageError("PM_FAULT must be kill|ENOSPC|EIO|EBUSY|EPERM:N[:KIND]")
             self.action, self.n = parts[0], int(parts[1])
             self.kind = parts[2] if len(parts) == 3 else None
         self.counts: dict[str, int] = {}
@@ -1278,6 +1285,9 @@ def open_tar_stream(raw):
 PACKAGE_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.zst", ".tzst")
 
 
+_RESERVED_PREFIXES = tuple(d + "/" for d in RESERVED_DIRS)
+
+
 class Package:
     """A package archive that passed every check of SPEC §15.
 
@@ -1341,6 +1351,9 @@ class Package:
                 if where == "DATA":
                     if name in seen:
                         raise self.fail("duplicate member %s" % name)
+                    if (name + "/").startswith(_RESERVED_PREFIXES):
+                        raise self.fail("%s is in pm's own directory %s; no package may ship files there"
+                                        % (name, next(d for d in RESERVED_DIRS if (name + "/").startswith(d + "/"))))
                     if kind == "f":
                         if entry.size > MAX_MEMBER_BYTES:
                             raise self.fail("member %s is larger than %d bytes" % (name, MAX_MEMBER_BYTES))
@@ -1387,6 +1400,10 @@ class Package:
         self.version = Version.parse(self.manifest["version"])
         if late_config:
             self.config_digests = self._config_digests_second_pass(is_config)
+        for path in self.config_digests:
+            if path + CONFIG_NEW_SUFFIX in seen:
+                raise self.fail("%s is a member, but pm keeps the packaged version of the config file "
+                                "%s there" % (path + CONFIG_NEW_SUFFIX, path))
 
     @staticmethod
     def _digest(reader: TarReader) -> bytes:
@@ -1540,6 +1557,12 @@ class UnsafePath(InvalidInput):
         return cls("%s is a symbolic link in the root; pm does not write through it" % path)
 
 
+def dir_mode_matches(st_mode: int, mode: int) -> bool:
+    """Whether a directory's mode on disk is the ``mode`` recorded for it (or that mode
+    with the group write pm adds to the directories it creates for a shared area)."""
+    return stat.S_IMODE(st_mode) in (mode, mode | 0o020)
+
+
 def shared_dir_mode(mode: int) -> int:
     """The mode for a directory pm creates: the one asked for, plus group write when the
     umask leaves group write open (umask 002, as shared software areas are managed), so
@@ -1558,6 +1581,37 @@ def process_umask() -> int:
         _umask = os.umask(0o022)
         os.umask(_umask)
     return _umask
+
+
+def file_kind(mode: int) -> str:
+    """What a file of ``mode`` is, for people (``a directory``, ``a FIFO``...)."""
+    for test, what in ((stat.S_ISDIR, "a directory"), (stat.S_ISLNK, "a symbolic link"),
+                       (stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"),
+                       (stat.S_ISREG, "a regular file")):
+        if test(mode):
+            return what
+    return "an unknown kind of file"
+
+
+def valid_root_path(path) -> bool:
+    """Whether ``path`` read from pm's own state (journal, status, file lists) names a
+    path plainly inside the root, by the rules for archive member names: absolute, no
+    ``..``, ``.`` or empty component, no control character, within PATH_MAX/NAME_MAX."""
+    if not isinstance(path, str) or not path.startswith("/") or has_control_chars(path):
+        return False
+    if path == "/":
+        return True
+    if len(path.encode("utf-8", "surrogateescape")) > MAX_PATH_BYTES:
+        return False
+    return all(part not in ("", ".", "..") and len(part.encode("utf-8", "surrogateescape")) <= MAX_NAME_BYTES
+               for part in path[1:].split("/"))
+
+
+def valid_state_name(name) -> bool:
+    """Whether ``name`` (a file list, a kept script's package) is one plain file name."""
+    return (isinstance(name, str) and name not in ("", ".", "..") and "/" not in name
+            and not has_control_chars(name) and len(name.encode("utf-8", "surrogateescape")) <= MAX_NAME_BYTES)
 
 
 def parent_of(path: str) -> str:
@@ -1660,11 +1714,26 @@ class Root:
             return None
 
     def _open_file(self, path: str) -> int | None:
+        """The one way pm opens a file under the root to read it: never through a
+        symbolic link, never blocking on a FIFO or a device, and only a regular file
+        (anything else is InvalidInput naming the path); None when it does not exist."""
         parent, name = split_path(path)
         try:
-            return os.open(name, _O_READ, dir_fd=self.dir_fd(parent))
+            fd = os.open(name, _O_READ | os.O_NONBLOCK, dir_fd=self.dir_fd(parent))
         except FileNotFoundError:
             return None
+        except OSError as e:
+            if e.errno == errno.ELOOP:
+                raise UnsafePath("%s is a symbolic link; pm does not read through it"
+                                 % self.host_path(path)) from None
+            if e.errno in (errno.ENXIO, errno.EOPNOTSUPP):
+                raise InvalidInput("%s is a socket, not a regular file" % self.host_path(path)) from None
+            raise PmError("cannot read %s: %s" % (self.host_path(path), e.strerror)) from None
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            os.close(fd)
+            raise InvalidInput("%s is %s, not a regular file" % (self.host_path(path), file_kind(st.st_mode)))
+        return fd
 
     def digest(self, path: str) -> bytes | None:
         """The sha256 of the regular file ``path``, or None when it does not exist."""
@@ -1851,17 +1920,44 @@ class FileEntry:
     """One owned path: kind ``f``/``d``/``l``, mode, size, sha256 (files; for config
     files the packaged one), link target (symlinks)."""
 
-    __slots__ = ("kind", "mode", "size", "digest", "link")
+    __slots__ = ("kind", "mode", "size", "digest", "link", "explicit")
 
-    def __init__(self, kind, mode, size=0, digest=None, link=None):
+    def __init__(self, kind, mode, size=0, digest=None, link=None, explicit=False):
         self.kind, self.mode, self.size, self.digest, self.link = kind, mode, size, digest, link
+        self.explicit = bool(explicit)     # a directory member of the package (not only a parent)
 
     def packed(self, path: str) -> list:
-        return [path, self.kind, self.mode, self.size, self.digest, self.link]
+        row = [path, self.kind, self.mode, self.size, self.digest, self.link]
+        return row + [True] if self.explicit else row
 
 
 def _msgpack():
     return lazy_import("msgpack", "reading pm's database")
+
+
+class StateChanged(PmError):
+    """A reader's view of the database went stale: a writer journaled or committed while
+    it read.  The command starts again on the new committed state."""
+
+
+def _check_status(packages, pending) -> None:
+    """Refuse a status naming anything outside the root or outside pm's own directories
+    (ValueError/TypeError: the caller says the database is damaged)."""
+    if not isinstance(packages, dict) or not isinstance(pending, list):
+        raise ValueError("packages or pending work of the wrong type")
+    for name, record in packages.items():
+        if not valid_package_name(name) or not valid_state_name(name):
+            raise ValueError("it names a package %r" % (name,))
+        if not isinstance(record, dict) or not valid_state_name(record.get("files")):
+            raise ValueError("the record of %s names no valid file list" % name)
+        for path in record.get("config") or ():
+            if not valid_root_path(path):
+                raise ValueError("the record of %s names %r, which is not a path inside the root"
+                                 % (name, path))
+    for entry in pending:
+        if not isinstance(entry, dict) or not valid_state_name(entry.get("package")) \
+                or not valid_state_name(entry.get("script")):
+            raise ValueError("a pending script entry is malformed")
 
 
 class Database:
@@ -1880,6 +1976,7 @@ class Database:
         return self.root.lstat(DB_DIR + "/status") is not None
 
     def load(self) -> "Database":
+        self.token = self.snapshot_token()
         try:
             data = self.root.read(DB_DIR + "/status")
         except (FileNotFoundError, NotADirectoryError):
@@ -1893,6 +1990,7 @@ class Database:
             self.txid = status["txid"]
             self.packages = status["packages"]
             self.pending = status.get("pending", [])
+            _check_status(self.packages, self.pending)
         except (ValueError, KeyError, TypeError) as e:
             raise InvalidInput("the database %s/status is damaged (%s)" %
                                (self.root.host_path(DB_DIR), e)) from None
@@ -1916,14 +2014,34 @@ class Database:
         record = self.packages[name]
         data = self.root.read(FILES_DIR + "/" + record["files"])
         if data is None:
+            if self.snapshot_token() != getattr(self, "token", None):
+                raise StateChanged("the database changed while it was read")
             raise InvalidInput("the database is damaged: the file list of %s is missing" % name)
         try:
             rows = _msgpack().unpackb(data, raw=False)
             entries = {row[0]: FileEntry(*row[1:]) for row in rows}
+            for path, entry in entries.items():
+                if not valid_root_path(path) or path == "/":
+                    raise ValueError("it names %r, which is not a path inside the root" % (path,))
+                if entry.kind not in ("f", "d", "l") or not isinstance(entry.mode, int):
+                    raise ValueError("%s has no valid kind and mode" % path)
         except (ValueError, TypeError, IndexError) as e:
             raise InvalidInput("the database is damaged: the file list of %s (%s)" % (name, e)) from None
         self._files[name] = entries
         return entries
+
+    def snapshot_token(self) -> tuple:
+        """What changes whenever a writer takes the lock, journals, commits or finishes:
+        a reader that found its view inconsistent compares it with the one it started
+        with (SPEC §9: a reader sees one committed state)."""
+        token = []
+        for path in (DB_DIR, DB_DIR + "/status", DB_DIR + "/lock", JOURNAL):
+            try:
+                st = self.root.lstat(path)
+            except (UnsafePath, OSError):
+                st = None
+            token.append(None if st is None else (st.st_ino, st.st_mtime_ns, st.st_ctime_ns, st.st_size))
+        return tuple(token)
 
     @staticmethod
     def files_bytes(entries: dict) -> bytes:
@@ -2098,6 +2216,9 @@ class Transaction:
     def rmdir_later(self, path: str) -> None:
         self.ops.append(["rmdir", path])
 
+    def chmod(self, path: str, mode: int, old_mode: int) -> None:
+        self.ops.append(["chmod", path, mode, old_mode])
+
     def add_file_list(self, name: str, entries: dict) -> str:
         ref = "%s.%s" % (name, self.txid)
         self.file_lists[ref] = entries
@@ -2183,6 +2304,9 @@ class Transaction:
                 root.rename(staged, path)
             elif op[0] == "remove":
                 root.rename(op[1], op[2])
+            elif op[0] == "chmod":
+                FAULTS.step("chmod")
+                os.fchmod(root.dir_fd(op[1]), op[2])
 
     def _commit(self, packages: dict, pending: list) -> None:
         root = self.root
@@ -2267,6 +2391,8 @@ def roll_back(root: Root, journal: dict, out: Output) -> None:
                 _quietly(root.rename, op[2], path)
         elif kind == "mkdir":
             _quietly(root.rmdir, path)
+        elif kind == "chmod":
+            _quietly(lambda: os.fchmod(root.dir_fd(path), op[3]))
     for ref in journal["lists"]:
         _quietly(root.unlink, FILES_DIR + "/" + ref)
     for leftover in ("/status.tmp", "/journal.tmp", "/journal"):
@@ -2276,17 +2402,86 @@ def roll_back(root: Root, journal: dict, out: Output) -> None:
 
 def roll_forward(root: Root, journal: dict, out: Output) -> None:
     """Finish a committed transaction: drop backups, remove emptied directories and
-    obsolete file lists, then the journal (idempotent)."""
+    obsolete file lists, then the journal (idempotent).  A cleanup step the system
+    refuses (a mount point: EBUSY; an immutable directory: EPERM) is recorded as a
+    leftover, which ``pm recover`` retries; it never keeps the journal."""
+    leftovers = []
+
+    def clean(kind, path):
+        try:
+            _quietly(root.rmdir if kind == "rmdir" else root.unlink, path)
+        except OSError as e:
+            leftovers.append([kind, path])
+            out.warn("could not remove %s (%s); recorded as a leftover, pm recover tries again"
+                     % (root.host_path(path), e.strerror or e))
+
     for op in journal["ops"]:           # staged names were all renamed before the commit
         if op[0] == "put" and op[3] is not None:
-            _quietly(root.unlink, op[3])
+            clean("unlink", op[3])
         elif op[0] == "remove":
-            _quietly(root.unlink, op[2])
+            clean("unlink", op[2])
     for op in sorted((op for op in journal["ops"] if op[0] == "rmdir"), key=lambda o: o[1], reverse=True):
-        _quietly(root.rmdir, op[1])
+        clean("rmdir", op[1])
     for ref in journal["obsolete"]:
-        _quietly(root.unlink, FILES_DIR + "/" + ref)
+        clean("unlink", FILES_DIR + "/" + ref)
+    if leftovers:
+        write_leftovers(root, read_leftovers(root, quiet=True) + leftovers)
     _quietly(root.unlink, JOURNAL)
+
+
+LEFTOVERS = DB_DIR + "/leftovers"
+
+
+def read_leftovers(root: Root, quiet: bool = False) -> list:
+    """``[[kind, path], ...]``: cleanup steps of committed transactions that could not be
+    done (``unlink`` or ``rmdir``); InvalidInput when the record is damaged (or [] with
+    ``quiet``)."""
+    try:
+        data = root.read(LEFTOVERS)
+        if data is None:
+            return []
+        rows = _msgpack().unpackb(data, raw=False)
+        if not isinstance(rows, list) or not all(
+                isinstance(row, list) and len(row) == 2 and row[0] in ("unlink", "rmdir")
+                and valid_root_path(row[1]) and row[1] != "/" for row in rows):
+            raise ValueError("not a list of cleanup steps inside the root")
+        return rows
+    except (ValueError, TypeError, InvalidInput, FileNotFoundError, NotADirectoryError) as e:
+        if quiet:
+            return []
+        if isinstance(e, InvalidInput):
+            raise
+        raise InvalidInput("the leftover record %s is damaged (%s)" % (root.host_path(LEFTOVERS), e)) from None
+
+
+def write_leftovers(root: Root, rows: list) -> None:
+    unique = []
+    for row in rows:
+        if row not in unique:
+            unique.append(row)
+    try:
+        if unique:
+            atomic_write(root.dir_fd(DB_DIR), "leftovers", _msgpack().packb(unique), True, kind="db")
+        else:
+            _quietly(root.unlink, LEFTOVERS)
+    except OSError:
+        pass                     # the cleanup stays undone either way; nothing depends on it
+
+
+def retry_leftovers(root: Root, out: Output) -> list:
+    """Try the recorded leftover cleanup steps again; returns those still undone."""
+    rows = read_leftovers(root)
+    still = []
+    for kind, path in rows:
+        try:
+            _quietly(root.rmdir if kind == "rmdir" else root.unlink, path)
+            out.detail("removed the leftover %s" % root.host_path(path))
+        except OSError as e:
+            still.append([kind, path])
+            out.warn("still cannot remove %s (%s)" % (root.host_path(path), e.strerror or e))
+    if rows:
+        write_leftovers(root, still)
+    return still
 
 
 def settle(root: Root, journal: dict, out: Output) -> str:
@@ -2317,9 +2512,41 @@ def read_journal(root: Root) -> dict | None:
     try:
         journal = _msgpack().unpackb(data, raw=False)
         journal["txid"], journal["ops"], journal["lists"], journal["obsolete"]
+        _check_journal(journal)
     except (ValueError, TypeError, KeyError) as e:
         raise InvalidInput("the journal %s is damaged (%s)" % (root.host_path(JOURNAL), e)) from None
     return journal
+
+
+def _check_journal(journal) -> None:
+    """Refuse a journal naming any path outside the root, or a staged or backup name
+    that is not one of pm's reserved names (recovery deletes and renames them)."""
+    if not isinstance(journal["txid"], str) or not isinstance(journal["ops"], list):
+        raise ValueError("no transaction id or operations")
+    for op in journal["ops"]:
+        if not isinstance(op, list) or not op:
+            raise ValueError("a malformed operation")
+        kind = op[0]
+        if kind == "put" and len(op) == 4:
+            paths = [op[1], op[2]] + ([op[3]] if op[3] is not None else [])
+            reserved = paths[1:]
+        elif kind == "remove" and len(op) == 3:
+            paths, reserved = [op[1], op[2]], [op[2]]
+        elif kind in ("mkdir", "rmdir") and len(op) == (3 if kind == "mkdir" else 2):
+            paths, reserved = [op[1]], []
+        elif kind == "chmod" and len(op) == 4 and all(isinstance(m, int) and 0 <= m <= 0o7777 for m in op[2:]):
+            paths, reserved = [op[1]], []
+        else:
+            raise ValueError("an unknown operation %r" % (kind,))
+        for path in paths:
+            if not valid_root_path(path) or path == "/":
+                raise ValueError("it names %r, which is not a path inside the root" % (path,))
+        for path in reserved:
+            if not split_path(path)[1].startswith(STAGING_PREFIX) or parent_of(path) != parent_of(op[1]):
+                raise ValueError("%r is not a name pm stages under" % (path,))
+    for ref in list(journal["lists"]) + list(journal["obsolete"]):
+        if not valid_state_name(ref):
+            raise ValueError("it names a file list %r" % (ref,))
 
 
 def recover(root: Root, out: Output) -> str | None:
@@ -2489,6 +2716,7 @@ class Planner:
                     self.owner[path] = name
         self.made_dirs: set = set()
         self.new_dirs: set = set()       # the directories this command creates
+        self.dir_modes: set = set()      # existing directories whose mode this command changes
         self.removed: set = set()                  # paths this command removes
         self.changing: set = set()                 # packages this command installs or removes
         self.stolen: dict[str, set] = {}           # package -> paths taken by --force-overwrite
@@ -2602,6 +2830,17 @@ class Planner:
         elif not stat.S_ISDIR(st.st_mode):
             raise Refused("%s is a file on disk, but %s has a directory there" % (path, change.name))
 
+    def _plan_dir_mode(self, change: Change, path: str, mode: int) -> None:
+        """A directory the package ships that exists with another mode gets the package's
+        (an upgrade tightening 0755 to 0700 must tighten it on disk)."""
+        if path in self.new_dirs or path in self.dir_modes:
+            return
+        st = self.root.lstat(path)
+        if st is not None and stat.S_ISDIR(st.st_mode) and not dir_mode_matches(st.st_mode, mode):
+            self.dir_modes.add(path)
+            self.tx.chmod(path, mode, stat.S_IMODE(st.st_mode))
+            change.steps.append(("chmod", path))
+
     def _plan_files(self, change: Change, claims: dict, force: bool, conflicts: list) -> None:
         package, name, tx = change.package, change.name, self.tx
         old_entries = self.db.files(name) if change.old else {}
@@ -2617,7 +2856,8 @@ class Planner:
                 entries[ancestor] = FileEntry("d", 0o755)
             if member.kind == "d":
                 self._ensure_dir(change, path, member.mode)
-                entries[path] = FileEntry("d", member.mode)
+                entries[path] = FileEntry("d", member.mode, explicit=True)
+                self._plan_dir_mode(change, path, member.mode)
                 continue
             st = self._lstat(path)
             owner = self.owner.get(path)
@@ -4306,6 +4546,17 @@ class Oda:
             raise UsageError("an SQLite ODA URL is sqlite:///ABSOLUTE/PATH, not %s" % url)
         path = "/" + path.lstrip("/")
         self.errors = (sqlite3.Error,)
+        for name in (path, path + "-journal", path + "-wal", path + "-shm"):
+            try:
+                st = os.lstat(name)
+            except (FileNotFoundError, NotADirectoryError):
+                continue
+            except OSError as e:
+                raise OdaError("cannot open the ODA %s: %s" % (name, e.strerror)) from None
+            if stat.S_ISLNK(st.st_mode):
+                raise UnsafePath("%s is a symbolic link; pm does not open the ODA through it" % name)
+            if not stat.S_ISREG(st.st_mode):
+                raise InvalidInput("%s is %s, not an SQLite file" % (name, file_kind(st.st_mode)))
         if not create and not os.path.isfile(path):
             raise Refused("there is no ODA at %s; pm opm init creates it" % path)
         try:
@@ -5008,6 +5259,14 @@ def diagnose(root: Root, shared: bool) -> list:
     journal, journal_findings = _journal_findings(root, db, holder)
     findings += journal_findings
     findings += _debris_findings(root, db, directories, journal, holder)
+    try:
+        leftovers = read_leftovers(root)
+        findings.append(Finding("leftovers", Finding.PROBLEM, "%s could not be removed after a "
+                                "transaction (pm recover tries again): %s" % (
+                                    counted(len(leftovers), "path"), _some(root, [p for _, p in leftovers])))
+                        if leftovers else Finding("leftovers", Finding.OK, "no leftovers of past transactions"))
+    except InvalidInput as e:
+        findings.append(Finding("leftovers", Finding.PROBLEM, e.message))
     findings.append(Finding("lock", Finding.OK, "the lock is free") if holder is None else
                     Finding("lock", Finding.NOTE, "the lock is held by %s" % RootLock.who(holder)))
     try:
@@ -5463,6 +5722,21 @@ class Session:
         recover(self.root, self.out)
         return self._warn_pending(Database(self.root).load())
 
+    def check_snapshot(self, db: Database) -> None:
+        """Raise StateChanged when what a reader found may come from a writer's
+        transaction rather than from ``db``'s committed state: the database or lock
+        changed since it was read, or a transaction is running now."""
+        if db.snapshot_token() != db.token or (root_exists(self.root, JOURNAL) and self.lock.holder()):
+            raise StateChanged("the database changed while it was read")
+
+    def wait_for_writer(self) -> None:
+        """Wait (a bounded time) until no transaction is running on the root."""
+        import time
+        deadline = time.monotonic() + READ_RETRY_WAIT
+        time.sleep(0.01)
+        while time.monotonic() < deadline and root_exists(self.root, JOURNAL) and self.lock.holder():
+            time.sleep(0.02)
+
     def _warn_pending(self, db: Database) -> Database:
         for entry in db.pending:
             if entry.get("error"):
@@ -5517,7 +5791,7 @@ def apply_plan(session: Session, db: Database, plan, dry_run: bool, no_scripts: 
                                    change.old_version, change.script_action, out)
                 if error:
                     raise Refused(error + "; nothing was changed")
-    pending = list(db.pending)
+    pending = [entry for entry in db.pending if entry.get("package") not in changed]
     if not no_scripts:
         pending += [{"txid": tx.txid, "package": c.name, "script": c.post_script, "content": c.post_content,
                      "version": c.version, "old_version": c.old_version, "action": c.script_action,
@@ -5916,6 +6190,9 @@ def verify_package(root: Root, db: Database, name: str) -> tuple:
             "f" if stat.S_ISREG(st.st_mode) else "?"
         if kind != entry.kind:
             damage.append((path, "is no longer a %s" % {"f": "file", "d": "directory", "l": "symlink"}[entry.kind]))
+        elif kind == "d":
+            if entry.explicit and not dir_mode_matches(st.st_mode, entry.mode):
+                damage.append((path, "mode changed from %04o to %04o" % (entry.mode, stat.S_IMODE(st.st_mode))))
         elif kind == "l":
             if root.readlink(path) != entry.link:
                 damage.append((path, "symlink target changed"))
@@ -5941,6 +6218,8 @@ def cmd_verify(session: Session, args) -> int:
         bad, changed = verify_package(session.root, db, name)
         damage += [(name, p, what) for p, what in bad]
         modified += [(name, p, what) for p, what in changed]
+    if damage:
+        session.check_snapshot(db)      # damage seen mid-transaction is no damage
     for name, path, what in damage:
         session.out.result("%s: %s: %s" % (name, path, what))
     for name, path, what in modified:
@@ -5957,9 +6236,13 @@ def cmd_recover(session: Session, args) -> int:
     session.lock.acquire(args.wait, "recover")
     done = recover(session.root, session.out)
     db = Database(session.root).load()
+    had_leftovers = bool(read_leftovers(session.root))
+    left = retry_leftovers(session.root, session.out)
     failures = run_pending_scripts(session.root, db, session.out, session.sync)
-    if not done and not failures:
+    if not done and not failures and not had_leftovers:
         session.out.say("nothing to recover")
+    elif had_leftovers and not left:
+        session.out.say("pm: removed what earlier transactions left behind")
     for failure in failures:
         session.out.say("pm: error: %s" % failure)
     return finish(session, {"transaction": done, "script_failures": failures},
@@ -6211,7 +6494,13 @@ def oda_url(session: Session, args) -> str:
 
 
 def open_oda(session: Session, args) -> Oda:
-    return Oda(oda_url(session, args)).require_schema()
+    url = oda_url(session, args)
+    if url == "sqlite://" + session.root.host_path(ODA_FILE):
+        try:
+            session.root.dir_fd(DB_DIR)        # no symbolic link on the way to the ODA file
+        except FileNotFoundError:
+            pass
+    return Oda(url).require_schema()
 
 
 def with_oda(handler):
@@ -6622,8 +6911,17 @@ def main(argv: list | None = None) -> int:
     session = None
     try:
         args = parse_arguments(argv)
-        session = Session(args)
-        return args.func(session, args)
+        for attempt in range(MAX_READ_RETRIES + 1):
+            session = Session(args)
+            try:
+                return args.func(session, args)
+            except StateChanged:
+                if attempt == MAX_READ_RETRIES or session.lock.fd is not None:
+                    raise PmError("the database of %s kept changing while it was read; try again"
+                                  % session.root.path) from None
+                session.wait_for_writer()
+                session.close()
+                session = None
     except PmError as e:
         return _report_error(e.message, e.exit_code, json_mode)
     except KeyboardInterrupt:
