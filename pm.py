@@ -1818,9 +1818,52 @@ class Root:
         self._dirs = {}
 
 
+def open_host_file(path: str):
+    """Open a file outside the root that pm reads (a directory source's index or
+    package, a list given by path) for reading: a FIFO is refused, never waited on, and
+    anything but a regular file is InvalidInput naming it.  FileNotFoundError and
+    NotADirectoryError pass for the caller to decide."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except (FileNotFoundError, NotADirectoryError):
+        raise
+    except OSError as e:
+        if e.errno in (errno.ENXIO, errno.EOPNOTSUPP):
+            raise InvalidInput("%s is a socket, not a regular file" % path) from None
+        raise PmError("cannot read %s: %s" % (path, e.strerror)) from None
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        raise InvalidInput("%s is %s, not a regular file" % (path, file_kind(mode)))
+    return os.fdopen(fd, "rb", buffering=1 << 16)
+
+
 def fsync_dir(fd: int) -> None:
     FAULTS.step("fsync")
     os.fsync(fd)
+
+
+def fd_path(dir_fd: int, name: str = "") -> str:
+    """The host path of ``name`` in the directory ``dir_fd``, for messages."""
+    try:
+        where = os.readlink("/proc/self/fd/%d" % dir_fd)
+    except OSError:
+        return name
+    return where.rstrip("/") + "/" + name if name else where
+
+
+def _clear_odd_file(dir_fd: int, name: str) -> None:
+    """Before pm replaces one of its own files: a symbolic link, FIFO or device there is
+    removed (it is replaced, never followed); a directory is InvalidInput."""
+    try:
+        st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    except (FileNotFoundError, NotADirectoryError):
+        return
+    if stat.S_ISREG(st.st_mode):
+        return
+    if stat.S_ISDIR(st.st_mode):
+        raise InvalidInput("%s is a directory where pm keeps a file of its own" % fd_path(dir_fd, name))
+    os.unlink(name, dir_fd=dir_fd)
 
 
 def atomic_write(dir_fd: int, name: str, data: bytes, sync: bool, kind: str = "db",
@@ -1829,7 +1872,9 @@ def atomic_write(dir_fd: int, name: str, data: bytes, sync: bool, kind: str = "d
     rename, directory fsync (unless ``sync_dir`` is False: the caller does it)."""
     temporary = name + ".tmp"
     FAULTS.step(kind)
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW |
+    _clear_odd_file(dir_fd, temporary)
+    _clear_odd_file(dir_fd, name)
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_NONBLOCK |
                  getattr(os, "O_CLOEXEC", 0), 0o664, dir_fd=dir_fd)
     try:
         try:
@@ -2096,8 +2141,7 @@ class RootLock:
         import fcntl
         import time
         dir_fd = self.root.dir_fd(DB_DIR, 0o755)
-        fd = os.open("lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0),
-                     0o664, dir_fd=dir_fd)
+        fd = self._open(dir_fd, os.O_RDWR | os.O_CREAT)
         deadline = time.monotonic() + max(0.0, wait)
         while True:
             try:
@@ -2117,13 +2161,35 @@ class RootLock:
         os.pwrite(fd, ("%d %s\n" % (os.getpid(), command)).encode("utf-8", "replace"), 0)
         self.fd = fd
 
+    def _open(self, dir_fd: int, flags: int) -> int:
+        """Open the lock file: a regular file, never through a symbolic link, never
+        blocking on a FIFO; anything else is InvalidInput naming it."""
+        where = self.root.host_path(DB_DIR + "/lock")
+        try:
+            fd = os.open("lock", flags | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0),
+                         0o664, dir_fd=dir_fd)
+        except OSError as e:
+            if e.errno == errno.ELOOP:
+                raise UnsafePath("%s is a symbolic link; pm does not lock through it" % where) from None
+            if e.errno == errno.EISDIR:
+                raise InvalidInput("%s is a directory, not pm's lock file" % where) from None
+            if e.errno in (errno.ENXIO, errno.EOPNOTSUPP):
+                raise InvalidInput("%s is a socket, not pm's lock file" % where) from None
+            if e.errno in (errno.ENOENT, errno.ENOTDIR):
+                raise
+            raise PmError("cannot open the lock %s: %s" % (where, e.strerror)) from None
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            os.close(fd)
+            raise InvalidInput("%s is %s, not pm's lock file" % (where, file_kind(st.st_mode)))
+        return fd
+
     def try_acquire(self) -> bool:
         """Take the lock only if it is free and already exists (readers, recovery)."""
         import fcntl
         try:
-            fd = os.open("lock", os.O_RDWR | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0),
-                         dir_fd=self.root.dir_fd(DB_DIR))
-        except OSError:
+            fd = self._open(self.root.dir_fd(DB_DIR), os.O_RDWR)
+        except (OSError, PmError):
             return False
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -2140,8 +2206,11 @@ class RootLock:
         try:
             dir_fd = self.root.dir_fd(DB_DIR)
             st = os.stat("lock", dir_fd=dir_fd, follow_symlinks=False)
-            fd = os.open("lock", os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0), dir_fd=dir_fd)
-        except OSError:
+            if not stat.S_ISREG(st.st_mode):
+                return None
+            fd = os.open("lock", os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0),
+                         dir_fd=dir_fd)
+        except (OSError, PmError):
             return None
         try:
             holders = _flock_holders(st)
@@ -2189,6 +2258,7 @@ class Transaction:
         self.byte_puts: list = []       # (staged name, bytes, mode)
         self.file_lists: dict = {}      # file list name -> bytes
         self.obsolete_lists: list = []  # file list names to delete after commit
+        self.doing = "the change"       # what the transaction is doing, for an error message
 
     def _staged(self, path: str, suffix: str = "") -> str:
         self.seq += 1
@@ -2235,12 +2305,15 @@ class Transaction:
             self._stage(progress)
             self._apply()
             self._commit(packages, pending)
-        except BaseException:
+        except BaseException as e:
             FAULTS.enabled = False
             try:
                 settle(self.root, self._journal_dict(), self.out)
-            except Exception as e:           # the journal stays for the next command
-                self.out.warn("could not finish undoing the change (%s); run pm recover" % e)
+            except Exception as e2:           # the journal stays for the next command
+                self.out.warn("could not finish undoing the change (%s); run pm recover"
+                              % (getattr(e2, "message", None) or getattr(e2, "strerror", None) or e2))
+            if isinstance(e, OSError):      # name what pm was doing, not a staging name
+                raise PmError("%s failed: %s; nothing was changed" % (self.doing, e.strerror or e)) from None
             raise
         try:
             if self.sync:
@@ -2255,6 +2328,7 @@ class Transaction:
                 "obsolete": self.obsolete_lists}
 
     def _write_journal(self) -> None:
+        self.doing = "writing the journal %s" % self.root.host_path(JOURNAL)
         dir_fd = self.root.dir_fd(DB_DIR, 0o755)
         data = _msgpack().packb(self._journal_dict(), use_bin_type=True)
         atomic_write(dir_fd, "journal", data, self.sync, kind="journal")
@@ -2263,13 +2337,16 @@ class Transaction:
         root = self.root
         for op in self.ops:
             if op[0] == "mkdir":
+                self.doing = "creating the directory %s" % root.host_path(op[1])
                 root.make_dir(op[1], op[2])
         for package, wanted in self.member_puts.items():
+            self.doing = "unpacking %s" % package.name
             for member, chunks in package.stream():
                 target = wanted.get(member.path)
                 if target is None:
                     continue
                 staged, entry = target
+                self.doing = "unpacking %s of %s" % (root.host_path(member.path), package.name)
                 parent, name = split_path(staged)
                 dir_fd = root.dir_fd(parent)
                 if member.kind == "l":
@@ -2282,9 +2359,11 @@ class Transaction:
                 if progress:
                     progress.step()
                 root.trim()
+        self.doing = "keeping package scripts in %s" % root.host_path(SCRIPTS_DIR)
         for staged, data, mode in self.byte_puts:
             parent, name = split_path(staged)
             _write_new_file(self.root.dir_fd(parent), name, mode, (data,), None)
+        self.doing = "writing the database's file lists in %s" % root.host_path(FILES_DIR)
         files_fd = root.dir_fd(FILES_DIR, 0o755)
         for ref, entries in self.file_lists.items():
             FAULTS.step("write")
@@ -2296,6 +2375,7 @@ class Transaction:
 
     def _apply(self) -> None:
         root = self.root
+        self.doing = "putting the new files in place"
         for op in self.ops:
             if op[0] == "put":
                 path, staged, backup = op[1], op[2], op[3]
@@ -2311,6 +2391,7 @@ class Transaction:
     def _commit(self, packages: dict, pending: list) -> None:
         root = self.root
         db_fd = root.dir_fd(DB_DIR)
+        self.doing = "flushing the new files to disk"
         if self.sync:
             devices = {}
             for parent in {parent_of(op[1]) for op in self.ops if op[0] != "rmdir"}:
@@ -2320,6 +2401,7 @@ class Transaction:
             for fd in devices.values():
                 sync_filesystem(fd)
         data = self.db.status_bytes(self.txid, packages, pending)
+        self.doing = "writing the database %s" % root.host_path(DB_DIR + "/status")
         atomic_write(db_fd, "status", data, self.sync, sync_dir=False)   # the commit
         self.db.txid, self.db.packages, self.db.pending = self.txid, packages, pending
         self.db._files = {}
@@ -2556,6 +2638,10 @@ def recover(root: Root, out: Output) -> str | None:
     except (FileNotFoundError, NotADirectoryError):
         return None
     for debris in ("journal.tmp", "status.tmp"):
+        st = root.lstat(DB_DIR + "/" + debris)
+        if st is not None and stat.S_ISDIR(st.st_mode):
+            raise InvalidInput("%s is a directory where pm keeps a temporary file of its own"
+                               % root.host_path(DB_DIR + "/" + debris))
         _quietly(root.unlink, DB_DIR + "/" + debris)
     journal = read_journal(root)
     if journal is None:
@@ -4057,12 +4143,10 @@ def fetch_index(source: Source, out: Output) -> list:
 
 def _read_local(path: str, limit: int) -> bytes | None:
     try:
-        with open(path, "rb") as f:
+        with open_host_file(path) as f:
             data = f.read(limit + 1)
     except (FileNotFoundError, NotADirectoryError):
         return None
-    except OSError as e:
-        raise PmError("cannot read %s: %s" % (path, e.strerror)) from None
     if len(data) > limit:
         raise InvalidInput("%s is larger than %d bytes" % (path, limit))
     return data
@@ -4266,9 +4350,9 @@ class Fetcher:
         if source.kind == "dir":
             path = package_url(source, entry)
             try:
-                file = open(path, "rb", buffering=1 << 16)
-            except OSError as e:
-                raise PmError("cannot read %s: %s" % (path, e.strerror)) from None
+                file = open_host_file(path)
+            except FileNotFoundError:
+                raise PmError("cannot read %s: %s" % (path, os.strerror(errno.ENOENT))) from None
             label = path
             try:
                 verify_file(file, entry, label)
@@ -4305,8 +4389,10 @@ class Fetcher:
             return None
         try:
             dir_fd = self.root.dir_fd(PACKAGE_CACHE_DIR + "/" + source.slug)
-            fd = os.open(entry["filename"], _O_READ, dir_fd=dir_fd)
+            fd = self.root._open_file(PACKAGE_CACHE_DIR + "/" + source.slug + "/" + entry["filename"])
         except (FileNotFoundError, NotADirectoryError):
+            return None
+        if fd is None:
             return None
         file = os.fdopen(fd, "rb", buffering=1 << 16)
         try:
@@ -6032,7 +6118,8 @@ def cmd_update(session: Session, args) -> int:
     upgradable = []
     if not args.dry_run:
         db = Database(session.root).load()
-        pool = build_pool(session.root, db, Output(verbosity=-1), sources)
+        readable = [s for s, r in zip(sources, reports) if not r["error"]]   # the others said why
+        pool = build_pool(session.root, db, Output(verbosity=-1), readable)
         for name, installed in sorted(pool.installed.items()):
             newest = next((c for c in pool.candidates(name) if not c.version.prerelease), None)
             if newest is not None and newest.version > installed.version:
