@@ -2491,7 +2491,9 @@ def roll_forward(root: Root, journal: dict, out: Output) -> None:
 
     def clean(kind, path):
         try:
-            _quietly(root.rmdir if kind == "rmdir" else root.unlink, path)
+            done = _quietly(root.rmdir if kind == "rmdir" else root.unlink, path)
+            if kind == "rmdir" and done is False and any(p.startswith(path + "/") for _, p in leftovers):
+                leftovers.append([kind, path])   # not empty only because of a leftover below it
         except OSError as e:
             leftovers.append([kind, path])
             out.warn("could not remove %s (%s); recorded as a leftover, pm recover tries again"
@@ -2554,7 +2556,7 @@ def retry_leftovers(root: Root, out: Output) -> list:
     """Try the recorded leftover cleanup steps again; returns those still undone."""
     rows = read_leftovers(root)
     still = []
-    for kind, path in rows:
+    for kind, path in sorted(rows, key=lambda row: row[1].count("/"), reverse=True):
         try:
             _quietly(root.rmdir if kind == "rmdir" else root.unlink, path)
             out.detail("removed the leftover %s" % root.host_path(path))

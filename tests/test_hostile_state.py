@@ -20,7 +20,7 @@ import time
 import msgpack
 import pytest
 
-from conftest import File, PackageBuilder, exact_snapshot, exists, run_pm
+from conftest import Dir, File, PackageBuilder, exact_snapshot, exists, run_pm
 
 CASES = {}
 ODD_KINDS = ("symlink", "fifo", "directory")
@@ -395,3 +395,133 @@ def test_the_corpus_covers_journal_database_scripts_and_state_files():
     for piece in ("journal_", "file_list_", "status_", "scripts_base", "lock_as_a_fifo", "sources_list",
                   "pm_conf", "opm_conf", "os_release", "oda_sqlite", "directory_source"):
         assert any(piece in name for name in CASES), piece
+
+
+# -- the ODA file ------------------------------------------------------------------------
+
+@pytest.mark.parametrize("command", [("opm", "init"), ("opm", "node", "add", "n1", "--role", "client")])
+def test_an_oda_file_that_is_a_symlink_is_never_written_through(pm, root, tmp_path, command):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (root / "var/lib/pm").mkdir(parents=True)
+    os.symlink(outside / "oda.sqlite", root / "var/lib/pm/oda.sqlite")
+    result = pm(*command, expect=3)
+    assert "oda.sqlite is a symbolic link" in result.err and len(result.err.splitlines()) == 1
+    assert list(outside.iterdir()) == []
+
+
+def test_a_state_directory_that_is_a_symlink_keeps_the_oda_inside(pm, root, tmp_path):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (root / "var/lib").mkdir(parents=True)
+    os.symlink(outside, root / "var/lib/pm")
+    pm("opm", "node", "list", expect=3)
+    assert list(outside.iterdir()) == []
+
+
+# -- cleanup that cannot finish after the commit ----------------------------------------
+
+def test_a_directory_that_cannot_be_removed_after_the_commit_is_a_leftover_not_a_blocker(pm, build, root):
+    pm("install", build("app", "1.0", {"/srv/app/data/file": "x", "/srv/app/bin": "b"}))
+    result = pm("uninstall", "app", env={"PM_FAULT": "EBUSY:1:rmdir"})
+    assert "could not remove %s/srv/app/data" % root in result.err and "leftover" in result.err
+    assert not exists(root, "/var/lib/pm/journal")
+    assert pm("list-installed").out == ""
+    pm("install", build("other", "1.0", {"/opt/other": "o"}))
+    doctor = pm("doctor", expect=None)
+    assert "%s/srv/app/data" % root in doctor.out + doctor.err
+    assert exists(root, "/srv/app/data")
+    recovered = pm("recover")
+    assert "removed what earlier transactions left behind" in recovered.out + recovered.err
+    assert not exists(root, "/srv/app") and not exists(root, "/var/lib/pm/leftovers")
+    assert "no leftovers of past transactions" in pm("doctor", expect=None).out
+
+
+def test_a_leftover_that_still_cannot_be_removed_stays_recorded(pm, build, root):
+    pm("install", build("app", "1.0", {"/srv/app/file": "x"}))
+    pm("uninstall", "app", env={"PM_FAULT": "EPERM:1:rmdir"})
+    result = pm("recover", env={"PM_FAULT": "EPERM:1:rmdir"})
+    assert "still cannot remove %s/srv/app" % root in result.err
+    assert exists(root, "/var/lib/pm/leftovers")
+    pm("recover")
+    assert not exists(root, "/srv/app") and not exists(root, "/var/lib/pm/leftovers")
+
+
+def test_a_mount_point_in_a_removed_package_never_blocks_other_commands(pm, build, root):
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    pm("install", build("app", "1.0", {"/srv/app/mnt": Dir(), "/srv/app/file": "x"}))
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(root / "srv/app/mnt")],
+                             capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip("cannot mount a tmpfs here (%s)" % mounted.stderr.strip())
+    try:
+        result = pm("uninstall", "app")
+        assert "could not remove %s/srv/app/mnt" % root in result.err
+        assert pm("list-installed").out == ""
+        pm("install", build("other", "1.0", {"/opt/other": "o"}))
+        pm("verify")
+    finally:
+        subprocess.run(["umount", "-l", str(root / "srv/app/mnt")])
+    pm("recover")
+    assert not exists(root, "/srv/app")
+
+
+# -- pending work of removed packages ----------------------------------------------------
+
+@pytest.mark.parametrize("how", [("uninstall",), ("uninstall", "--purge")])
+def test_removing_a_package_ends_its_pending_post_install(pm, build, root, how):
+    marker = root.parent / "ran"
+    script = "#!/bin/sh\necho run >> %s\nexit 1\n" % marker
+    pm("install", build("bad", "1.0", {"/opt/bad": "b"}, scripts={"api-post-install": script}), expect=1)
+    assert marker.read_text() == "run\n"
+    pm(*how, "bad")
+    assert pm("list-installed").err == "", "the removed package's pending work is still there"
+    assert "nothing to recover" in pm("recover").err
+    assert marker.read_text() == "run\n", "pm recover ran a removed package's script"
+
+
+# -- directory modes ----------------------------------------------------------------------
+
+def test_an_upgrade_that_tightens_a_directory_mode_applies_it_and_verify_checks_it(pm, build, root):
+    pm("install", build("app", "1.0", {"/srv/private": Dir(0o755), "/srv/private/key": "k"}))
+    pm("install", build("app", "2.0", {"/srv/private": Dir(0o700), "/srv/private/key": "k2"}))
+    assert stat.S_IMODE(os.stat(root / "srv/private").st_mode) == 0o700
+    pm("verify")
+    os.chmod(root / "srv/private", 0o755)
+    result = pm("verify", expect=5)
+    assert "app: /srv/private: mode changed from 0700 to 0755" in result.out
+
+
+def test_a_killed_directory_mode_change_is_undone_or_finished(pm, build, root):
+    pm("install", build("app", "1.0", {"/srv/private": Dir(0o755), "/srv/private/key": "k"}))
+    result = run_pm(root, "install", build("app", "2.0", {"/srv/private": Dir(0o700), "/srv/private/key": "k2"}),
+                    env={"PM_FAULT": "kill:1:db"})
+    assert result.code == -9
+    pm("recover")
+    assert stat.S_IMODE(os.stat(root / "srv/private").st_mode) == 0o755
+    assert pm("list-installed").out == "app (1.0)\n"
+    pm("verify")
+
+
+# -- what a full disk names ---------------------------------------------------------------
+
+@pytest.mark.parametrize("kind", ["journal", "write", "db"])
+def test_a_full_disk_names_what_pm_was_doing_and_the_real_path(pm, build, root, kind):
+    pm("install", build("app", "1.0", {"/opt/app/file": "1"}))
+    result = pm("install", build("app", "2.0", {"/opt/app/file": "2"}), env={"PM_FAULT": "ENOSPC:1:" + kind},
+                expect=1)
+    line = result.err.strip()
+    assert len(line.splitlines()) == 1 and "No space left on device" in line
+    assert "journal.tmp" not in line and ".~pm." not in line and "status.tmp" not in line, line
+    assert str(root) in line, line
+    assert pm("list-installed").out == "app (1.0)\n"
+
+
+@pytest.mark.parametrize("name", ["journal.tmp", "status.tmp"])
+def test_a_directory_where_pm_keeps_a_temporary_file_is_refused_with_its_path(pm, build, root, name):
+    pm("install", build("app", "1.0", {"/opt/app/file": "1"}))
+    (root / "var/lib/pm" / name).mkdir()
+    result = pm("install", build("other", "1.0", {"/opt/other": "o"}), expect=3)
+    assert "%s/var/lib/pm/%s is a directory" % (root, name) in result.err
+    assert len(result.err.splitlines()) == 1
