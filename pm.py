@@ -1602,10 +1602,14 @@ def valid_root_path(path) -> bool:
         return False
     if path == "/":
         return True
+    joined = path + "/"
+    if "//" in joined or "/./" in joined or "/../" in joined:
+        return False
+    if len(path) * 4 <= MAX_NAME_BYTES:        # the fast path: no part can be too long
+        return True
     if len(path.encode("utf-8", "surrogateescape")) > MAX_PATH_BYTES:
         return False
-    return all(part not in ("", ".", "..") and len(part.encode("utf-8", "surrogateescape")) <= MAX_NAME_BYTES
-               for part in path[1:].split("/"))
+    return all(len(part.encode("utf-8", "surrogateescape")) <= MAX_NAME_BYTES for part in path[1:].split("/"))
 
 
 def valid_state_name(name) -> bool:
@@ -2720,8 +2724,12 @@ def run_pending_scripts(root: Root, db: Database, out: Output, sync: bool,
             still_pending.append(dict(entry, error=error))
     if still_pending != db.pending:
         db.pending = still_pending
-        atomic_write(root.dir_fd(DB_DIR), "status",
-                     db.status_bytes(db.txid, db.packages, db.pending), sync)
+        try:
+            atomic_write(root.dir_fd(DB_DIR), "status",
+                         db.status_bytes(db.txid, db.packages, db.pending), sync)
+        except OSError as e:
+            raise PmError("recording the scripts' results in the database %s failed: %s"
+                          % (root.host_path(DB_DIR + "/status"), e.strerror or e)) from None
     return failures
 
 
@@ -4179,7 +4187,11 @@ def store_index(root: Root, source: Source, entries: list, sync: bool) -> None:
     """Keep a remote source's checked entries in the cache, all at once."""
     data = _msgpack().packb({"format": INDEX_FORMAT, "url": source.location, "entries": entries},
                             use_bin_type=True)
-    atomic_write(root.dir_fd(INDEX_CACHE_DIR, 0o755), source.slug, data, sync, kind="cache")
+    try:
+        atomic_write(root.dir_fd(INDEX_CACHE_DIR, 0o755), source.slug, data, sync, kind="cache")
+    except OSError as e:
+        raise PmError("keeping the index of %s in %s failed: %s" % (
+            source.url, root.host_path(INDEX_CACHE_DIR + "/" + source.slug), e.strerror or e)) from None
 
 
 def source_entries(root: Root, source: Source, out: Output) -> list:
