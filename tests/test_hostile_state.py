@@ -125,8 +125,8 @@ for _command in (("list-installed",), ("install", "{valid}"), ("recover",)):
                                                                 "/usr/../../outside/.~pm.0123.1.old"]]),
         "journal_mkdir_with_dotdot": _journal_case(lambda w: [["mkdir", "/../outside/victim-dir", 0o755]]),
         "journal_rmdir_with_dotdot": _journal_case(lambda w: [["rmdir", "/../outside/empty-dir"]], committed=True),
-        "journal_list_with_a_slash": _journal_case(lambda w: [], lists=["../../../outside/victim"]),
-        "journal_obsolete_list_with_a_slash": _journal_case(lambda w: [], obsolete=["../../../../outside/victim"],
+        "journal_list_with_a_slash": _journal_case(lambda w: [], lists=["../../../../../outside/victim"]),
+        "journal_obsolete_list_with_a_slash": _journal_case(lambda w: [], obsolete=["../../../../../outside/victim"],
                                                             committed=True),
         "journal_staged_name_that_is_not_reserved": _journal_case(
             lambda w: [["put", "/etc/base.conf", "/usr/bin/base", None]]),
@@ -164,14 +164,16 @@ def _list_naming(path):
 
 def _status_change(edit):
     def change(where):
+        # a file list a planted status could point to: valid, but outside the root
+        (where.outside / "bait-list").write_bytes(msgpack.packb([["/usr/bin/base", "f", 0o755, 1, b"\0" * 32, None]]))
         status = where.status()
         edit(status)
         where.write_status(status)
     return change
 
 
-def _files_ref(status):
-    status["packages"]["base"]["files"] = "../../../../outside/victim"
+def _files_ref(status, where=None):
+    status["packages"]["base"]["files"] = "../../../../../outside/bait-list"
 
 
 def _config_outside(status):
