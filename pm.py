@@ -5367,8 +5367,16 @@ def diagnose(root: Root, shared: bool) -> list:
                         if leftovers else Finding("leftovers", Finding.OK, "no leftovers of past transactions"))
     except InvalidInput as e:
         findings.append(Finding("leftovers", Finding.PROBLEM, e.message))
-    findings.append(Finding("lock", Finding.OK, "the lock is free") if holder is None else
-                    Finding("lock", Finding.NOTE, "the lock is held by %s" % RootLock.who(holder)))
+    try:
+        lock_st = root.lstat(DB_DIR + "/lock")
+    except PmError:
+        lock_st = None
+    if lock_st is not None and not stat.S_ISREG(lock_st.st_mode):
+        findings.append(Finding("lock", Finding.PROBLEM, "%s is %s, not pm's lock file"
+                                % (root.host_path(DB_DIR + "/lock"), file_kind(lock_st.st_mode))))
+    else:
+        findings.append(Finding("lock", Finding.OK, "the lock is free") if holder is None else
+                        Finding("lock", Finding.NOTE, "the lock is held by %s" % RootLock.who(holder)))
     try:
         settings = read_settings(root)
     except InvalidInput as e:

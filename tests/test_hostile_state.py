@@ -531,3 +531,16 @@ def test_a_directory_where_pm_keeps_a_temporary_file_is_refused_with_its_path(pm
     result = pm("install", build("other", "1.0", {"/opt/other": "o"}), expect=3)
     assert "%s/var/lib/pm/%s is a directory" % (root, name) in result.err
     assert len(result.err.splitlines()) == 1
+
+
+def test_doctor_names_every_odd_state_file_and_never_hangs(pm, build, root):
+    pm("install", build("app", "1.0", {"/opt/app/file": "1"}))
+    state = root / "var/lib/pm"
+    for name in ("status", "journal", "lock", "leftovers"):
+        if (state / name).exists():
+            (state / name).unlink()
+        os.mkfifo(state / name)
+    result = run_pm(root, "doctor", timeout=60)
+    assert result.code == 1
+    for name in ("status", "journal", "lock", "leftovers"):
+        assert "%s/%s is a FIFO" % (state, name) in result.out, result.out
