@@ -305,6 +305,30 @@ for _which in ("index.json", "package"):
         _source_case(_which, _kind)
 
 
+# -- a remote source's index in pm's cache -----------------------------------------------
+
+REMOTE = "http://127.0.0.1:9/never-contacted"
+
+
+def _cached_index_case(kind):
+    def plant(where):
+        import pm as pm_module
+        where.at("/etc/pm").mkdir(parents=True, exist_ok=True)
+        where.at("/etc/pm/sources.list").write_text(REMOTE + "\n")
+        undo = plant_odd(where, "/var/cache/pm/indexes/" + pm_module.Source(REMOTE).slug, kind, b"not an index")
+
+        def undo_all():
+            undo()
+            where.at("/etc/pm/sources.list").unlink()
+        return undo_all
+    plant.__name__ = "cached_index_as_a_%s__search" % kind
+    case(("search", "anything"), "/var/cache/pm/indexes/")(plant)
+
+
+for _kind in ODD_KINDS:
+    _cached_index_case(_kind)
+
+
 # -- the corpus --------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
