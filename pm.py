@@ -102,6 +102,8 @@ MAX_TOTAL_BYTES = 256 << 30           # all files of one package
 MAX_EXPANSION_RATIO = 200             # decompressed / compressed, past the allowance below
 EXPANSION_ALLOWANCE = 64 << 20        # small packages may compress better than the ratio
 COPY_CHUNK = 1 << 20                  # bytes read from an archive at a time
+MAX_READ_RETRIES = 200                # times a reader starts again because a writer committed meanwhile
+READ_RETRY_WAIT = 60.0                # seconds a reader waits for a writer's transaction to end
 
 # Limits on what a repository index may hold (SPEC §10): an index comes from the network
 # and is as hostile as a package.  Real indexes list thousands of packages, not millions.
@@ -123,6 +125,11 @@ RESERVE_BYTES = 2 << 20               # kept in var/lib/pm/reserve: an uninstall
 
 # Names pm reserves for its own staging files beside their targets; packages may not use them.
 STAGING_PREFIX = ".~pm."
+# pm's own state (database, journal, lock, kept scripts, ODA) and cache directories under
+# the root: no package may ship anything at or below them, as dpkg refuses its admin dir.
+RESERVED_DIRS = ("/var/lib/pm", "/var/cache/pm")
+# The suffix of the packaged version of a config file kept beside a modified one.
+CONFIG_NEW_SUFFIX = ".pm-new"
 
 
 # =============================================================================
@@ -234,14 +241,14 @@ class FaultInjector:
     Unset, a step costs one increment.
     """
 
-    ERRORS = {"ENOSPC": errno.ENOSPC, "EIO": errno.EIO}
+    ERRORS = {"ENOSPC": errno.ENOSPC, "EIO": errno.EIO, "EBUSY": errno.EBUSY, "EPERM": errno.EPERM}
 
     def __init__(self, spec: str, count_file: str | None):
         self.action, self.n, self.kind = None, 0, None
         if spec:
             parts = spec.split(":")
             if len(parts) not in (2, 3) or (parts[0] != "kill" and parts[0] not in self.ERRORS):
-                raise UsageError("PM_FAULT must be kill|ENOSPC|EIO:N[:KIND]")
+                raise UsageError("PM_FAULT must be kill|ENOSPC|EIO|EBUSY|EPERM:N[:KIND]")
             self.action, self.n = parts[0], int(parts[1])
             self.kind = parts[2] if len(parts) == 3 else None
         self.counts: dict[str, int] = {}
@@ -1352,6 +1359,9 @@ def open_tar_stream(raw):
 PACKAGE_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.zst", ".tzst")
 
 
+_RESERVED_PREFIXES = tuple(d + "/" for d in RESERVED_DIRS)
+
+
 class Package:
     """A package archive that passed every check of SPEC §15.
 
@@ -1415,6 +1425,9 @@ class Package:
                 if where == "DATA":
                     if name in seen:
                         raise self.fail("duplicate member %s" % name)
+                    if (name + "/").startswith(_RESERVED_PREFIXES):
+                        raise self.fail("%s is in pm's own directory %s; no package may ship files there"
+                                        % (name, next(d for d in RESERVED_DIRS if (name + "/").startswith(d + "/"))))
                     if kind == "f":
                         if entry.size > MAX_MEMBER_BYTES:
                             raise self.fail("member %s is larger than %d bytes" % (name, MAX_MEMBER_BYTES))
@@ -1461,6 +1474,10 @@ class Package:
         self.version = Version.parse(self.manifest["version"])
         if late_config:
             self.config_digests = self._config_digests_second_pass(is_config)
+        for path in self.config_digests:
+            if path + CONFIG_NEW_SUFFIX in seen:
+                raise self.fail("%s is a member, but pm keeps the packaged version of the config file "
+                                "%s there" % (path + CONFIG_NEW_SUFFIX, path))
 
     @staticmethod
     def _digest(reader: TarReader) -> bytes:
@@ -1617,6 +1634,12 @@ class UnsafePath(InvalidInput):
         return cls("%s is a symbolic link in the root; pm does not write through it" % path)
 
 
+def dir_mode_matches(st_mode: int, mode: int) -> bool:
+    """Whether a directory's mode on disk is the ``mode`` recorded for it (or that mode
+    with the group write pm adds to the directories it creates for a shared area)."""
+    return stat.S_IMODE(st_mode) in (mode, mode | 0o020)
+
+
 def shared_dir_mode(mode: int) -> int:
     """The mode for a directory pm creates: the one asked for, plus group write when the
     umask leaves group write open (umask 002, as shared software areas are managed), so
@@ -1635,6 +1658,41 @@ def process_umask() -> int:
         _umask = os.umask(0o022)
         os.umask(_umask)
     return _umask
+
+
+def file_kind(mode: int) -> str:
+    """What a file of ``mode`` is, for people (``a directory``, ``a FIFO``...)."""
+    for test, what in ((stat.S_ISDIR, "a directory"), (stat.S_ISLNK, "a symbolic link"),
+                       (stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"),
+                       (stat.S_ISREG, "a regular file")):
+        if test(mode):
+            return what
+    return "an unknown kind of file"
+
+
+def valid_root_path(path) -> bool:
+    """Whether ``path`` read from pm's own state (journal, status, file lists) names a
+    path plainly inside the root, by the rules for archive member names: absolute, no
+    ``..``, ``.`` or empty component, no control character, within PATH_MAX/NAME_MAX."""
+    if not isinstance(path, str) or not path.startswith("/") or has_control_chars(path):
+        return False
+    if path == "/":
+        return True
+    joined = path + "/"
+    if "//" in joined or "/./" in joined or "/../" in joined:
+        return False
+    if len(path) * 4 <= MAX_NAME_BYTES:        # the fast path: no part can be too long
+        return True
+    if len(path.encode("utf-8", "surrogateescape")) > MAX_PATH_BYTES:
+        return False
+    return all(len(part.encode("utf-8", "surrogateescape")) <= MAX_NAME_BYTES for part in path[1:].split("/"))
+
+
+def valid_state_name(name) -> bool:
+    """Whether ``name`` (a file list, a kept script's package) is one plain file name."""
+    return (isinstance(name, str) and name not in ("", ".", "..") and "/" not in name
+            and not has_control_chars(name) and len(name.encode("utf-8", "surrogateescape")) <= MAX_NAME_BYTES)
 
 
 def parent_of(path: str) -> str:
@@ -1751,12 +1809,27 @@ class Root:
             return None
 
     def _open_file(self, path: str) -> int | None:
+        """The one way pm opens a file under the root to read it: never through a
+        symbolic link, never blocking on a FIFO or a device, and only a regular file
+        (anything else is InvalidInput naming the path); None when it does not exist."""
         self.trim()
         parent, name = split_path(path)
         try:
-            return os.open(name, _O_READ, dir_fd=self.dir_fd(parent))
+            fd = os.open(name, _O_READ | os.O_NONBLOCK, dir_fd=self.dir_fd(parent))
         except FileNotFoundError:
             return None
+        except OSError as e:
+            if e.errno == errno.ELOOP:
+                raise UnsafePath("%s is a symbolic link; pm does not read through it"
+                                 % self.host_path(path)) from None
+            if e.errno in (errno.ENXIO, errno.EOPNOTSUPP):
+                raise InvalidInput("%s is a socket, not a regular file" % self.host_path(path)) from None
+            raise PmError("cannot read %s: %s" % (self.host_path(path), e.strerror)) from None
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            os.close(fd)
+            raise InvalidInput("%s is %s, not a regular file" % (self.host_path(path), file_kind(st.st_mode)))
+        return fd
 
     def digest(self, path: str) -> bytes | None:
         """The sha256 of the regular file ``path``, or None when it does not exist."""
@@ -1848,9 +1921,52 @@ class Root:
         self._dirs = {}
 
 
+def open_host_file(path: str):
+    """Open a file outside the root that pm reads (a directory source's index or
+    package, a list given by path) for reading: a FIFO is refused, never waited on, and
+    anything but a regular file is InvalidInput naming it.  FileNotFoundError and
+    NotADirectoryError pass for the caller to decide."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except (FileNotFoundError, NotADirectoryError):
+        raise
+    except OSError as e:
+        if e.errno in (errno.ENXIO, errno.EOPNOTSUPP):
+            raise InvalidInput("%s is a socket, not a regular file" % path) from None
+        raise PmError("cannot read %s: %s" % (path, e.strerror)) from None
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        raise InvalidInput("%s is %s, not a regular file" % (path, file_kind(mode)))
+    return os.fdopen(fd, "rb", buffering=1 << 16)
+
+
 def fsync_dir(fd: int) -> None:
     FAULTS.step("fsync")
     os.fsync(fd)
+
+
+def fd_path(dir_fd: int, name: str = "") -> str:
+    """The host path of ``name`` in the directory ``dir_fd``, for messages."""
+    try:
+        where = os.readlink("/proc/self/fd/%d" % dir_fd)
+    except OSError:
+        return name
+    return where.rstrip("/") + "/" + name if name else where
+
+
+def _clear_odd_file(dir_fd: int, name: str) -> None:
+    """Before pm replaces one of its own files: a symbolic link, FIFO or device there is
+    removed (it is replaced, never followed); a directory is InvalidInput."""
+    try:
+        st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    except (FileNotFoundError, NotADirectoryError):
+        return
+    if stat.S_ISREG(st.st_mode):
+        return
+    if stat.S_ISDIR(st.st_mode):
+        raise InvalidInput("%s is a directory where pm keeps a file of its own" % fd_path(dir_fd, name))
+    os.unlink(name, dir_fd=dir_fd)
 
 
 def atomic_write(dir_fd: int, name: str, data: bytes, sync: bool, kind: str = "db",
@@ -1859,7 +1975,9 @@ def atomic_write(dir_fd: int, name: str, data: bytes, sync: bool, kind: str = "d
     rename, directory fsync (unless ``sync_dir`` is False: the caller does it)."""
     temporary = name + ".tmp"
     FAULTS.step(kind)
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW |
+    _clear_odd_file(dir_fd, temporary)
+    _clear_odd_file(dir_fd, name)
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_NONBLOCK |
                  getattr(os, "O_CLOEXEC", 0), 0o664, dir_fd=dir_fd)
     try:
         try:
@@ -1950,17 +2068,44 @@ class FileEntry:
     """One owned path: kind ``f``/``d``/``l``, mode, size, sha256 (files; for config
     files the packaged one), link target (symlinks)."""
 
-    __slots__ = ("kind", "mode", "size", "digest", "link")
+    __slots__ = ("kind", "mode", "size", "digest", "link", "explicit")
 
-    def __init__(self, kind, mode, size=0, digest=None, link=None):
+    def __init__(self, kind, mode, size=0, digest=None, link=None, explicit=False):
         self.kind, self.mode, self.size, self.digest, self.link = kind, mode, size, digest, link
+        self.explicit = bool(explicit)     # a directory member of the package (not only a parent)
 
     def packed(self, path: str) -> list:
-        return [path, self.kind, self.mode, self.size, self.digest, self.link]
+        row = [path, self.kind, self.mode, self.size, self.digest, self.link]
+        return row + [True] if self.explicit else row
 
 
 def _msgpack():
     return lazy_import("msgpack", "reading pm's database")
+
+
+class StateChanged(PmError):
+    """A reader's view of the database went stale: a writer journaled or committed while
+    it read.  The command starts again on the new committed state."""
+
+
+def _check_status(packages, pending) -> None:
+    """Refuse a status naming anything outside the root or outside pm's own directories
+    (ValueError/TypeError: the caller says the database is damaged)."""
+    if not isinstance(packages, dict) or not isinstance(pending, list):
+        raise ValueError("packages or pending work of the wrong type")
+    for name, record in packages.items():
+        if not valid_package_name(name) or not valid_state_name(name):
+            raise ValueError("it names a package %r" % (name,))
+        if not isinstance(record, dict) or not valid_state_name(record.get("files")):
+            raise ValueError("the record of %s names no valid file list" % name)
+        for path in record.get("config") or ():
+            if not valid_root_path(path):
+                raise ValueError("the record of %s names %r, which is not a path inside the root"
+                                 % (name, path))
+    for entry in pending:
+        if not isinstance(entry, dict) or not valid_state_name(entry.get("package")) \
+                or not valid_state_name(entry.get("script")):
+            raise ValueError("a pending script entry is malformed")
 
 
 class Database:
@@ -1979,6 +2124,7 @@ class Database:
         return self.root.lstat(DB_DIR + "/status") is not None
 
     def load(self) -> "Database":
+        self.token = self.snapshot_token()
         try:
             data = self.root.read(DB_DIR + "/status")
         except (FileNotFoundError, NotADirectoryError):
@@ -1992,6 +2138,7 @@ class Database:
             self.txid = status["txid"]
             self.packages = status["packages"]
             self.pending = status.get("pending", [])
+            _check_status(self.packages, self.pending)
         except (ValueError, KeyError, TypeError) as e:
             raise InvalidInput("the database %s/status is damaged (%s)" %
                                (self.root.host_path(DB_DIR), e)) from None
@@ -2015,14 +2162,34 @@ class Database:
         record = self.packages[name]
         data = self.root.read(FILES_DIR + "/" + record["files"])
         if data is None:
+            if self.snapshot_token() != getattr(self, "token", None):
+                raise StateChanged("the database changed while it was read")
             raise InvalidInput("the database is damaged: the file list of %s is missing" % name)
         try:
             rows = _msgpack().unpackb(data, raw=False)
             entries = {row[0]: FileEntry(*row[1:]) for row in rows}
+            for path, entry in entries.items():
+                if not valid_root_path(path) or path == "/":
+                    raise ValueError("it names %r, which is not a path inside the root" % (path,))
+                if entry.kind not in ("f", "d", "l") or not isinstance(entry.mode, int):
+                    raise ValueError("%s has no valid kind and mode" % path)
         except (ValueError, TypeError, IndexError) as e:
             raise InvalidInput("the database is damaged: the file list of %s (%s)" % (name, e)) from None
         self._files[name] = entries
         return entries
+
+    def snapshot_token(self) -> tuple:
+        """What changes whenever a writer takes the lock, journals, commits or finishes:
+        a reader that found its view inconsistent compares it with the one it started
+        with (SPEC §9: a reader sees one committed state)."""
+        token = []
+        for path in (DB_DIR, DB_DIR + "/status", DB_DIR + "/lock", JOURNAL):
+            try:
+                st = self.root.lstat(path)
+            except (UnsafePath, OSError):
+                st = None
+            token.append(None if st is None else (st.st_ino, st.st_mtime_ns, st.st_ctime_ns, st.st_size))
+        return tuple(token)
 
     @staticmethod
     def files_bytes(entries: dict) -> bytes:
@@ -2077,8 +2244,7 @@ class RootLock:
         import fcntl
         import time
         dir_fd = self.root.dir_fd(DB_DIR, 0o755)
-        fd = os.open("lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0),
-                     0o664, dir_fd=dir_fd)
+        fd = self._open(dir_fd, os.O_RDWR | os.O_CREAT)
         deadline = time.monotonic() + max(0.0, wait)
         while True:
             try:
@@ -2103,13 +2269,35 @@ class RootLock:
                 raise
         self.fd = fd
 
+    def _open(self, dir_fd: int, flags: int) -> int:
+        """Open the lock file: a regular file, never through a symbolic link, never
+        blocking on a FIFO; anything else is InvalidInput naming it."""
+        where = self.root.host_path(DB_DIR + "/lock")
+        try:
+            fd = os.open("lock", flags | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0),
+                         0o664, dir_fd=dir_fd)
+        except OSError as e:
+            if e.errno == errno.ELOOP:
+                raise UnsafePath("%s is a symbolic link; pm does not lock through it" % where) from None
+            if e.errno == errno.EISDIR:
+                raise InvalidInput("%s is a directory, not pm's lock file" % where) from None
+            if e.errno in (errno.ENXIO, errno.EOPNOTSUPP):
+                raise InvalidInput("%s is a socket, not pm's lock file" % where) from None
+            if e.errno in (errno.ENOENT, errno.ENOTDIR):
+                raise
+            raise PmError("cannot open the lock %s: %s" % (where, e.strerror)) from None
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            os.close(fd)
+            raise InvalidInput("%s is %s, not pm's lock file" % (where, file_kind(st.st_mode)))
+        return fd
+
     def try_acquire(self) -> bool:
         """Take the lock only if it is free and already exists (readers, recovery)."""
         import fcntl
         try:
-            fd = os.open("lock", os.O_RDWR | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0),
-                         dir_fd=self.root.dir_fd(DB_DIR))
-        except OSError:
+            fd = self._open(self.root.dir_fd(DB_DIR), os.O_RDWR)
+        except (OSError, PmError):
             return False
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -2126,8 +2314,11 @@ class RootLock:
         try:
             dir_fd = self.root.dir_fd(DB_DIR)
             st = os.stat("lock", dir_fd=dir_fd, follow_symlinks=False)
-            fd = os.open("lock", os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0), dir_fd=dir_fd)
-        except OSError:
+            if not stat.S_ISREG(st.st_mode):
+                return None
+            fd = os.open("lock", os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0),
+                         dir_fd=dir_fd)
+        except (OSError, PmError):
             return None
         try:
             holders = _flock_holders(st)
@@ -2175,6 +2366,7 @@ class Transaction:
         self.byte_puts: list = []       # (staged name, bytes, mode)
         self.file_lists: dict = {}      # file list name -> bytes
         self.obsolete_lists: list = []  # file list names to delete after commit
+        self.doing = "the change"       # what the transaction is doing, for an error message
 
     def _staged(self, path: str, suffix: str = "") -> str:
         self.seq += 1
@@ -2202,6 +2394,9 @@ class Transaction:
     def rmdir_later(self, path: str) -> None:
         self.ops.append(["rmdir", path])
 
+    def chmod(self, path: str, mode: int, old_mode: int) -> None:
+        self.ops.append(["chmod", path, mode, old_mode])
+
     def add_file_list(self, name: str, entries: dict) -> str:
         ref = "%s.%s" % (name, self.txid)
         self.file_lists[ref] = entries
@@ -2222,17 +2417,22 @@ class Transaction:
                 break
             except BaseException as e:
                 FAULTS.enabled = False
+                undone = True
                 try:
                     settle(self.root, self._journal_dict(), self.out)
                 except Exception as undo:           # the journal stays for the next command
-                    self.out.warn("could not finish undoing the change (%s); run pm recover" % undo)
-                    raise e from None
+                    undone = False
+                    self.out.warn("could not finish undoing the change (%s); run pm recover"
+                                  % (getattr(undo, "message", None) or getattr(undo, "strerror", None) or undo))
                 # A full disk: a change that writes no package files (an uninstall) frees
                 # space, so it may use the space pm keeps in reserve for just that.
-                if attempt == 1 and isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT) \
+                if undone and attempt == 1 and isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT) \
                         and not self.member_puts and release_reserve(self.root):
                     self.out.detail("the disk is full; using the space pm keeps in reserve")
                     continue
+                if isinstance(e, OSError):      # name what pm was doing, not a staging name
+                    raise PmError("%s failed: %s; %s" % (self.doing, e.strerror or e, "nothing was changed"
+                                                        if undone else "run pm recover")) from None
                 raise
         try:
             if self.sync:
@@ -2248,6 +2448,7 @@ class Transaction:
                 "obsolete": self.obsolete_lists}
 
     def _write_journal(self) -> None:
+        self.doing = "writing the journal %s" % self.root.host_path(JOURNAL)
         dir_fd = self.root.dir_fd(DB_DIR, 0o755)
         data = _msgpack().packb(self._journal_dict(), use_bin_type=True)
         atomic_write(dir_fd, "journal", data, self.sync, kind="journal")
@@ -2256,13 +2457,16 @@ class Transaction:
         root = self.root
         for op in self.ops:
             if op[0] == "mkdir":
+                self.doing = "creating the directory %s" % root.host_path(op[1])
                 root.make_dir(op[1], op[2])
         for package, wanted in self.member_puts.items():
+            self.doing = "unpacking %s" % package.name
             for member, chunks in package.stream():
                 target = wanted.get(member.path)
                 if target is None:
                     continue
                 staged, entry = target
+                self.doing = "unpacking %s of %s" % (root.host_path(member.path), package.name)
                 parent, name = split_path(staged)
                 dir_fd = root.dir_fd(parent)
                 if member.kind == "l":
@@ -2275,9 +2479,11 @@ class Transaction:
                 if progress:
                     progress.step()
                 root.trim()
+        self.doing = "keeping package scripts in %s" % root.host_path(SCRIPTS_DIR)
         for staged, data, mode in self.byte_puts:
             parent, name = split_path(staged)
             _write_new_file(self.root.dir_fd(parent), name, mode, (data,), None)
+        self.doing = "writing the database's file lists in %s" % root.host_path(FILES_DIR)
         files_fd = root.dir_fd(FILES_DIR, 0o755)
         for ref, entries in self.file_lists.items():
             FAULTS.step("write")
@@ -2289,6 +2495,7 @@ class Transaction:
 
     def _apply(self) -> None:
         root = self.root
+        self.doing = "putting the new files in place"
         for op in self.ops:
             if op[0] == "put":
                 path, staged, backup = op[1], op[2], op[3]
@@ -2297,9 +2504,13 @@ class Transaction:
                 root.rename(staged, path)
             elif op[0] == "remove":
                 root.rename(op[1], op[2])
+            elif op[0] == "chmod":
+                FAULTS.step("chmod")
+                os.fchmod(root.dir_fd(op[1]), op[2])
 
     def _commit(self, packages: dict, pending: list) -> None:
         root = self.root
+        self.doing = "flushing the new files to disk"
         if self.sync:
             devices = {}       # a directory (by path: descriptors are not held) per filesystem
             for parent in sorted({parent_of(op[1]) for op in self.ops if op[0] != "rmdir"}) + [DB_DIR]:
@@ -2309,6 +2520,7 @@ class Transaction:
                 sync_filesystem(root.dir_fd(parent))
         db_fd = root.dir_fd(DB_DIR)
         data = self.db.status_bytes(self.txid, packages, pending)
+        self.doing = "writing the database %s" % root.host_path(DB_DIR + "/status")
         atomic_write(db_fd, "status", data, self.sync, sync_dir=False)   # the commit
         self.db.txid, self.db.packages, self.db.pending = self.txid, packages, pending
         self.db._files = {}
@@ -2431,6 +2643,8 @@ def roll_back(root: Root, journal: dict, out: Output) -> None:
                 _quietly(root.rename, op[2], path)
         elif kind == "mkdir":
             _quietly(root.rmdir, path)
+        elif kind == "chmod":
+            _quietly(lambda: os.fchmod(root.dir_fd(path), op[3]))
     for ref in journal["lists"]:
         _quietly(root.unlink, FILES_DIR + "/" + ref)
     for leftover in ("/status.tmp", "/journal.tmp", "/journal"):
@@ -2440,17 +2654,88 @@ def roll_back(root: Root, journal: dict, out: Output) -> None:
 
 def roll_forward(root: Root, journal: dict, out: Output) -> None:
     """Finish a committed transaction: drop backups, remove emptied directories and
-    obsolete file lists, then the journal (idempotent)."""
+    obsolete file lists, then the journal (idempotent).  A cleanup step the system
+    refuses (a mount point: EBUSY; an immutable directory: EPERM) is recorded as a
+    leftover, which ``pm recover`` retries; it never keeps the journal."""
+    leftovers = []
+
+    def clean(kind, path):
+        try:
+            done = _quietly(root.rmdir if kind == "rmdir" else root.unlink, path)
+            if kind == "rmdir" and done is False and any(p.startswith(path + "/") for _, p in leftovers):
+                leftovers.append([kind, path])   # not empty only because of a leftover below it
+        except OSError as e:
+            leftovers.append([kind, path])
+            out.warn("could not remove %s (%s); recorded as a leftover, pm recover tries again"
+                     % (root.host_path(path), e.strerror or e))
+
     for op in journal["ops"]:           # staged names were all renamed before the commit
         if op[0] == "put" and op[3] is not None:
-            _quietly(root.unlink, op[3])
+            clean("unlink", op[3])
         elif op[0] == "remove":
-            _quietly(root.unlink, op[2])
+            clean("unlink", op[2])
     for op in sorted((op for op in journal["ops"] if op[0] == "rmdir"), key=lambda o: o[1], reverse=True):
-        _quietly(root.rmdir, op[1])
+        clean("rmdir", op[1])
     for ref in journal["obsolete"]:
-        _quietly(root.unlink, FILES_DIR + "/" + ref)
+        clean("unlink", FILES_DIR + "/" + ref)
+    if leftovers:
+        write_leftovers(root, read_leftovers(root, quiet=True) + leftovers)
     _quietly(root.unlink, JOURNAL)
+
+
+LEFTOVERS = DB_DIR + "/leftovers"
+
+
+def read_leftovers(root: Root, quiet: bool = False) -> list:
+    """``[[kind, path], ...]``: cleanup steps of committed transactions that could not be
+    done (``unlink`` or ``rmdir``); InvalidInput when the record is damaged (or [] with
+    ``quiet``)."""
+    try:
+        data = root.read(LEFTOVERS)
+        if data is None:
+            return []
+        rows = _msgpack().unpackb(data, raw=False)
+        if not isinstance(rows, list) or not all(
+                isinstance(row, list) and len(row) == 2 and row[0] in ("unlink", "rmdir")
+                and valid_root_path(row[1]) and row[1] != "/" for row in rows):
+            raise ValueError("not a list of cleanup steps inside the root")
+        return rows
+    except (ValueError, TypeError, InvalidInput, FileNotFoundError, NotADirectoryError) as e:
+        if quiet:
+            return []
+        if isinstance(e, InvalidInput):
+            raise
+        raise InvalidInput("the leftover record %s is damaged (%s)" % (root.host_path(LEFTOVERS), e)) from None
+
+
+def write_leftovers(root: Root, rows: list) -> None:
+    unique = []
+    for row in rows:
+        if row not in unique:
+            unique.append(row)
+    try:
+        if unique:
+            atomic_write(root.dir_fd(DB_DIR), "leftovers", _msgpack().packb(unique), True, kind="db")
+        else:
+            _quietly(root.unlink, LEFTOVERS)
+    except OSError:
+        pass                     # the cleanup stays undone either way; nothing depends on it
+
+
+def retry_leftovers(root: Root, out: Output) -> list:
+    """Try the recorded leftover cleanup steps again; returns those still undone."""
+    rows = read_leftovers(root)
+    still = []
+    for kind, path in sorted(rows, key=lambda row: row[1].count("/"), reverse=True):
+        try:
+            _quietly(root.rmdir if kind == "rmdir" else root.unlink, path)
+            out.detail("removed the leftover %s" % root.host_path(path))
+        except OSError as e:
+            still.append([kind, path])
+            out.warn("still cannot remove %s (%s)" % (root.host_path(path), e.strerror or e))
+    if rows:
+        write_leftovers(root, still)
+    return still
 
 
 def settle(root: Root, journal: dict, out: Output) -> str:
@@ -2481,9 +2766,41 @@ def read_journal(root: Root) -> dict | None:
     try:
         journal = _msgpack().unpackb(data, raw=False)
         journal["txid"], journal["ops"], journal["lists"], journal["obsolete"]
+        _check_journal(journal)
     except (ValueError, TypeError, KeyError) as e:
         raise InvalidInput("the journal %s is damaged (%s)" % (root.host_path(JOURNAL), e)) from None
     return journal
+
+
+def _check_journal(journal) -> None:
+    """Refuse a journal naming any path outside the root, or a staged or backup name
+    that is not one of pm's reserved names (recovery deletes and renames them)."""
+    if not isinstance(journal["txid"], str) or not isinstance(journal["ops"], list):
+        raise ValueError("no transaction id or operations")
+    for op in journal["ops"]:
+        if not isinstance(op, list) or not op:
+            raise ValueError("a malformed operation")
+        kind = op[0]
+        if kind == "put" and len(op) == 4:
+            paths = [op[1], op[2]] + ([op[3]] if op[3] is not None else [])
+            reserved = paths[1:]
+        elif kind == "remove" and len(op) == 3:
+            paths, reserved = [op[1], op[2]], [op[2]]
+        elif kind in ("mkdir", "rmdir") and len(op) == (3 if kind == "mkdir" else 2):
+            paths, reserved = [op[1]], []
+        elif kind == "chmod" and len(op) == 4 and all(isinstance(m, int) and 0 <= m <= 0o7777 for m in op[2:]):
+            paths, reserved = [op[1]], []
+        else:
+            raise ValueError("an unknown operation %r" % (kind,))
+        for path in paths:
+            if not valid_root_path(path) or path == "/":
+                raise ValueError("it names %r, which is not a path inside the root" % (path,))
+        for path in reserved:
+            if not split_path(path)[1].startswith(STAGING_PREFIX) or parent_of(path) != parent_of(op[1]):
+                raise ValueError("%r is not a name pm stages under" % (path,))
+    for ref in list(journal["lists"]) + list(journal["obsolete"]):
+        if not valid_state_name(ref):
+            raise ValueError("it names a file list %r" % (ref,))
 
 
 def recover(root: Root, out: Output) -> str | None:
@@ -2493,6 +2810,10 @@ def recover(root: Root, out: Output) -> str | None:
     except (FileNotFoundError, NotADirectoryError):
         return None
     for debris in ("journal.tmp", "status.tmp"):
+        st = root.lstat(DB_DIR + "/" + debris)
+        if st is not None and stat.S_ISDIR(st.st_mode):
+            raise InvalidInput("%s is a directory where pm keeps a temporary file of its own"
+                               % root.host_path(DB_DIR + "/" + debris))
         _quietly(root.unlink, DB_DIR + "/" + debris)
     journal = read_journal(root)
     if journal is None:
@@ -2594,8 +2915,12 @@ def run_pending_scripts(root: Root, db: Database, out: Output, sync: bool,
             still_pending.append(dict(entry, error=error))
     if still_pending != db.pending:
         db.pending = still_pending
-        atomic_write(root.dir_fd(DB_DIR), "status",
-                     db.status_bytes(db.txid, db.packages, db.pending), sync)
+        try:
+            atomic_write(root.dir_fd(DB_DIR), "status",
+                         db.status_bytes(db.txid, db.packages, db.pending), sync)
+        except OSError as e:
+            raise PmError("recording the scripts' results in the database %s failed: %s"
+                          % (root.host_path(DB_DIR + "/status"), e.strerror or e)) from None
     return failures
 
 
@@ -2678,6 +3003,7 @@ class Planner:
                     self.owner[path] = name
         self.made_dirs: set = set()
         self.new_dirs: set = set()       # the directories this command creates
+        self.dir_modes: set = set()      # existing directories whose mode this command changes
         self.removed: set = set()                  # paths this command removes
         self.changing: set = set()                 # packages this command installs or removes
         self.stolen: dict[str, set] = {}           # package -> paths taken by --force-overwrite
@@ -2791,6 +3117,17 @@ class Planner:
         elif not stat.S_ISDIR(st.st_mode):
             raise Refused("%s is a file on disk, but %s has a directory there" % (path, change.name))
 
+    def _plan_dir_mode(self, change: Change, path: str, mode: int) -> None:
+        """A directory the package ships that exists with another mode gets the package's
+        (an upgrade tightening 0755 to 0700 must tighten it on disk)."""
+        if path in self.new_dirs or path in self.dir_modes:
+            return
+        st = self.root.lstat(path)
+        if st is not None and stat.S_ISDIR(st.st_mode) and not dir_mode_matches(st.st_mode, mode):
+            self.dir_modes.add(path)
+            self.tx.chmod(path, mode, stat.S_IMODE(st.st_mode))
+            change.steps.append(("chmod", path))
+
     def _plan_files(self, change: Change, claims: dict, force: bool, conflicts: list) -> None:
         package, name, tx = change.package, change.name, self.tx
         old_entries = self.db.files(name) if change.old else {}
@@ -2806,7 +3143,8 @@ class Planner:
                 entries[ancestor] = FileEntry("d", 0o755)
             if member.kind == "d":
                 self._ensure_dir(change, path, member.mode)
-                entries[path] = FileEntry("d", member.mode)
+                entries[path] = FileEntry("d", member.mode, explicit=True)
+                self._plan_dir_mode(change, path, member.mode)
                 continue
             st = self._lstat(path)
             owner = self.owner.get(path)
@@ -4438,12 +4776,10 @@ def fetch_checked_index(source: Source, out: Output, trust: Trust | None) -> tup
 
 def _read_local(path: str, limit: int) -> bytes | None:
     try:
-        with open(path, "rb") as f:
+        with open_host_file(path) as f:
             data = f.read(limit + 1)
     except (FileNotFoundError, NotADirectoryError):
         return None
-    except OSError as e:
-        raise PmError("cannot read %s: %s" % (path, e.strerror)) from None
     if len(data) > limit:
         raise InvalidInput("%s is larger than %d bytes" % (path, limit))
     return data
@@ -4504,7 +4840,11 @@ def store_index(root: Root, source: Source, entries: list, sync: bool, record: d
     if record is not None:
         document.update(keynum=record["keynum"], serial=record["serial"], valid_until=record["valid_until"])
     data = _msgpack().packb(document, use_bin_type=True)
-    atomic_write(root.dir_fd(INDEX_CACHE_DIR, 0o755), source.slug, data, sync, kind="cache")
+    try:
+        atomic_write(root.dir_fd(INDEX_CACHE_DIR, 0o755), source.slug, data, sync, kind="cache")
+    except OSError as e:
+        raise PmError("keeping the index of %s in %s failed: %s" % (
+            source.url, root.host_path(INDEX_CACHE_DIR + "/" + source.slug), e.strerror or e)) from None
 
 
 def source_entries(root: Root, source: Source, out: Output, trust: Trust | None = None) -> list:
@@ -4843,9 +5183,9 @@ class Fetcher:
         if source.kind == "dir":
             path = package_url(source, entry)
             try:
-                file = open(path, "rb", buffering=1 << 16)
-            except OSError as e:
-                raise PmError("cannot read %s: %s" % (path, e.strerror)) from None
+                file = open_host_file(path)
+            except FileNotFoundError:
+                raise PmError("cannot read %s: %s" % (path, os.strerror(errno.ENOENT))) from None
             label = path
             try:
                 verify_file(file, entry, label)
@@ -4882,8 +5222,10 @@ class Fetcher:
             return None
         try:
             dir_fd = self.root.dir_fd(PACKAGE_CACHE_DIR + "/" + source.slug)
-            fd = os.open(entry["filename"], _O_READ, dir_fd=dir_fd)
+            fd = self.root._open_file(PACKAGE_CACHE_DIR + "/" + source.slug + "/" + entry["filename"])
         except (FileNotFoundError, NotADirectoryError):
+            return None
+        if fd is None:
             return None
         file = os.fdopen(fd, "rb", buffering=1 << 16)
         try:
@@ -5167,6 +5509,17 @@ class Oda:
             raise UsageError("an SQLite ODA URL is sqlite:///ABSOLUTE/PATH, not %s" % url)
         path = "/" + path.lstrip("/")
         self.errors = (sqlite3.Error,)
+        for name in (path, path + "-journal", path + "-wal", path + "-shm"):
+            try:
+                st = os.lstat(name)
+            except (FileNotFoundError, NotADirectoryError):
+                continue
+            except OSError as e:
+                raise OdaError("cannot open the ODA %s: %s" % (name, e.strerror)) from None
+            if stat.S_ISLNK(st.st_mode):
+                raise UnsafePath("%s is a symbolic link; pm does not open the ODA through it" % name)
+            if not stat.S_ISREG(st.st_mode):
+                raise InvalidInput("%s is %s, not an SQLite file" % (name, file_kind(st.st_mode)))
         if not create and not os.path.isfile(path):
             raise Refused("there is no ODA at %s; pm opm init creates it" % path)
         try:
@@ -5869,8 +6222,24 @@ def diagnose(root: Root, shared: bool) -> list:
     journal, journal_findings = _journal_findings(root, db, holder)
     findings += journal_findings
     findings += _debris_findings(root, db, directories, journal, holder)
-    findings.append(Finding("lock", Finding.OK, "the lock is free") if holder is None else
-                    Finding("lock", Finding.NOTE, "the lock is held by %s" % RootLock.who(holder)))
+    try:
+        leftovers = read_leftovers(root)
+        findings.append(Finding("leftovers", Finding.PROBLEM, "%s could not be removed after a "
+                                "transaction (pm recover tries again): %s" % (
+                                    counted(len(leftovers), "path"), _some(root, [p for _, p in leftovers])))
+                        if leftovers else Finding("leftovers", Finding.OK, "no leftovers of past transactions"))
+    except InvalidInput as e:
+        findings.append(Finding("leftovers", Finding.PROBLEM, e.message))
+    try:
+        lock_st = root.lstat(DB_DIR + "/lock")
+    except PmError:
+        lock_st = None
+    if lock_st is not None and not stat.S_ISREG(lock_st.st_mode):
+        findings.append(Finding("lock", Finding.PROBLEM, "%s is %s, not pm's lock file"
+                                % (root.host_path(DB_DIR + "/lock"), file_kind(lock_st.st_mode))))
+    else:
+        findings.append(Finding("lock", Finding.OK, "the lock is free") if holder is None else
+                        Finding("lock", Finding.NOTE, "the lock is held by %s" % RootLock.who(holder)))
     try:
         settings = read_settings(root)
     except InvalidInput as e:
@@ -6349,6 +6718,21 @@ class Session:
         recover(self.root, self.out)
         return self._warn_pending(Database(self.root).load())
 
+    def check_snapshot(self, db: Database) -> None:
+        """Raise StateChanged when what a reader found may come from a writer's
+        transaction rather than from ``db``'s committed state: the database or lock
+        changed since it was read, or a transaction is running now."""
+        if db.snapshot_token() != db.token or (root_exists(self.root, JOURNAL) and self.lock.holder()):
+            raise StateChanged("the database changed while it was read")
+
+    def wait_for_writer(self) -> None:
+        """Wait (a bounded time) until no transaction is running on the root."""
+        import time
+        deadline = time.monotonic() + READ_RETRY_WAIT
+        time.sleep(0.01)
+        while time.monotonic() < deadline and root_exists(self.root, JOURNAL) and self.lock.holder():
+            time.sleep(0.02)
+
     def _warn_pending(self, db: Database) -> Database:
         for entry in db.pending:
             if entry.get("error"):
@@ -6403,7 +6787,7 @@ def apply_plan(session: Session, db: Database, plan, dry_run: bool, no_scripts: 
                                    change.old_version, change.script_action, out)
                 if error:
                     raise Refused(error + "; nothing was changed")
-    pending = list(db.pending)
+    pending = [entry for entry in db.pending if entry.get("package") not in changed]
     if not no_scripts:
         pending += [{"txid": tx.txid, "package": c.name, "script": c.post_script, "content": c.post_content,
                      "version": c.version, "old_version": c.old_version, "action": c.script_action,
@@ -6705,7 +7089,8 @@ def cmd_update(session: Session, args) -> int:
         session.out.say("no sources are configured in %s" % SOURCES_FILES)
     for origin in dict.fromkeys(s.origin for s in sources if s.origin):
         listed = [s for s in sources if s.origin == origin]
-        session.out.say("sources from %s: %s" % (session.root.host_path(origin), ", ".join(s.url for s in listed)))
+        session.out.result("sources from %s: %s" % (session.root.host_path(origin),
+                                                     ", ".join(s.url for s in listed)))
     reports = update_sources(session.root, sources, session.out, args.dry_run, session.sync,
                              lock=None if args.dry_run else lambda: session.write_db("update"))
     for report in reports:
@@ -6720,8 +7105,8 @@ def cmd_update(session: Session, args) -> int:
     upgradable = []
     if not args.dry_run:
         db = Database(session.root).load()
-        pool = build_pool(session.root, db, Output(verbosity=-1),   # a failed source said so already
-                          [s for s, r in zip(sources, reports) if not r["error"]])
+        readable = [s for s, r in zip(sources, reports) if not r["error"]]   # the others said why
+        pool = build_pool(session.root, db, Output(verbosity=-1), readable)
         for name, installed in sorted(pool.installed.items()):
             newest = next((c for c in pool.candidates(name) if not c.version.prerelease), None)
             if newest is not None and newest.version > installed.version:
@@ -6937,6 +7322,9 @@ def verify_package(root: Root, db: Database, name: str) -> tuple:
             "f" if stat.S_ISREG(st.st_mode) else "?"
         if kind != entry.kind:
             damage.append((path, "is no longer a %s" % {"f": "file", "d": "directory", "l": "symlink"}[entry.kind]))
+        elif kind == "d":
+            if entry.explicit and not dir_mode_matches(st.st_mode, entry.mode):
+                damage.append((path, "mode changed from %04o to %04o" % (entry.mode, stat.S_IMODE(st.st_mode))))
         elif kind == "l":
             if root.readlink(path) != entry.link:
                 damage.append((path, "symlink target changed"))
@@ -6962,6 +7350,8 @@ def cmd_verify(session: Session, args) -> int:
         bad, changed = verify_package(session.root, db, name)
         damage += [(name, p, what) for p, what in bad]
         modified += [(name, p, what) for p, what in changed]
+    if damage:
+        session.check_snapshot(db)      # damage seen mid-transaction is no damage
     for name, path, what in damage:
         session.out.result("%s: %s: %s" % (name, path, what))
     for name, path, what in modified:
@@ -6978,9 +7368,13 @@ def cmd_recover(session: Session, args) -> int:
     session.lock.acquire(args.wait, "recover")
     done = recover(session.root, session.out)
     db = Database(session.root).load()
+    had_leftovers = bool(read_leftovers(session.root))
+    left = retry_leftovers(session.root, session.out)
     failures = run_pending_scripts(session.root, db, session.out, session.sync)
-    if not done and not failures:
+    if not done and not failures and not had_leftovers:
         session.out.say("nothing to recover")
+    elif had_leftovers and not left:
+        session.out.say("pm: removed what earlier transactions left behind")
     for failure in failures:
         session.out.say("pm: error: %s" % failure)
     return finish(session, {"transaction": done, "script_failures": failures},
@@ -7232,7 +7626,13 @@ def oda_url(session: Session, args) -> str:
 
 
 def open_oda(session: Session, args) -> Oda:
-    return Oda(oda_url(session, args)).require_schema()
+    url = oda_url(session, args)
+    if url == "sqlite://" + session.root.host_path(ODA_FILE):
+        try:
+            session.root.dir_fd(DB_DIR)        # no symbolic link on the way to the ODA file
+        except FileNotFoundError:
+            pass
+    return Oda(url).require_schema()
 
 
 def with_oda(handler):
@@ -7677,8 +8077,17 @@ def main(argv: list | None = None) -> int:
     session = None
     try:
         args = parse_arguments(argv)
-        session = Session(args)
-        return args.func(session, args)
+        for attempt in range(MAX_READ_RETRIES + 1):
+            session = Session(args)
+            try:
+                return args.func(session, args)
+            except StateChanged:
+                if attempt == MAX_READ_RETRIES or session.lock.fd is not None:
+                    raise PmError("the database of %s kept changing while it was read; try again"
+                                  % session.root.path) from None
+                session.wait_for_writer()
+                session.close()
+                session = None
     except PmError as e:
         return _report_error(e.message, e.exit_code, json_mode)
     except KeyboardInterrupt:

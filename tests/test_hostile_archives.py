@@ -690,6 +690,56 @@ def zstd_bomb(where):
     return bomb(where, "bomb.tar.zst", zstandard.ZstdCompressor(level=3).compressobj())
 
 
+# -- pm's own state and cache directories (as dpkg refuses its admin directory) --------
+
+@kind("pm's own directory /var/lib/pm")
+def file_replacing_the_journal(where):
+    return archive(manifest(), member("DATA/var/lib/pm/journal", "planted journal"))
+
+
+@kind("pm's own directory /var/lib/pm")
+def file_replacing_the_status(where):
+    return archive(manifest(), member("DATA/var/lib/pm/status", "planted status"))
+
+
+@kind("pm's own directory /var/lib/pm")
+def file_in_the_file_lists(where):
+    return archive(manifest(), member("DATA/var/lib/pm/files/base.0123456789ab", "planted list"))
+
+
+@kind("pm's own directory /var/lib/pm")
+def another_packages_kept_script(where):
+    return archive(manifest(), member("DATA/var/lib/pm/scripts/other/api-pre-uninstall", "#!/bin/sh\n", mode=0o755))
+
+
+@kind("pm's own directory /var/lib/pm")
+def the_state_directory_itself(where):
+    return archive(manifest(), directory("DATA/var/lib/pm"))
+
+
+@kind("pm's own directory /var/lib/pm")
+def the_oda_file(where):
+    return archive(manifest(), member("DATA/var/lib/pm/oda.sqlite", "planted"))
+
+
+@kind("pm's own directory /var/cache/pm")
+def file_in_the_package_cache(where):
+    return archive(manifest(), member("DATA/var/cache/pm/packages/src/other-1.0.tar", "planted"))
+
+
+@kind("pm's own directory /var/lib/pm")
+def symlink_in_the_state_directory(where):
+    return archive(manifest(), symlink("DATA/var/lib/pm/lock", "../../../outside/secret"))
+
+
+# -- a member where pm keeps the packaged version of a config file ---------------------
+
+@kind("keeps the packaged version of the config file /etc/x.conf")
+def member_named_like_a_kept_config_file(where):
+    return archive(manifest('{ package = "base", version = "2.0", configFiles = { "/etc/x.conf" } }'),
+                   member("DATA/etc/x.conf", "packaged"), member("DATA/etc/x.conf.pm-new", "another member"))
+
+
 # -- not a regular file ---------------------------------------------------------------
 
 @kind("is not a regular file")

@@ -115,3 +115,29 @@ def test_a_state_directory_made_by_another_pm_before_the_lock_is_used_not_an_err
     lock.release()
     monkeypatch.undo()
     assert (root / "var/lib/pm/lock").is_file()
+
+
+def test_readers_racing_committing_writers_see_one_committed_state_and_never_fail(build, root):
+    names = ["p%d" % i for i in range(3)]
+    versions = {name: [build(name, "%d.0" % v, {"/p/%s/common" % name: "v%d" % v, "/p/%s/only-%d" % (name, v): "x" * v})
+                       for v in (1, 2, 3)] for name in names}
+    for name in names:
+        assert run_pm(root, "install", versions[name][0]).code == 0
+    other = build("other", "1.0", {"/o/file": "o"})
+    pm = [sys.executable, str(PM), "--root", str(root)]
+    writers = [subprocess.Popen(pm + ["--wait", "300", "install", "--allow-same-version", str(versions[name][k % 3])],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+               for k in range(1, 7) for name in names]
+    commands = [["verify"], ["list-installed"], ["install", "--dry-run", str(other)]] + [["files", n] for n in names]
+    readers = [(command, subprocess.Popen(pm + command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+               for _ in range(5) for command in commands]
+    for command, proc in readers:
+        out, err = proc.communicate()
+        assert proc.returncode == 0, (command, out, err)
+        assert "damaged" not in err and "missing" not in out, (command, out, err)
+        if command[0] == "files":
+            name = command[1]
+            assert any(out.splitlines() == sorted(["/p", "/p/%s" % name, "/p/%s/common" % name, "/p/%s/only-%d" % (name, v)])
+                       for v in (1, 2, 3)), out
+    assert [w.wait() for w in writers] == [0] * len(writers)
+    assert run_pm(root, "verify").code == 0
