@@ -2571,11 +2571,15 @@ class Planner:
             for change in changes:
                 problems += unmet_dependencies(change.name, change.package.manifest, final, self.out)
             new_names = {c.name for c in changes}
+            provided_before = {p for c in changes if c.old and c.old["state"] == STATE_INSTALLED
+                               for p in c.old["manifest"].get("provides", ())}
             for name, (version, manifest) in final.items():
                 if name not in new_names:
                     needs = manifest_dependencies(manifest)
                     if new_names & set(needs):
                         problems += unmet_dependencies(name, manifest, final, self.out)
+                    else:                   # a name a changing package provided before
+                        problems += _unmet_of(name, manifest, provided_before & set(needs), final)
         for change in changes:
             problems += conflicts_with(change.name, change.package.manifest, final)
         if problems:
@@ -2768,15 +2772,24 @@ class Planner:
         return ordered + [c for c in changes if c not in installed]
 
     def _with_dependents(self, targets: list, recursive: bool) -> list:
+        """``targets`` and, with ``recursive``, the installed packages whose dependencies
+        (by name or met through ``provides``) only the targets meet; refused otherwise."""
         installed = self.db.installed()
+        before = {n: (r["version"], r["manifest"]) for n, r in installed.items()}
         removing = set(targets)
         while True:
-            final = {n: (r["version"], r["manifest"]) for n, r in installed.items() if n not in removing}
+            final = {n: vm for n, vm in before.items() if n not in removing}
+            providers: dict = {}                # a name -> the packages removed that provide it
+            for name in sorted(removing & set(installed)):
+                for provided in installed[name]["manifest"].get("provides", ()):
+                    providers.setdefault(provided, []).append(name)
             needing = []
             for name, (version, manifest) in sorted(final.items()):
                 for dep in manifest_dependencies(manifest):
-                    if dep in removing and unmet_dependencies(name, manifest, final, None):
-                        needing.append((name, dep))
+                    if (dep in removing or dep in providers) and _unmet_of(name, manifest, {dep}, final) \
+                            and not _unmet_of(name, manifest, {dep}, before):
+                        needing.append((name, dep if dep in removing or dep in before else
+                                        "%s (provided by %s)" % (dep, ", ".join(providers[dep]))))
             if not needing:
                 return targets
             if not recursive:
@@ -2919,20 +2932,38 @@ def unmet_dependencies(name: str, manifest: dict, available: dict, out: Output |
     return problems
 
 
+def _unmet_of(name: str, manifest: dict, dependencies: set, available: dict) -> list:
+    """unmet_dependencies for only the ``dependencies`` (names) of ``manifest``."""
+    if not dependencies:
+        return []
+    wanted = {d: c for d, c in manifest.get("dependencies", {}).items() if d in dependencies}
+    return unmet_dependencies(name, {"dependencies": wanted}, available, None)
+
+
 def conflicts_with(name: str, manifest: dict, available: dict) -> list:
     """Messages for each conflict between ``name`` and the other ``available`` packages,
-    declared on either side."""
+    declared on either side; a conflict with any version of a name also covers the
+    packages that provide it (as the resolver holds it)."""
     problems = []
     version = Version.parse(manifest["version"])
+    mine_all = manifest_dependencies(manifest, "conflicts")
+    my_provides = set(manifest.get("provides", ())) - {name}
     for other, (other_version, other_manifest) in available.items():
         if other == name:
             continue
-        mine = manifest_dependencies(manifest, "conflicts").get(other)
+        mine = mine_all.get(other)
         if mine and mine.allows(Version.parse(other_version), pre=True):
             problems.append("%s conflicts with %s %s" % (name, other, other_version))
-        theirs = manifest_dependencies(other_manifest, "conflicts").get(name)
+        for provided in other_manifest.get("provides", ()):
+            if provided != other and provided in mine_all and mine_all[provided].is_any:
+                problems.append("%s conflicts with %s %s, which provides %s" % (name, other, other_version, provided))
+        theirs_all = manifest_dependencies(other_manifest, "conflicts")
+        theirs = theirs_all.get(name)
         if theirs and theirs.allows(version, pre=True):
             problems.append("%s %s conflicts with %s" % (other, other_version, name))
+        for provided in sorted(my_provides & set(theirs_all)):
+            if theirs_all[provided].is_any:
+                problems.append("%s %s conflicts with %s, which %s provides" % (other, other_version, provided, name))
     return problems
 
 
@@ -2940,10 +2971,15 @@ def order_by_dependencies(changes: list, manifests: dict | None = None) -> list:
     """``changes`` with each package after the ones it depends on (ties by name; a
     cycle is broken at its alphabetically first package)."""
     by_name = {c.name: c for c in changes}
+    manifest_of = {c.name: manifests[c.name] if manifests else c.package.manifest for c in changes}
+    provider = {}                      # a provided name -> a change providing it
+    for name in sorted(by_name):
+        for provided in manifest_of[name].get("provides", ()):
+            provider.setdefault(provided, name)
     needs = {}
     for change in changes:
-        manifest = manifests[change.name] if manifests else change.package.manifest
-        needs[change.name] = sorted(d for d in manifest_dependencies(manifest) if d in by_name and d != change.name)
+        wanted = (d if d in by_name else provider.get(d) for d in manifest_dependencies(manifest_of[change.name]))
+        needs[change.name] = sorted({d for d in wanted if d is not None and d != change.name})
     ordered, placed, visiting = [], set(), set()
 
     def visit(name):
@@ -3275,6 +3311,19 @@ class Resolver:
             return newer + same + [c for c in others if c.version < installed.version]
         return same + others
 
+    def _likely(self, name: str):
+        """The installed candidate of ``name`` when it is to stay as it is, or the one
+        it is to move to when it is upgraded (named, or everything upgraded): its best
+        candidate the requirements so far allow; None when nothing of it is installed."""
+        if name not in self.pool.installed:
+            return None
+        for candidate in self._ordered(name):
+            if all(self._allows(r, candidate) for r in self.criteria.get(name, ())) \
+                    and not self._downgrade(candidate) \
+                    and (self.pre or candidate.installed or not candidate.version.prerelease):
+                return candidate
+        return None
+
     def _fill_options(self, frame: _Frame) -> None:
         """The candidates of the frame's name that its requirements allow, best first;
         the others are blamed on the decisions that made those requirements."""
@@ -3295,7 +3344,7 @@ class Resolver:
         if all(r.constraint.is_any for r in criteria):
             providers = self.pool.providers(slot)
             preferred = [p for p in providers if self.chosen.get(p.name) is p
-                         or (p.installed and p.name not in self.chosen)]
+                         or (p.name not in self.chosen and self._likely(p.name) is p)]
             options = preferred + options + [p for p in providers if p not in preferred]
         frame.options = options
 

@@ -1,0 +1,104 @@
+"""Scenarios pm was compared on with its peers (pacman's test suite, apt, apk), adapted
+where SPEC differs on purpose: provides protect like names, the newest satisfying set,
+path-type changes within one transaction, a config file that stops being one, the
+architecture, essential packages, and what a new user meets first (issue 13).
+
+Where a scenario must not depend on whether a source is configured, it runs both ways:
+``sources`` lists an unrelated repository in the root, or nothing."""
+
+import os
+import platform
+import subprocess
+import sys
+
+import pytest
+
+from conftest import PM, Dir, File, Link, exists, payload, read, run_pm
+
+
+@pytest.fixture(params=["without a source", "with a source"])
+def sources(request, root, build, repository):
+    """Configure an unrelated repository in the root (or none): the outcome must be the
+    same either way."""
+    if request.param == "with a source":
+        repository().add(build("unrelated", "1.0", {"/unrelated": "u"})).use(root)
+    return request.param
+
+
+# -- 1. dependencies met through provides are protected like dependencies by name --------
+
+def test_uninstalling_the_only_provider_of_a_needed_name_is_refused(pm, build, root, sources):
+    pm("install", build("busybox", "1.36", {"/bin/busybox": "x"}, provides=["sh"]))
+    pm("install", build("app", "1.0", {"/app": "x"}, deps={"sh": "*"}))
+    result = pm("uninstall", "busybox", expect=1)
+    assert "sh (provided by busybox) is needed by app" in result.err
+    assert exists(root, "/bin/busybox")
+    assert "busybox (1.36)" in pm("list-installed").out
+
+
+def test_uninstalling_one_of_two_providers_is_allowed(pm, build, root, sources):
+    pm("install", build("busybox", "1.36", {"/bin/busybox": "x"}, provides=["sh"]),
+       build("dash", "0.5", {"/bin/dash": "x"}, provides=["sh"]))
+    pm("install", build("app", "1.0", {"/app": "x"}, deps={"sh": "*"}))
+    pm("uninstall", "busybox")
+    assert pm("list-installed").out == "app (1.0)\ndash (0.5)\n"
+
+
+def test_uninstall_recursive_on_the_provider_takes_the_dependent_along(pm, build, root, sources):
+    pm("install", build("busybox", "1.36", {"/bin/busybox": "x"}, provides=["sh"]))
+    pm("install", build("app", "1.0", {"/app": "x"}, deps={"sh": "*"}))
+    result = pm("uninstall", "--recursive", "busybox")
+    assert result.out.splitlines() == ["removed app 1.0", "removed busybox 1.36"]
+    assert payload(root).keys() <= {"etc", "etc/pm", "etc/pm/sources.list"}
+
+
+def test_an_upgrade_of_the_provider_that_drops_a_needed_name_is_refused(pm, build, root, sources):
+    pm("install", build("busybox", "1.36", {"/bin/busybox": "old"}, provides=["sh"]))
+    pm("install", build("app", "1.0", {"/app": "x"}, deps={"sh": "*"}))
+    result = pm("install", build("busybox", "1.37", {"/bin/busybox": "new"}), expect=1)
+    assert "app" in result.err and "needs sh" in result.err
+    assert read(root, "/bin/busybox") == "old"
+    assert "busybox (1.36)" in pm("list-installed").out
+
+
+def test_an_upgrade_of_the_provider_that_keeps_the_name_is_allowed(pm, build, root, sources):
+    pm("install", build("busybox", "1.36", {"/bin/busybox": "old"}, provides=["sh"]))
+    pm("install", build("app", "1.0", {"/app": "x"}, deps={"sh": "*"}))
+    pm("install", build("busybox", "1.37", {"/bin/busybox": "new"}, provides=["sh"]))
+    assert read(root, "/bin/busybox") == "new"
+
+
+# -- 2. conflicts declared against a provided name ---------------------------------------
+
+def test_a_conflict_with_a_name_an_installed_package_provides_is_refused(pm, build, root, sources):
+    pm("install", build("busybox", "1.36", {"/bin/busybox": "x"}, provides=["sh"]))
+    result = pm("install", build("dash", "0.5", {"/bin/dash": "x"}, conflicts={"sh": "*"}), expect=1)
+    assert "conflicts with busybox 1.36" in result.err and "which provides sh" in result.err
+    assert not exists(root, "/bin/dash")
+
+
+def test_a_provider_of_a_name_an_installed_package_conflicts_with_is_refused(pm, build, root, sources):
+    pm("install", build("dash", "0.5", {"/bin/dash": "x"}, conflicts={"sh": "*"}))
+    result = pm("install", build("busybox", "1.36", {"/bin/busybox": "x"}, provides=["sh"]), expect=1)
+    assert "dash 0.5" in result.err and "conflicts with sh, which busybox" in result.err
+    assert not exists(root, "/bin/busybox")
+
+
+def test_a_package_providing_and_conflicting_with_one_name_installs(pm, build, root, sources):
+    pm("install", build("qt", "4.5.3", {"/usr/lib/qt": "x"}, provides=["phonon"], conflicts={"phonon": "*"}))
+    assert "qt (4.5.3)" in pm("list-installed").out
+
+
+# -- 3. the newest satisfying set ---------------------------------------------------------
+
+def test_naming_an_installed_provider_upgrades_it_and_brings_the_real_package(pm, build, root, repository):
+    """pacman's "phonon/qt issue": -S kdelibs qt gives qt 4.6.1, phonon and kdelibs."""
+    pm("install", build("qt", "4.5.3", {"/usr/lib/qt": "4.5.3"}, provides=["phonon"], conflicts={"phonon": "*"}))
+    repository().add(build("qt", "4.6.1", {"/usr/lib/qt": "4.6.1"}),
+                     build("phonon", "1.0", {"/usr/lib/phonon": "p"}),
+                     build("kdelibs", "1.0", {"/usr/lib/kdelibs": "k"}, deps={"phonon": "*"})).use(root)
+    result = pm("install", "kdelibs", "qt")
+    assert "already installed" not in result.err
+    assert pm("list-installed").out == "kdelibs (1.0)\nphonon (1.0)\nqt (4.6.1)\n"
+    assert read(root, "/usr/lib/qt") == "4.6.1"
+    pm("verify")
