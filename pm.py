@@ -1730,6 +1730,12 @@ class Root:
                 return False
             raise
 
+    def forget(self, path: str) -> None:
+        """Close the cached descriptors of the directory ``path`` and those below it
+        (after it was renamed away)."""
+        for cached in [p for p in self._dirs if p == path or p.startswith(path + "/")]:
+            os.close(self._dirs.pop(cached))
+
     def rename(self, source: str, target: str) -> None:
         FAULTS.step("rename")
         os.rename(split_path(source)[1], split_path(target)[1],
@@ -2059,7 +2065,11 @@ class Transaction:
 
     ``["mkdir", path, mode]`` · ``["put", path, staged, backup|None]`` (a staged file
     or symlink renamed over ``path``; ``backup`` keeps the old one until commit) ·
-    ``["remove", path, backup]`` · ``["rmdir", path]`` (after commit, when empty).
+    ``["remove", path, backup]`` · ``["rmdir", path]`` (after commit, when empty) ·
+    ``["aside", path, backup]`` (a file or link renamed away while staging, so that a
+    directory can be made there) · ``["replace-dir", path, backup]`` (a directory, all of
+    whose content this command removes, renamed away before a file takes its place;
+    removed with its content after commit).
     """
 
     def __init__(self, root: Root, db: Database, out: Output, sync: bool = True):
@@ -2097,6 +2107,12 @@ class Transaction:
 
     def rmdir_later(self, path: str) -> None:
         self.ops.append(["rmdir", path])
+
+    def set_aside(self, path: str) -> None:
+        self.ops.append(["aside", path, self._staged(path, ".old")])
+
+    def replace_dir(self, path: str) -> None:
+        self.ops.append(["replace-dir", path, self._staged(path, ".old")])
 
     def add_file_list(self, name: str, entries: dict) -> str:
         ref = "%s.%s" % (name, self.txid)
@@ -2141,7 +2157,9 @@ class Transaction:
     def _stage(self, progress: Progress | None) -> None:
         root = self.root
         for op in self.ops:
-            if op[0] == "mkdir":
+            if op[0] == "aside":
+                root.rename(op[1], op[2])
+            elif op[0] == "mkdir":
                 root.make_dir(op[1], op[2])
         for package, wanted in self.member_puts.items():
             for member, chunks in package.stream():
@@ -2183,13 +2201,19 @@ class Transaction:
                 root.rename(staged, path)
             elif op[0] == "remove":
                 root.rename(op[1], op[2])
+            elif op[0] == "replace-dir":
+                root.rename(op[1], op[2])
+                root.forget(op[1])
 
     def _commit(self, packages: dict, pending: list) -> None:
         root = self.root
         db_fd = root.dir_fd(DB_DIR)
         if self.sync:
             devices = {}
+            gone = tuple(op[1] + "/" for op in self.ops if op[0] == "replace-dir")
             for parent in {parent_of(op[1]) for op in self.ops if op[0] != "rmdir"}:
+                if gone and (parent + "/").startswith(gone):
+                    continue                 # moved away with the directory replaced
                 fd = root.dir_fd(parent)
                 devices.setdefault(os.fstat(fd).st_dev, fd)
             devices.setdefault(os.fstat(db_fd).st_dev, db_fd)
@@ -2242,11 +2266,29 @@ def _keep_backup(root: Root, path: str, backup: str) -> None:
 
 
 def _quietly(action, *args):
-    """Run a recovery step; a path that has gone (or became unsafe) is not an error."""
+    """Run a recovery step; a path that has gone (or became unsafe, or is a directory
+    again) is not an error."""
     try:
         return action(*args)
-    except (FileNotFoundError, NotADirectoryError, UnsafePath):
+    except (FileNotFoundError, NotADirectoryError, IsADirectoryError, UnsafePath):
         return None
+
+
+def _remove_tree(root: Root, path: str) -> None:
+    """Remove the directory ``path`` and everything under it (a directory replaced by
+    a file, after commit; idempotent)."""
+    try:
+        children = root.listdir(path)
+    except (FileNotFoundError, NotADirectoryError, UnsafePath):
+        return
+    for child in children:
+        child_path = path.rstrip("/") + "/" + child
+        st = _quietly(root.lstat, child_path)
+        if st is not None and stat.S_ISDIR(st.st_mode):
+            _remove_tree(root, child_path)
+        else:
+            _quietly(root.unlink, child_path)
+    _quietly(root.rmdir, path)
 
 
 def roll_back(root: Root, journal: dict, out: Output) -> None:
@@ -2267,6 +2309,11 @@ def roll_back(root: Root, journal: dict, out: Output) -> None:
                 _quietly(root.rename, op[2], path)
         elif kind == "mkdir":
             _quietly(root.rmdir, path)
+        elif kind in ("aside", "replace-dir"):
+            if root_exists(root, op[2]):
+                if kind == "replace-dir":
+                    root.forget(path)
+                _quietly(root.rename, op[2], path)
     for ref in journal["lists"]:
         _quietly(root.unlink, FILES_DIR + "/" + ref)
     for leftover in ("/status.tmp", "/journal.tmp", "/journal"):
@@ -2280,8 +2327,10 @@ def roll_forward(root: Root, journal: dict, out: Output) -> None:
     for op in journal["ops"]:           # staged names were all renamed before the commit
         if op[0] == "put" and op[3] is not None:
             _quietly(root.unlink, op[3])
-        elif op[0] == "remove":
+        elif op[0] in ("remove", "aside"):
             _quietly(root.unlink, op[2])
+        elif op[0] == "replace-dir":
+            _remove_tree(root, op[2])
     for op in sorted((op for op in journal["ops"] if op[0] == "rmdir"), key=lambda o: o[1], reverse=True):
         _quietly(root.rmdir, op[1])
     for ref in journal["obsolete"]:
@@ -2492,6 +2541,9 @@ class Planner:
         self.removed: set = set()                  # paths this command removes
         self.changing: set = set()                 # packages this command installs or removes
         self.stolen: dict[str, set] = {}           # package -> paths taken by --force-overwrite
+        self.dropped: dict[str, str] = {}          # non-directory path -> the changing owner dropping it
+        self.needed_dirs: set = set()              # directories the packages installed need
+        self.dir_replacements: list = []           # (change, member): a directory to become a file
 
     # -- install ----------------------------------------------------------------------
 
@@ -2519,7 +2571,13 @@ class Planner:
                     if member.path in claims and not force:
                         raise Refused("%s and %s both contain %s" % (claims[member.path], change.name, member.path))
                     claims[member.path] = change.name
-        checked = set()                 # directories below which no file is claimed (nor in them)
+        for change in changes:          # what the new versions drop may make way for a directory
+            if change.old and change.old["state"] == STATE_INSTALLED:
+                kept = {m.path for m in change.package.members}
+                for path, entry in self.db.files(change.name).items():
+                    if entry.kind != "d" and path not in kept and claims.get(path, change.name) == change.name:
+                        self.dropped[path] = change.name
+        checked = self.needed_dirs      # directories below which no file is claimed (nor in them)
         for change in changes:          # a directory where another package has a file or symlink
             for member in change.package.members:
                 above = _ancestors(member.path) if member.kind != "d" else (member.path, *_ancestors(member.path))
@@ -2533,6 +2591,7 @@ class Planner:
         conflicts = []
         for change in changes:
             self._plan_files(change, claims, force, conflicts)
+        self._plan_dir_replacements(conflicts)
         self._plan_dir_removals(changes)
         if conflicts:
             shown = conflicts[:20] + (["... and %d more" % (len(conflicts) - 20)] if len(conflicts) > 20 else [])
@@ -2596,15 +2655,22 @@ class Planner:
         self._ensure_dir(change, parent_of(path), 0o755, shown)
         self.made_dirs.add(path)
         st = self._lstat(path)
+        if st is not None and not stat.S_ISDIR(st.st_mode):
+            owner = self.owner.get(path)
+            if owner is None or self.dropped.get(path) != owner:
+                if stat.S_ISLNK(st.st_mode) and link_leaves_root(self.root, path):
+                    raise UnsafePath.symlink(path)
+                raise Refused("%s needs a directory at %s, where there is %s %s" % (
+                    change.name, path, "a symbolic link" if stat.S_ISLNK(st.st_mode) else "a file",
+                    "owned by %s" % owner if owner else "owned by no package"))
+            self.tx.set_aside(path)          # a file or link its owner drops in this command
+            self.removed.add(path)
+            st = None
         if st is None:
             self.new_dirs.add(path)
             self.tx.mkdir(path, mode)
             if shown:
                 change.steps.append(("mkdir", path))
-        elif stat.S_ISLNK(st.st_mode):
-            raise UnsafePath.symlink(path)
-        elif not stat.S_ISDIR(st.st_mode):
-            raise Refused("%s is a file on disk, but %s has a directory there" % (path, change.name))
 
     def _plan_files(self, change: Change, claims: dict, force: bool, conflicts: list) -> None:
         package, name, tx = change.package, change.name, self.tx
@@ -2625,8 +2691,13 @@ class Planner:
                 continue
             st = self._lstat(path)
             owner = self.owner.get(path)
+            config = member.kind == "f" and is_config(path)
             if st is not None and stat.S_ISDIR(st.st_mode):
-                conflicts.append("%s is a directory on disk" % path)
+                if config:
+                    conflicts.append("%s is a directory on disk" % path)
+                else:               # it may go in this command: decided once all is planned
+                    self.dir_replacements.append((change, member))
+                    entries[path] = FileEntry(member.kind, member.mode, member.size, None, member.link)
                 continue
             if owner is not None and owner != name and owner not in self.changing:
                 if not force:
@@ -2634,7 +2705,6 @@ class Planner:
                     continue
                 self.stolen.setdefault(owner, set()).add(path)
                 self.out.warn("%s takes over %s from %s" % (name, path, owner))
-            config = member.kind == "f" and is_config(path)
             if owner is None and st is not None and not config:
                 if not force:
                     conflicts.append("%s (exists on disk, owned by no package)" % path)
@@ -2679,11 +2749,45 @@ class Planner:
                 continue
             if stat.S_ISDIR(st.st_mode) != (entry.kind == "d"):
                 continue
-            tx.remove(path)
+            if path not in self.needed_dirs:   # else set aside where the directory is made
+                tx.remove(path)
             self.removed.add(path)
             change.steps.append(("remove", path))
         change.gone_dirs = [p for p, e in old_entries.items() if e.kind == "d" and p not in entries]
         change.entries = entries
+
+    def _plan_dir_replacements(self, conflicts: list) -> None:
+        """A directory on disk where a package now has a file or symbolic link is
+        replaced when everything under it goes in this command and no package keeps it
+        (an upgrade turning ``test/`` into ``test -> test2``); a conflict otherwise."""
+        kept = {p for p, owners in self.dir_owners.items() if owners - self.changing}
+        for change, member in self.dir_replacements:
+            path = member.path
+            if path in kept or not self._emptied(path, kept):
+                conflicts.append("%s is a directory on disk" % path)
+                continue
+            self.tx.replace_dir(path)
+            self.tx.put_member(path, change.package, member, False,
+                               change.entries[path] if member.kind == "f" else None)
+            self.removed.add(path)
+            change.steps.append(("replace", path))
+
+    def _emptied(self, path: str, kept: set) -> bool:
+        """True when every file and link under the directory ``path`` is removed by
+        this command and no directory under it is kept by a package."""
+        stack = [path]
+        while stack:
+            directory = stack.pop()
+            for child in self.root.listdir(directory):
+                child_path = directory.rstrip("/") + "/" + child
+                st = self.root.lstat(child_path)
+                if st is not None and stat.S_ISDIR(st.st_mode):
+                    if child_path in kept:
+                        return False
+                    stack.append(child_path)
+                elif child_path not in self.removed:
+                    return False
+        return True
 
     def _plan_dir_removals(self, changes: list) -> None:
         """Plan removal of the directories the changes leave (deepest first) that no
@@ -2897,10 +3001,28 @@ def refuse_writes_through_symlinks(root: Root, packages: list) -> None:
             absent.add(path)
             continue
         st = root.lstat(path)
-        if st is not None and stat.S_ISLNK(st.st_mode):
+        if st is not None and stat.S_ISLNK(st.st_mode) and link_leaves_root(root, path):
             raise UnsafePath.symlink(path)
-        if st is None or not stat.S_ISDIR(st.st_mode):
+        if st is None or not stat.S_ISDIR(st.st_mode):    # the planner decides about the rest
             absent.add(path)
+
+
+def link_leaves_root(root: Root, path: str) -> bool:
+    """True when the symbolic link ``path`` in the root points outside it, read as the
+    host reads it: an absolute target (unless the root is ``/``) or one climbing above
+    the root with ``..``."""
+    target = root.readlink(path)
+    if target.startswith("/"):
+        return root.path != "/"
+    depth = len([p for p in parent_of(path).split("/") if p])
+    for part in target.split("/"):
+        if part == "..":
+            depth -= 1
+            if depth < 0:
+                return True
+        elif part not in ("", "."):
+            depth += 1
+    return False
 
 
 def _ancestors(path: str):

@@ -102,3 +102,71 @@ def test_naming_an_installed_provider_upgrades_it_and_brings_the_real_package(pm
     assert pm("list-installed").out == "kdelibs (1.0)\nphonon (1.0)\nqt (4.6.1)\n"
     assert read(root, "/usr/lib/qt") == "4.6.1"
     pm("verify")
+
+
+# -- 4. path-type changes within one transaction ------------------------------------------
+
+def test_an_upgrade_replaces_its_own_directory_by_a_symlink(pm, build, root):
+    pm("install", build("pkg", "1.0", {"/test/file": "f", "/test/sub/deep": "d", "/test2/x": "x"}))
+    pm("install", build("pkg", "1.1", {"/test": Link("test2"), "/test2/x": "x"}))
+    assert os.readlink(root / "test") == "test2"
+    assert read(root, "/test/x") == "x"
+    assert pm("files", "pkg").out.split() == ["/test", "/test2", "/test2/x"]
+    pm("verify")
+
+
+def test_an_upgrade_replaces_its_own_directory_by_a_file(pm, build, root):
+    pm("install", build("pkg", "1.0", {"/test/file": "f"}))
+    pm("install", build("pkg", "1.1", {"/test": "now a file"}))
+    assert read(root, "/test") == "now a file"
+    pm("verify")
+
+
+def test_a_directory_holding_what_the_command_does_not_remove_stays_a_conflict(pm, build, root):
+    pm("install", build("pkg", "1.0", {"/test/file": "f"}))
+    (root / "test/mine").write_text("local")
+    result = pm("install", build("pkg", "1.1", {"/test": Link("test2")}), expect=1)
+    assert "/test is a directory on disk" in result.err
+    assert read(root, "/test/mine") == "local" and read(root, "/test/file") == "f"
+
+
+def test_a_directory_another_package_shares_stays_a_conflict(pm, build, root):
+    pm("install", build("pkg", "1.0", {"/test/file": "f"}), build("other", "1.0", {"/test/": Dir()}))
+    result = pm("install", build("pkg", "1.1", {"/test": Link("test2")}), expect=1)
+    assert "/test is a directory on disk" in result.err
+
+
+def test_a_symlink_dropped_by_an_upgrade_in_the_command_makes_way_for_a_directory(pm, build, root):
+    """The usr-merge case: pkg1 1.0 has lib -> usr/lib; pkg1 1.1 drops it and pkg2,
+    installed in the same command, ships lib/bar."""
+    pm("install", build("pkg1", "1.0", {"/lib": Link("usr/lib"), "/usr/lib/foo": "foo"}))
+    pm("install", build("pkg1", "1.1", {"/usr/lib/foo": "foo"}), build("pkg2", "1.0", {"/lib/bar": "bar"}))
+    assert not (root / "lib").is_symlink()
+    assert read(root, "/lib/bar") == "bar" and read(root, "/usr/lib/foo") == "foo"
+    assert not exists(root, "/usr/lib/bar")
+    assert pm("owner", "/lib/bar").out == "/lib/bar is owned by pkg2\n"
+    pm("verify")
+
+
+# -- 5. a symlink inside the root where a package needs a directory is a conflict ---------
+
+def test_an_unowned_symlink_where_a_directory_is_needed_is_a_conflict(pm, build, root):
+    (root / "usr/lib").mkdir(parents=True)
+    (root / "lib").symlink_to("usr/lib")
+    result = pm("install", build("pkg2", "1.0", {"/lib/bar": "bar"}), expect=1)
+    assert "pkg2 needs a directory at /lib, where there is a symbolic link owned by no package" in result.err
+    assert os.readlink(root / "lib") == "usr/lib" and not exists(root, "/usr/lib/bar")
+
+
+def test_an_owned_symlink_where_a_directory_is_needed_is_a_conflict_naming_its_owner(pm, build, root):
+    pm("install", build("pkg1", "1.0", {"/lib": Link("usr/lib"), "/usr/lib/foo": "foo"}))
+    result = pm("install", build("pkg2", "1.0", {"/lib/bar": "bar"}), expect=1)
+    assert "pkg2 needs a directory at /lib, where there is a symbolic link owned by pkg1" in result.err
+    assert not exists(root, "/usr/lib/bar")
+
+
+@pytest.mark.parametrize("target", ["../outside", "/absolute/elsewhere"])
+def test_a_symlink_leading_outside_the_root_stays_refused_as_hostile(pm, build, root, target):
+    (root / "lib").symlink_to(target)
+    result = pm("install", build("pkg2", "1.0", {"/lib/bar": "bar"}), expect=3)
+    assert "/lib is a symbolic link in the root" in result.err
