@@ -862,6 +862,32 @@ def validate_manifest(manifest) -> None:
         raise bad("provides must be a list of package names")
     if "architecture" in manifest and not _matches(ARCHITECTURE_PATTERN, manifest["architecture"]):
         raise bad("bad architecture %r" % (manifest["architecture"],))
+    if "essential" in manifest and not isinstance(manifest["essential"], bool):
+        raise bad("essential must be true or false")
+
+
+# One name per architecture, whatever the naming tradition (kernel, Debian, Go, RPM).
+_ARCHITECTURE_ALIASES = {"amd64": "x86_64", "x64": "x86_64", "x86-64": "x86_64", "arm64": "aarch64",
+                         "armv8": "aarch64", "i386": "i686", "i486": "i686", "i586": "i686", "x86": "i686",
+                         "386": "i686", "armhf": "armv7l", "armv7": "armv7l", "armv7hl": "armv7l",
+                         "ppc64el": "ppc64le", "riscv": "riscv64"}
+_ANY_ARCHITECTURE = ("any", "all", "noarch")
+
+
+def normal_architecture(name: str) -> str:
+    """The one name pm compares an architecture by (``amd64`` -> ``x86_64``, ``arm64`` ->
+    ``aarch64``...); ``any`` for the architecture-independent names."""
+    name = name.strip().lower()
+    if name in _ANY_ARCHITECTURE:
+        return "any"
+    return _ARCHITECTURE_ALIASES.get(name, name)
+
+
+def architecture_fits(manifest: dict, root_architecture: str) -> bool:
+    """True when the package runs on ``root_architecture``: its ``architecture`` is
+    absent, ``any``, or the same one (by normal_architecture)."""
+    wanted = normal_architecture(str(manifest.get("architecture", "any")))
+    return wanted == "any" or wanted == normal_architecture(root_architecture)
 
 
 def parse_manifest(data: bytes) -> dict:
@@ -1833,6 +1859,11 @@ def read_settings(root: Root, path: str = PM_CONF) -> dict:
     return settings
 
 
+def root_architecture(root: Root) -> str:
+    """The architecture of the root: ``architecture =`` in pm.conf, else this machine's."""
+    return read_settings(root).get("architecture") or os.uname().machine
+
+
 # =============================================================================
 # 7. Database
 # =============================================================================
@@ -2467,6 +2498,9 @@ def run_pending_scripts(root: Root, db: Database, out: Output, sync: bool,
 # database and the tree under the root, without changing anything; a dry run prints it,
 # a real run hands its operations to a Transaction.
 
+SAVED_SUFFIX = ".pm-save"   # an edit of a file that stopped being a config file, kept
+
+
 class ConfigFileDecision:
     """What happens to a config file, from three sha256s: packaged before (A), on disk
     (D), packaged now (N) — SPEC §8.4."""
@@ -2548,9 +2582,10 @@ class Planner:
     # -- install ----------------------------------------------------------------------
 
     def install(self, packages: list, reasons: dict, allow_same: bool = False,
-                no_deps: bool = False, force: bool = False) -> list:
+                no_deps: bool = False, force: bool = False, any_architecture: bool = False) -> list:
         """The changes installing ``packages`` makes, in dependency order; no-ops left
-        out (and said).  Refused on downgrade, unmet dependency, conflict."""
+        out (and said).  Refused on downgrade, unmet dependency, conflict, a package for
+        another architecture than the root's (unless ``any_architecture``)."""
         changes, names = [], set()
         for package in packages:
             if package.name in names:
@@ -2561,6 +2596,13 @@ class Planner:
                 changes.append(change)
         if not changes:
             return []
+        if not any_architecture:
+            architecture = root_architecture(self.root)
+            for change in changes:
+                if not architecture_fits(change.package.manifest, architecture):
+                    raise Refused("%s %s is for architecture %s, but this root is %s (use --force-architecture)"
+                                  % (change.name, change.version, change.package.manifest["architecture"],
+                                     architecture))
         self._check_relations(changes, no_deps)
         changes = order_by_dependencies(changes)
         self.changing = {c.name for c in changes}
@@ -2734,6 +2776,8 @@ class Planner:
                     change.steps.append(("write-new", new_path))
                 entries[path] = FileEntry("f", member.mode, member.size, digest)
             else:
+                if path in old_config and owner == name and st is not None and stat.S_ISREG(st.st_mode):
+                    self._save_edit(change, path, old_entries.get(path), st, conflicts)
                 entry = entries[path] = FileEntry(member.kind, member.mode, member.size, None, member.link)
                 tx.put_member(path, package, member, st is not None, entry if member.kind == "f" else None)
                 change.steps.append(("replace" if st is not None else "write", path))
@@ -2755,6 +2799,19 @@ class Planner:
             change.steps.append(("remove", path))
         change.gone_dirs = [p for p, e in old_entries.items() if e.kind == "d" and p not in entries]
         change.entries = entries
+
+    def _save_edit(self, change: Change, path: str, before, st, conflicts: list) -> None:
+        """A former config file the new version ships as a plain file: an edit made to
+        it (on disk ≠ packaged before) is kept as ``<path>.pm-save`` (pacman's .pacsave)."""
+        if before is None or before.kind != "f" or self.root.digest(path) == before.digest:
+            return
+        saved = path + SAVED_SUFFIX
+        st_saved = self.root.lstat(saved)
+        if st_saved is not None and stat.S_ISDIR(st_saved.st_mode):
+            conflicts.append("%s is a directory on disk" % saved)
+            return
+        self.tx.put_bytes(saved, self.root.read(path), stat.S_IMODE(st.st_mode), st_saved is not None)
+        change.steps.append(("save", saved))
 
     def _plan_dir_replacements(self, conflicts: list) -> None:
         """A directory on disk where a package now has a file or symbolic link is
@@ -2850,9 +2907,11 @@ class Planner:
 
     # -- uninstall --------------------------------------------------------------------
 
-    def uninstall(self, names: list, purge: bool = False, recursive: bool = False) -> list:
+    def uninstall(self, names: list, purge: bool = False, recursive: bool = False,
+                  force_essential: bool = False) -> list:
         """The changes uninstalling ``names`` makes (dependents first); refused while an
-        installed package needs one of them, unless ``recursive`` removes those too."""
+        installed package needs one of them, unless ``recursive`` removes those too, and
+        for an ``essential`` package, unless ``force_essential``."""
         targets = []
         for name in names:
             record = self.db.get(name)
@@ -2865,6 +2924,12 @@ class Planner:
         if not targets:
             return []
         targets = self._with_dependents(targets, recursive)
+        essential = [n for n in targets if self.db.get(n)["state"] == STATE_INSTALLED
+                     and self.db.get(n)["manifest"].get("essential") is True]
+        if essential and not force_essential:
+            raise Refused("%s %s essential: the root would be left without %s (use --force-essential)"
+                          % (", ".join(essential), "is" if len(essential) == 1 else "are",
+                             "it" if len(essential) == 1 else "them"))
         self.changing = set(targets)
         changes = [Change(name, "purge" if purge else "remove", None, self.db.get(name)) for name in targets]
         for change in changes:
@@ -3201,6 +3266,7 @@ class Pool:
         self._by_name: dict = {}         # name -> candidates
         self._unsorted: set = set()
         self._providers: dict = {}       # name -> candidates of other names providing it
+        self.other_architectures: dict = {}   # name -> an architecture only offered for
 
     def add(self, candidate: Candidate) -> None:
         name = candidate.name
@@ -3709,13 +3775,14 @@ class Resolver:
 
 def unneeded_packages(installed: dict) -> list:
     """Names of installed packages recorded as dependencies that no explicitly installed
-    package needs any more, directly or through others, by name or by ``provides``.
-    ``installed`` maps names to database records."""
+    package needs any more, directly or through others, by name or by ``provides`` (an
+    essential package counts as explicit).  ``installed`` maps names to database records."""
     providers: dict = {}
     for name, record in installed.items():
         for provided in record["manifest"].get("provides", ()):
             providers.setdefault(provided, []).append(name)
-    needed = {name for name, record in installed.items() if record["reason"] != REASON_DEPENDENCY}
+    needed = {name for name, record in installed.items() if record["reason"] != REASON_DEPENDENCY
+              or record["manifest"].get("essential") is True}      # an essential package stays
     stack = list(needed)
     while stack:
         for dependency in installed[stack.pop()]["manifest"].get("dependencies", {}):
@@ -4083,11 +4150,14 @@ def _prune(root: Root, directory: str, wanted) -> None:
             root.unlink(directory + "/" + name)
 
 
-def build_pool(root: Root, db: Database, out: Output, sources: list, packages=()) -> Pool:
+def build_pool(root: Root, db: Database, out: Output, sources: list, packages=(),
+               any_architecture: bool = False) -> Pool:
     """A Pool of the installed packages, the package files given (``packages``) and
-    every candidate the sources offer.  A source that cannot be reached is left out with
-    a warning (an unmounted medium, a server down); a malformed index is InvalidInput."""
+    every candidate the sources offer for the root's architecture (any, with
+    ``any_architecture``).  A source that cannot be reached is left out with a warning
+    (an unmounted medium, a server down); a malformed index is InvalidInput."""
     pool = Pool()
+    architecture = None if any_architecture else root_architecture(root)
     for name, record in sorted(db.installed().items()):
         pool.add(Candidate(record["manifest"], installed=True))
     for package in packages:
@@ -4101,7 +4171,10 @@ def build_pool(root: Root, db: Database, out: Output, sources: list, packages=()
             out.warn("%s; its packages are not offered" % e.message)
             continue
         for entry in entries:
-            pool.add(Candidate(entry["manifest"], source=source, entry=entry))
+            if architecture is None or architecture_fits(entry["manifest"], architecture):
+                pool.add(Candidate(entry["manifest"], source=source, entry=entry))
+            else:
+                pool.other_architectures.setdefault(entry["manifest"]["package"], entry["manifest"]["architecture"])
     return pool
 
 
@@ -5705,6 +5778,9 @@ def apply_plan(session: Session, db: Database, plan, dry_run: bool, no_scripts: 
             out.detail("  %s %s" % (verb, path))
             if verb == "write-new":
                 out.say("%s kept; the packaged version is %s" % (path[:-len(".pm-new")], path))
+            elif verb == "save":
+                out.say("%s is no longer a config file of %s; your modified version is kept as %s"
+                        % (path[:-len(SAVED_SUFFIX)], change.name, path))
     failures = run_pending_scripts(root, db, out, session.sync, tx.txid)
     for failure in failures:
         out.say("pm: error: %s (recorded; pm recover runs it again)" % failure)
@@ -5737,7 +5813,7 @@ def looks_like_file(argument: str) -> bool:
 def cmd_install(session: Session, args) -> int:
     code, report = install_packages(session, args.packages, args.dry_run, args.allow_same_version,
                                     args.no_deps, args.force_overwrite, args.pre, args.allow_setuid,
-                                    args.no_scripts)
+                                    args.no_scripts, force_architecture=args.force_architecture)
     return finish(session, report, code)
 
 
@@ -5778,7 +5854,8 @@ def _fetch_chosen(session: Session, fetcher: Fetcher, chosen: dict, allow_setuid
 def install_packages(session: Session, specs: list, dry_run: bool = False,
                      allow_same_version: bool = False, no_deps: bool = False,
                      force_overwrite: bool = False, pre: bool = False, allow_setuid: bool = False,
-                     no_scripts: bool = False, db: Database | None = None) -> tuple:
+                     no_scripts: bool = False, db: Database | None = None,
+                     force_architecture: bool = False) -> tuple:
     """Install ``specs`` — package files and ``NAME[CONSTRAINT]`` — as `pm install`
     does, and return ``(exit code, report)`` (the report is not printed).
 
@@ -5810,8 +5887,12 @@ def install_packages(session: Session, specs: list, dry_run: bool = False,
         reasons = {p.name: REASON_EXPLICIT for p in packages}
         rows = []
         if requests or sources:
-            pool = build_pool(session.root, db, session.out, sources, packages)
+            pool = build_pool(session.root, db, session.out, sources, packages, force_architecture)
             for request in requests:
+                if not pool.knows(request.name) and request.name in pool.other_architectures:
+                    raise Refused("no source offers %s for this root's architecture %s, only for %s "
+                                  "(use --force-architecture)" % (request.name, root_architecture(session.root),
+                                                                 pool.other_architectures[request.name]))
                 if not pool.knows(request.name):
                     raise Refused("no source offers a package named %s%s" % (request.name, "" if sources else
                                   " (no sources are configured in %s)" % SOURCES_LIST))
@@ -5835,7 +5916,8 @@ def install_packages(session: Session, specs: list, dry_run: bool = False,
             reasons.update((name, REASON_EXPLICIT) for name in explicit)
         to_install = packages + fetched
         code, report = apply_plan(session, db, lambda planner: planner.install(
-            to_install, reasons, allow_same_version, no_deps, force_overwrite), dry_run, no_scripts,
+            to_install, reasons, allow_same_version, no_deps, force_overwrite, force_architecture),
+            dry_run, no_scripts,
             relabel={name: reason for name, reason in reasons.items() if reason == REASON_EXPLICIT})
         report["fetched"] = rows
         return code, report
@@ -5976,7 +6058,8 @@ def cmd_uninstall(session: Session, args) -> int:
         if not valid_package_name(name):
             raise UsageError("bad package name %r" % name)
     db = session.read_db() if args.dry_run else session.write_db("uninstall " + " ".join(args.names))
-    return carry_out(session, db, lambda planner: planner.uninstall(args.names, args.purge, args.recursive),
+    return carry_out(session, db, lambda planner: planner.uninstall(args.names, args.purge, args.recursive,
+                                                                    args.force_essential),
                      args.dry_run, args.no_scripts)
 
 
@@ -6641,6 +6724,8 @@ def build_parser(only: str | None = None):
     sub.add_argument("--pre", action="store_true", help="allow pre-release versions")
     sub.add_argument("--allow-setuid", action="store_true", help="accept setuid and setgid files")
     sub.add_argument("--no-scripts", action="store_true", help="do not run package scripts")
+    sub.add_argument("--force-architecture", action="store_true",
+                     help="install packages built for another architecture than the root's")
 
     sub = command("uninstall", cmd_uninstall, "remove packages (config files stay unless --purge)")
     sub.add_argument("names", nargs="+", metavar="NAME")
@@ -6648,6 +6733,8 @@ def build_parser(only: str | None = None):
     sub.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
     sub.add_argument("--recursive", action="store_true", help="also remove the packages that need these")
     sub.add_argument("--no-scripts", action="store_true", help="do not run package scripts")
+    sub.add_argument("--force-essential", action="store_true",
+                     help="also remove packages marked essential (such as pm itself)")
 
     sub = command("list-installed", cmd_list_installed, "list installed packages", True)
     sub.add_argument("--include-removed", action="store_true",

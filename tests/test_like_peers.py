@@ -170,3 +170,128 @@ def test_a_symlink_leading_outside_the_root_stays_refused_as_hostile(pm, build, 
     (root / "lib").symlink_to(target)
     result = pm("install", build("pkg2", "1.0", {"/lib/bar": "bar"}), expect=3)
     assert "/lib is a symbolic link in the root" in result.err
+
+
+# -- 6. an edit of a former config file is kept as .pm-save --------------------------------
+
+def test_an_edit_of_a_former_config_file_is_kept_as_pm_save(pm, build, root):
+    pm("install", build("app", "1.0", {"/etc/app.conf": "packaged 1\n"}, config=["/etc/app.conf"]))
+    (root / "etc/app.conf").write_text("edited by the user\n")
+    result = pm("install", build("app", "1.1", {"/etc/app.conf": "packaged 2\n"}))
+    assert read(root, "/etc/app.conf") == "packaged 2\n"
+    assert read(root, "/etc/app.conf.pm-save") == "edited by the user\n"
+    assert "/etc/app.conf is no longer a config file of app; your modified version is kept as " \
+           "/etc/app.conf.pm-save" in result.err
+    pm("verify")
+
+
+def test_an_unedited_former_config_file_is_replaced_without_a_pm_save(pm, build, root):
+    pm("install", build("app", "1.0", {"/etc/app.conf": "packaged 1\n"}, config=["/etc/app.conf"]))
+    pm("install", build("app", "1.1", {"/etc/app.conf": "packaged 2\n"}))
+    assert read(root, "/etc/app.conf") == "packaged 2\n"
+    assert not exists(root, "/etc/app.conf.pm-save")
+
+
+def test_a_dry_run_shows_the_pm_save_it_would_write(pm, build, root):
+    pm("install", build("app", "1.0", {"/etc/app.conf": "packaged 1\n"}, config=["/etc/app.conf"]))
+    (root / "etc/app.conf").write_text("edited\n")
+    result = pm("install", "--dry-run", build("app", "1.1", {"/etc/app.conf": "packaged 2\n"}))
+    assert "  save /etc/app.conf.pm-save" in result.out
+    assert not exists(root, "/etc/app.conf.pm-save")
+
+
+# -- 7. architecture -----------------------------------------------------------------------
+
+def this_machine():
+    return platform.machine()
+
+
+def other_architecture():
+    return "riscv64" if this_machine() != "riscv64" else "x86_64"
+
+
+def test_a_package_for_another_architecture_is_refused(pm, build, root):
+    result = pm("install", build("tool", "1.0", {"/tool": "x"}, architecture=other_architecture()), expect=1)
+    assert "tool 1.0 is for architecture %s, but this root is %s" % (other_architecture(), this_machine()) \
+        in result.err
+    assert "--force-architecture" in result.err and not exists(root, "/tool")
+
+
+def test_force_architecture_installs_a_package_for_another_architecture(pm, build, root):
+    pm("install", "--force-architecture", build("tool", "1.0", {"/tool": "x"}, architecture=other_architecture()))
+    assert read(root, "/tool") == "x"
+
+
+@pytest.mark.parametrize("architecture", ["any", None])
+def test_an_architecture_independent_package_installs_anywhere(pm, build, root, architecture):
+    extra = {"architecture": architecture} if architecture else {}
+    pm("install", build("tool", "1.0", {"/tool": "x"}, **extra))
+
+
+@pytest.mark.parametrize("machine, package", [("x86_64", "amd64"), ("amd64", "x86_64"),
+                                              ("aarch64", "arm64"), ("arm64", "aarch64"), ("x86_64", "x86_64")])
+def test_the_root_architecture_from_pm_conf_matches_the_other_names_of_it(pm, build, root, machine, package):
+    (root / "etc/pm").mkdir(parents=True)
+    (root / "etc/pm/pm.conf").write_text("architecture = %s\n" % machine)
+    pm("install", build("tool", "1.0", {"/tool": "x"}, architecture=package))
+
+
+def test_the_root_architecture_from_pm_conf_refuses_this_machines_packages(pm, build, root):
+    (root / "etc/pm").mkdir(parents=True)
+    (root / "etc/pm/pm.conf").write_text("architecture = %s\n" % other_architecture())
+    result = pm("install", build("tool", "1.0", {"/tool": "x"}, architecture=this_machine()), expect=1)
+    assert "but this root is %s" % other_architecture() in result.err
+
+
+def test_the_resolver_skips_candidates_for_another_architecture(pm, build, root, repository):
+    repository().add(build("tool", "1.0", {"/tool": "1.0"}),
+                     build("tool", "2.0", {"/tool": "2.0"}, architecture=other_architecture())).use(root)
+    pm("install", "tool")
+    assert read(root, "/tool") == "1.0"
+
+
+def test_a_name_offered_only_for_another_architecture_says_so(pm, build, root, repository):
+    repository().add(build("tool", "2.0", {"/tool": "2.0"}, architecture=other_architecture())).use(root)
+    result = pm("install", "tool", expect=1)
+    assert "no source offers tool for this root's architecture %s, only for %s" % (
+        this_machine(), other_architecture()) in result.err
+    pm("install", "--force-architecture", "tool")
+    assert read(root, "/tool") == "2.0"
+
+
+# -- 9. essential packages -----------------------------------------------------------------
+
+def test_uninstalling_an_essential_package_is_refused(pm, build, root):
+    pm("install", build("pm", "1.0", {"/usr/bin/pm": "x"}, essential=True))
+    result = pm("uninstall", "pm", expect=1)
+    assert "pm is essential" in result.err and "--force-essential" in result.err
+    assert exists(root, "/usr/bin/pm")
+
+
+def test_uninstall_recursive_does_not_take_an_essential_package_along(pm, build, root):
+    pm("install", build("lib", "1.0", {"/lib/x": "x"}), build("pm", "1.0", {"/usr/bin/pm": "x"},
+                                                             deps={"lib": "*"}, essential=True))
+    result = pm("uninstall", "--recursive", "lib", expect=1)
+    assert "pm is essential" in result.err
+    assert exists(root, "/lib/x") and exists(root, "/usr/bin/pm")
+
+
+def test_force_essential_uninstalls_an_essential_package(pm, build, root):
+    pm("install", build("pm", "1.0", {"/usr/bin/pm": "x"}, essential=True))
+    pm("uninstall", "--force-essential", "pm")
+    assert not exists(root, "/usr/bin/pm")
+
+
+def test_autoremove_keeps_an_essential_package_and_what_it_needs(pm, build, root, repository):
+    repository().add(build("app", "1.0", {"/app": "a"}, deps={"pm": "*"}),
+                     build("pm", "1.0", {"/usr/bin/pm": "x"}, deps={"lib": "*"}, essential=True),
+                     build("lib", "1.0", {"/lib/x": "x"})).use(root)
+    pm("install", "app")
+    pm("uninstall", "app")
+    pm("autoremove")
+    assert pm("list-installed").out == "lib (1.0)\npm (1.0)\n"
+
+
+def test_essential_must_be_true_or_false(pm, build):
+    result = pm("install", build("pm", "1.0", {"/usr/bin/pm": "x"}, essential="yes"), expect=3)
+    assert "essential must be true or false" in result.err
