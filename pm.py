@@ -106,6 +106,8 @@ MAX_INDEX_BYTES = 256 << 20           # an index, decompressed
 MAX_INDEX_ENTRIES = 1_000_000         # packages in one index
 MAX_INDEX_ITEMS = 20_000_000          # values in an OpenOS Lua index (about 10 per package)
 
+MAX_SHOWN_ARGUMENT = 80               # characters of a bad argument quoted back in a message
+
 # Names pm reserves for its own staging files beside their targets; packages may not use them.
 STAGING_PREFIX = ".~pm."
 
@@ -195,6 +197,14 @@ def write_all(fd: int, data) -> None:
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view):]
+
+
+def shown(text: str) -> str:
+    """``text`` quoted for a message, cut to MAX_SHOWN_ARGUMENT characters (saying how
+    long it was) so that a huge bad argument is not echoed back whole."""
+    if len(text) <= MAX_SHOWN_ARGUMENT:
+        return repr(text)
+    return "%r... (%d characters)" % (text[:MAX_SHOWN_ARGUMENT], len(text))
 
 
 def counted(n: int, noun: str, nouns: str | None = None) -> str:
@@ -5826,8 +5836,11 @@ def parse_spec(spec: str) -> Requirement:
     if not constraint:
         match = re.match(r"^(.*?)([=<>!^~*].*)?$", text)
         name, constraint = match.group(1), match.group(2) or ""
+    if not name:
+        raise UsageError("a package name is needed, not %s" % ("an empty string" if not text else shown(spec)))
     if not valid_package_name(name):
-        raise UsageError("bad package name %r in %r" % (name, spec))
+        raise UsageError("bad package name %s" % shown(name) + (
+            "" if name == text or len(spec) > MAX_SHOWN_ARGUMENT else " in %s" % shown(spec)))
     return Requirement(name, Constraint.parse(constraint.strip(), name))
 
 
@@ -5878,6 +5891,9 @@ def install_packages(session: Session, specs: list, dry_run: bool = False,
     fetcher = Fetcher(session.root, session.out, scratch=dry_run)
     try:
         for path in files:
+            if os.path.isdir(path):
+                raise UsageError("%s is a directory, not a package: give a package file, or use the "
+                                 "directory as a source (pm --repository %s install NAME)" % (path, path))
             packages.append(Package(path, allow_setuid))
         if db is None and not dry_run:
             refuse_writes_through_symlinks(session.root, packages)
@@ -5893,9 +5909,13 @@ def install_packages(session: Session, specs: list, dry_run: bool = False,
                     raise Refused("no source offers %s for this root's architecture %s, only for %s "
                                   "(use --force-architecture)" % (request.name, root_architecture(session.root),
                                                                  pool.other_architectures[request.name]))
+                if not pool.knows(request.name) and os.path.isdir(request.name):
+                    raise UsageError("%s is a directory, not the name of a package any source offers: "
+                                     "give a package file, or use the directory as a source "
+                                     "(pm --repository %s install NAME)" % (request.name, request.name))
                 if not pool.knows(request.name):
                     raise Refused("no source offers a package named %s%s" % (request.name, "" if sources else
-                                  " (no sources are configured in %s)" % SOURCES_LIST))
+                                  " (no sources are configured in %s)" % session.root.host_path(SOURCES_LIST)))
             if no_deps:
                 chosen = _newest_allowed(pool, requests, pre)
                 explicit = set(chosen)
@@ -5957,7 +5977,8 @@ def upgrade_packages(session: Session, names=(), dry_run: bool = False, pre: boo
                 raise Refused("%s is not installed" % name)
         sources = read_sources(session.root, session.extra_sources)
         if not sources:
-            session.out.say("no sources are configured in %s; nothing to upgrade" % SOURCES_LIST)
+            session.out.say("no sources are configured in %s; nothing to upgrade"
+                            % session.root.host_path(SOURCES_LIST))
         pool = build_pool(session.root, db, session.out, sources)
         chosen, _ = resolve_requests(pool, [], upgrade=set(names) or True, pre=pre, out=session.out)
         fetched, rows = _fetch_chosen(session, fetcher, chosen, allow_setuid)
@@ -5997,7 +6018,7 @@ def cmd_autoremove(session: Session, args) -> int:
 def cmd_update(session: Session, args) -> int:
     sources = read_sources(session.root, session.extra_sources)
     if not sources:
-        session.out.say("no sources are configured in %s" % SOURCES_LIST)
+        session.out.say("no sources are configured in %s" % session.root.host_path(SOURCES_LIST))
     if not args.dry_run:
         session.write_db("update")
     reports = update_sources(session.root, sources, session.out, args.dry_run, session.sync)
@@ -6028,7 +6049,7 @@ def cmd_search(session: Session, args) -> int:
     db = session.read_db()
     sources = read_sources(session.root, session.extra_sources)
     if not sources:
-        session.out.say("no sources are configured in %s" % SOURCES_LIST)
+        session.out.say("no sources are configured in %s" % session.root.host_path(SOURCES_LIST))
     pool = build_pool(session.root, db, session.out, sources)
     words = [w.lower() for w in args.text]
     rows = []
@@ -6055,8 +6076,7 @@ def cmd_search(session: Session, args) -> int:
 
 def cmd_uninstall(session: Session, args) -> int:
     for name in args.names:
-        if not valid_package_name(name):
-            raise UsageError("bad package name %r" % name)
+        check_package_name(name)
     db = session.read_db() if args.dry_run else session.write_db("uninstall " + " ".join(args.names))
     return carry_out(session, db, lambda planner: planner.uninstall(args.names, args.purge, args.recursive,
                                                                     args.force_essential),
@@ -6087,6 +6107,7 @@ def cmd_info(session: Session, args) -> int:
                 "state": None, "files": len(package.members), "size": sum(m.size for m in package.members),
                 "scripts": sorted(package.scripts)}
     else:
+        check_package_name(args.package)
         record = session.read_db().get(args.package)
         if record is None:
             raise Refused("%s is not installed" % args.package)
@@ -6110,7 +6131,16 @@ def cmd_info(session: Session, args) -> int:
     return finish(session, info, EXIT_OK)
 
 
+def check_package_name(name: str) -> None:
+    """A package name given on the command line, or UsageError saying what is wrong."""
+    if not name:
+        raise UsageError("a package name is needed, not an empty string")
+    if not valid_package_name(name):
+        raise UsageError("bad package name %s" % shown(name))
+
+
 def _installed_files(session: Session, name: str) -> tuple:
+    check_package_name(name)
     db = session.read_db()
     if db.get(name) is None:
         raise Refused("%s is not installed" % name)
@@ -6862,11 +6892,16 @@ def parse_arguments(argv: list):
         args = build_parser().parse_args(argv)
     if not getattr(args, "command", None):
         raise UsageError("a command is needed (pm -h lists them)")
-    defaults = {"root": os.environ.get("PM_ROOT") or "/", "json": False, "verbose": 0, "quiet": 0,
+    defaults = {"root": os.environ.get("PM_ROOT", "/"), "json": False, "verbose": 0, "quiet": 0,
                 "wait": 0.0, "unsafe_io": False, "repository": []}
     for key, value in defaults.items():
         if not hasattr(args, key):
             setattr(args, key, value)
+    if args.root == "":             # an unset variable in a script: never "here" nor "/"
+        raise UsageError("the root is empty (--root \"\" or PM_ROOT=\"\"): name a directory, "
+                         "or leave both out for /")
+    if not args.wait >= 0:          # also NaN
+        raise UsageError("--wait needs a number of seconds of 0 or more, not %s" % args.wait)
     args.dry_run_mode = bool(getattr(args, "dry_run", False))
     return args
 

@@ -6,6 +6,7 @@ architecture, essential packages, and what a new user meets first (issue 13).
 Where a scenario must not depend on whether a source is configured, it runs both ways:
 ``sources`` lists an unrelated repository in the root, or nothing."""
 
+import json
 import os
 import platform
 import subprocess
@@ -295,3 +296,94 @@ def test_autoremove_keeps_an_essential_package_and_what_it_needs(pm, build, root
 def test_essential_must_be_true_or_false(pm, build):
     result = pm("install", build("pm", "1.0", {"/usr/bin/pm": "x"}, essential="yes"), expect=3)
     assert "essential must be true or false" in result.err
+
+
+# -- 8. an empty root is a usage error -----------------------------------------------------
+
+def run_pm_in(directory, *args, env=None):
+    """pm run in ``directory`` without --root (the environment decides)."""
+    environment = dict(os.environ, **(env or {}))
+    proc = subprocess.run([sys.executable, str(PM)] + list(args), capture_output=True, text=True,
+                          cwd=str(directory), env=environment)
+    assert "Traceback" not in proc.stderr
+    return proc
+
+
+def test_an_empty_root_option_is_a_usage_error(build, tmp_path):
+    package = build("tool", "1.0", {"/tool": "x"})
+    before = sorted(os.listdir(tmp_path))
+    proc = run_pm_in(tmp_path, "--root", "", "install", package)
+    assert proc.returncode == 2
+    assert "the root is empty" in proc.stderr
+    assert sorted(os.listdir(tmp_path)) == before
+
+
+def test_an_empty_pm_root_is_a_usage_error(build, tmp_path):
+    package = build("tool", "1.0", {"/tool": "x"})
+    before = sorted(os.listdir(tmp_path))
+    proc = run_pm_in(tmp_path, "install", package, env={"PM_ROOT": ""})
+    assert proc.returncode == 2
+    assert "the root is empty" in proc.stderr
+    assert sorted(os.listdir(tmp_path)) == before
+
+
+def test_an_explicit_root_wins_over_an_empty_pm_root(build, root, tmp_path):
+    proc = run_pm_in(tmp_path, "--root", str(root), "list-installed", env={"PM_ROOT": ""})
+    assert proc.returncode == 0, proc.stderr
+
+
+# -- 11. what a new user meets first -------------------------------------------------------
+
+def test_the_missing_sources_list_is_named_with_the_root(pm, root):
+    result = pm("install", "hello", expect=1)
+    assert "no sources are configured in %s/etc/pm/sources.list" % root in result.err
+
+
+@pytest.mark.parametrize("how", ["bare", "path"])
+def test_installing_a_directory_says_it_is_a_directory(pm, root, tmp_path, how):
+    (tmp_path / "repo").mkdir()
+    argument = "repo" if how == "bare" else str(tmp_path / "repo")
+    result = run_pm(root, "install", argument, cwd=tmp_path)
+    assert result.code == 2, result
+    assert "%s is a directory" % argument in result.err
+    assert "no source offers" not in result.err
+
+
+def test_repo_packager_takes_the_packages_of_a_repository_directory(build, repository, root, pm):
+    first = repository("first").add(build("hello", "1.0", {"/hello": "1"}), build("motd", "1.0", {"/motd": "m"}))
+    second = repository("second").add(first.path)
+    listed = json.loads((second.path / "index.json").read_text())["packages"]
+    assert sorted((e["manifest"]["package"], e["manifest"]["version"]) for e in listed) == \
+        [("hello", "1.0"), ("motd", "1.0")]
+    second.use(root)
+    pm("install", "hello")
+    assert read(root, "/hello") == "1"
+
+
+def test_a_repository_directory_with_a_missing_package_file_is_refused(build, repository, tmp_path):
+    first = repository("first").add(build("hello", "1.0", {"/hello": "1"}))
+    os.unlink(first.file("hello", "1.0"))
+    proc = subprocess.run([sys.executable, str(PM.parent / "tools/repoPackager.py"), "-d", str(tmp_path / "out"),
+                           str(first.path)], capture_output=True, text=True)
+    assert proc.returncode == 1 and "which is missing" in proc.stderr
+    assert not (tmp_path / "out" / "index.json").exists()
+
+
+@pytest.mark.parametrize("wait", ["-5", "-0.5", "nan"])
+def test_a_negative_wait_is_a_usage_error(pm, wait):
+    result = pm("--wait", wait, "list-installed", expect=2)
+    assert "--wait needs a number of seconds of 0 or more" in result.err
+
+
+@pytest.mark.parametrize("command", ["info", "files", "uninstall", "install"])
+def test_an_empty_package_name_is_a_usage_error(pm, command):
+    result = pm(command, "", expect=2)
+    assert "a package name is needed, not an empty string" in result.err
+
+
+@pytest.mark.parametrize("command", ["info", "files", "uninstall", "install"])
+def test_a_huge_bad_name_is_shortened_in_the_message(pm, command):
+    name = "a" * 5000 + "!"
+    result = pm(command, name, expect=2)
+    assert len(result.err) < 400, result.err
+    assert "(5001 characters)" in result.err or "(5000 characters)" in result.err
