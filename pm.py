@@ -3268,9 +3268,11 @@ class Candidate:
 class Pool:
     """The candidates one resolution chooses from.  Add the installed packages first,
     then package files, then each source's candidates in the order of the sources: among
-    equal versions the first added is preferred."""
+    equal versions the first added is preferred.  With an ``architecture``, a source's
+    candidates built for another one are left out (noted in other_architectures)."""
 
-    def __init__(self):
+    def __init__(self, architecture: str | None = None):
+        self.architecture = architecture
         self.installed: dict = {}        # name -> the installed candidate
         self.pinned: dict = {}           # name -> the candidate of a package file
         self._by_name: dict = {}         # name -> candidates
@@ -3280,6 +3282,10 @@ class Pool:
 
     def add(self, candidate: Candidate) -> None:
         name = candidate.name
+        if candidate.source is not None and self.architecture is not None \
+                and not architecture_fits(candidate.manifest, self.architecture):
+            self.other_architectures.setdefault(name, candidate.manifest["architecture"])
+            return
         if candidate.installed:
             self.installed[name] = candidate
         elif candidate.package is not None:
@@ -4166,8 +4172,7 @@ def build_pool(root: Root, db: Database, out: Output, sources: list, packages=()
     every candidate the sources offer for the root's architecture (any, with
     ``any_architecture``).  A source that cannot be reached is left out with a warning
     (an unmounted medium, a server down); a malformed index is InvalidInput."""
-    pool = Pool()
-    architecture = None if any_architecture else root_architecture(root)
+    pool = Pool(None if any_architecture else root_architecture(root))
     for name, record in sorted(db.installed().items()):
         pool.add(Candidate(record["manifest"], installed=True))
     for package in packages:
@@ -4181,10 +4186,7 @@ def build_pool(root: Root, db: Database, out: Output, sources: list, packages=()
             out.warn("%s; its packages are not offered" % e.message)
             continue
         for entry in entries:
-            if architecture is None or architecture_fits(entry["manifest"], architecture):
-                pool.add(Candidate(entry["manifest"], source=source, entry=entry))
-            else:
-                pool.other_architectures.setdefault(entry["manifest"]["package"], entry["manifest"]["architecture"])
+            pool.add(Candidate(entry["manifest"], source=source, entry=entry))
     return pool
 
 
