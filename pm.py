@@ -2625,7 +2625,7 @@ class Planner:
                     claims[member.path] = change.name
         for change in changes:          # what the new versions drop may make way for a directory
             if change.old and change.old["state"] == STATE_INSTALLED:
-                kept = {m.path for m in change.package.members}
+                kept = {m.path for m in change.package.members} | set(change.old["config"])
                 for path, entry in self.db.files(change.name).items():
                     if entry.kind != "d" and path not in kept and claims.get(path, change.name) == change.name:
                         self.dropped[path] = change.name
@@ -2684,13 +2684,16 @@ class Planner:
             new_names = {c.name for c in changes}
             provided_before = {p for c in changes if c.old and c.old["state"] == STATE_INSTALLED
                                for p in c.old["manifest"].get("provides", ())}
+            before = {n: (r["version"], r["manifest"]) for n, r in self.db.installed().items()}
             for name, (version, manifest) in final.items():
                 if name not in new_names:
                     needs = manifest_dependencies(manifest)
                     if new_names & set(needs):
                         problems += unmet_dependencies(name, manifest, final, self.out)
-                    else:                   # a name a changing package provided before
-                        problems += _unmet_of(name, manifest, provided_before & set(needs), final)
+                        continue
+                    for dep in sorted(provided_before & set(needs)):   # met through a provider before
+                        if not _unmet_of(name, manifest, {dep}, before):
+                            problems += _unmet_of(name, manifest, {dep}, final)
         for change in changes:
             problems += conflicts_with(change.name, change.package.manifest, final)
         if problems:
@@ -2830,7 +2833,7 @@ class Planner:
         kept = {p for p, owners in self.dir_owners.items() if owners - self.changing}
         for change, member in self.dir_replacements:
             path = member.path
-            if path in kept or not self._emptied(path, kept):
+            if path in kept or not self.dir_owners.get(path) or not self._emptied(path, kept):
                 conflicts.append("%s is a directory on disk" % path)
                 continue
             self.tx.replace_dir(path)
@@ -5894,8 +5897,8 @@ def install_packages(session: Session, specs: list, dry_run: bool = False,
     try:
         for path in files:
             if os.path.isdir(path):
-                raise UsageError("%s is a directory, not a package: give a package file, or use the "
-                                 "directory as a source (pm --repository %s install NAME)" % (path, path))
+                raise InvalidInput("%s is not a regular file but a directory: give a package file, or use "
+                                   "the directory as a source (pm --repository %s install NAME)" % (path, path))
             packages.append(Package(path, allow_setuid))
         if db is None and not dry_run:
             refuse_writes_through_symlinks(session.root, packages)
@@ -5912,9 +5915,9 @@ def install_packages(session: Session, specs: list, dry_run: bool = False,
                                   "(use --force-architecture)" % (request.name, root_architecture(session.root),
                                                                  pool.other_architectures[request.name]))
                 if not pool.knows(request.name) and os.path.isdir(request.name):
-                    raise UsageError("%s is a directory, not the name of a package any source offers: "
-                                     "give a package file, or use the directory as a source "
-                                     "(pm --repository %s install NAME)" % (request.name, request.name))
+                    raise InvalidInput("%s is a directory, not the name of a package any source offers: "
+                                       "give a package file, or use the directory as a source "
+                                       "(pm --repository %s install NAME)" % (request.name, request.name))
                 if not pool.knows(request.name):
                     raise Refused("no source offers a package named %s%s" % (request.name, "" if sources else
                                   " (no sources are configured in %s)" % session.root.host_path(SOURCES_LIST)))

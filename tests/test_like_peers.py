@@ -344,8 +344,9 @@ def test_installing_a_directory_says_it_is_a_directory(pm, root, tmp_path, how):
     (tmp_path / "repo").mkdir()
     argument = "repo" if how == "bare" else str(tmp_path / "repo")
     result = run_pm(root, "install", argument, cwd=tmp_path)
-    assert result.code == 2, result
-    assert "%s is a directory" % argument in result.err
+    assert result.code == 3, result
+    assert "%s is a directory" % argument in result.err or "%s is not a regular file but a directory" % argument \
+        in result.err
     assert "no source offers" not in result.err
 
 
@@ -387,3 +388,19 @@ def test_a_huge_bad_name_is_shortened_in_the_message(pm, command):
     result = pm(command, name, expect=2)
     assert len(result.err) < 400, result.err
     assert "(5001 characters)" in result.err or "(5000 characters)" in result.err
+
+
+def test_an_unowned_empty_directory_where_a_package_has_a_file_stays_a_conflict(pm, build, root):
+    (root / "test").mkdir()
+    result = pm("install", build("pkg", "1.0", {"/test": "a file"}), expect=1)
+    assert "/test is a directory on disk" in result.err
+    assert (root / "test").is_dir()
+
+
+def test_a_dropped_config_file_where_another_package_needs_a_directory_is_refused(pm, build, root):
+    pm("install", build("pkg1", "1.0", {"/etc/app": "edited later"}, config=["/etc/app"]))
+    (root / "etc/app").write_text("my edit\n")
+    result = pm("install", build("pkg1", "1.1", {"/usr/bin/app": "x"}), build("pkg2", "1.0", {"/etc/app/conf": "c"}),
+                expect=1)
+    assert "needs a directory at /etc/app, where there is a file owned by pkg1" in result.err
+    assert read(root, "/etc/app") == "my edit\n"
