@@ -123,6 +123,8 @@ CACHE_RESERVE_BYTES = 16 << 20        # free space a download must leave on the 
 SCRIPT_TIMEOUT = 600.0                # default --script-timeout: seconds a package script may run
 RESERVE_BYTES = 2 << 20               # kept in var/lib/pm/reserve: an uninstall runs on a full disk
 
+MAX_SHOWN_ARGUMENT = 80               # characters of a bad argument quoted back in a message
+
 # Names pm reserves for its own staging files beside their targets; packages may not use them.
 STAGING_PREFIX = ".~pm."
 # pm's own state (database, journal, lock, kept scripts, ODA) and cache directories under
@@ -217,6 +219,14 @@ def write_all(fd: int, data) -> None:
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view):]
+
+
+def shown(text: str) -> str:
+    """``text`` quoted for a message, cut to MAX_SHOWN_ARGUMENT characters (saying how
+    long it was) so that a huge bad argument is not echoed back whole."""
+    if len(text) <= MAX_SHOWN_ARGUMENT:
+        return repr(text)
+    return "%r... (%d characters)" % (text[:MAX_SHOWN_ARGUMENT], len(text))
 
 
 def counted(n: int, noun: str, nouns: str | None = None) -> str:
@@ -922,6 +932,32 @@ def validate_manifest(manifest) -> None:
         raise bad("provides must be a list of package names")
     if "architecture" in manifest and not _matches(ARCHITECTURE_PATTERN, manifest["architecture"]):
         raise bad("bad architecture %r" % (manifest["architecture"],))
+    if "essential" in manifest and not isinstance(manifest["essential"], bool):
+        raise bad("essential must be true or false")
+
+
+# One name per architecture, whatever the naming tradition (kernel, Debian, Go, RPM).
+_ARCHITECTURE_ALIASES = {"amd64": "x86_64", "x64": "x86_64", "x86-64": "x86_64", "arm64": "aarch64",
+                         "armv8": "aarch64", "i386": "i686", "i486": "i686", "i586": "i686", "x86": "i686",
+                         "386": "i686", "armhf": "armv7l", "armv7": "armv7l", "armv7hl": "armv7l",
+                         "ppc64el": "ppc64le", "riscv": "riscv64"}
+_ANY_ARCHITECTURE = ("any", "all", "noarch")
+
+
+def normal_architecture(name: str) -> str:
+    """The one name pm compares an architecture by (``amd64`` -> ``x86_64``, ``arm64`` ->
+    ``aarch64``...); ``any`` for the architecture-independent names."""
+    name = name.strip().lower()
+    if name in _ANY_ARCHITECTURE:
+        return "any"
+    return _ARCHITECTURE_ALIASES.get(name, name)
+
+
+def architecture_fits(manifest: dict, root_architecture: str) -> bool:
+    """True when the package runs on ``root_architecture``: its ``architecture`` is
+    absent, ``any``, or the same one (by normal_architecture)."""
+    wanted = normal_architecture(str(manifest.get("architecture", "any")))
+    return wanted == "any" or wanted == normal_architecture(root_architecture)
 
 
 def parse_manifest(data: bytes) -> dict:
@@ -1899,6 +1935,12 @@ class Root:
                 return False
             raise
 
+    def forget(self, path: str) -> None:
+        """Close the cached descriptors of the directory ``path`` and those below it
+        (after it was renamed away)."""
+        for cached in [p for p in self._dirs if p == path or p.startswith(path + "/")]:
+            os.close(self._dirs.pop(cached))
+
     def rename(self, source: str, target: str) -> None:
         self.trim()
         FAULTS.step("rename")
@@ -2042,6 +2084,11 @@ def read_settings(root: Root, path: str = PM_CONF) -> dict:
             raise InvalidInput("%s line %d: expected 'key = value'" % (root.host_path(path), number))
         settings[key.strip()] = value.strip()
     return settings
+
+
+def root_architecture(root: Root) -> str:
+    """The architecture of the root: ``architecture =`` in pm.conf, else this machine's."""
+    return read_settings(root).get("architecture") or os.uname().machine
 
 
 # =============================================================================
@@ -2354,7 +2401,11 @@ class Transaction:
 
     ``["mkdir", path, mode]`` · ``["put", path, staged, backup|None]`` (a staged file
     or symlink renamed over ``path``; ``backup`` keeps the old one until commit) ·
-    ``["remove", path, backup]`` · ``["rmdir", path]`` (after commit, when empty).
+    ``["remove", path, backup]`` · ``["rmdir", path]`` (after commit, when empty) ·
+    ``["aside", path, backup]`` (a file or link renamed away while staging, so that a
+    directory can be made there) · ``["replace-dir", path, backup]`` (a directory, all of
+    whose content this command removes, renamed away before a file takes its place;
+    removed with its content after commit).
     """
 
     def __init__(self, root: Root, db: Database, out: Output, sync: bool = True):
@@ -2396,6 +2447,12 @@ class Transaction:
 
     def chmod(self, path: str, mode: int, old_mode: int) -> None:
         self.ops.append(["chmod", path, mode, old_mode])
+
+    def set_aside(self, path: str) -> None:
+        self.ops.append(["aside", path, self._staged(path, ".old")])
+
+    def replace_dir(self, path: str) -> None:
+        self.ops.append(["replace-dir", path, self._staged(path, ".old")])
 
     def add_file_list(self, name: str, entries: dict) -> str:
         ref = "%s.%s" % (name, self.txid)
@@ -2456,7 +2513,9 @@ class Transaction:
     def _stage(self, progress: Progress | None) -> None:
         root = self.root
         for op in self.ops:
-            if op[0] == "mkdir":
+            if op[0] == "aside":
+                root.rename(op[1], op[2])
+            elif op[0] == "mkdir":
                 self.doing = "creating the directory %s" % root.host_path(op[1])
                 root.make_dir(op[1], op[2])
         for package, wanted in self.member_puts.items():
@@ -2507,13 +2566,19 @@ class Transaction:
             elif op[0] == "chmod":
                 FAULTS.step("chmod")
                 os.fchmod(root.dir_fd(op[1]), op[2])
+            elif op[0] == "replace-dir":
+                root.rename(op[1], op[2])
+                root.forget(op[1])
 
     def _commit(self, packages: dict, pending: list) -> None:
         root = self.root
         self.doing = "flushing the new files to disk"
         if self.sync:
             devices = {}       # a directory (by path: descriptors are not held) per filesystem
+            gone = tuple(op[1] + "/" for op in self.ops if op[0] == "replace-dir")
             for parent in sorted({parent_of(op[1]) for op in self.ops if op[0] != "rmdir"}) + [DB_DIR]:
+                if gone and (parent + "/").startswith(gone):
+                    continue                 # moved away with the directory replaced
                 devices.setdefault(os.fstat(root.dir_fd(parent)).st_dev, parent)
                 root.trim()
             for parent in devices.values():
@@ -2618,11 +2683,29 @@ def _keep_backup(root: Root, path: str, backup: str) -> None:
 
 
 def _quietly(action, *args):
-    """Run a recovery step; a path that has gone (or became unsafe) is not an error."""
+    """Run a recovery step; a path that has gone (or became unsafe, or is a directory
+    again) is not an error."""
     try:
         return action(*args)
-    except (FileNotFoundError, NotADirectoryError, UnsafePath):
+    except (FileNotFoundError, NotADirectoryError, IsADirectoryError, UnsafePath):
         return None
+
+
+def _remove_tree(root: Root, path: str) -> None:
+    """Remove the directory ``path`` and everything under it (a directory replaced by
+    a file, after commit; idempotent)."""
+    try:
+        children = root.listdir(path)
+    except (FileNotFoundError, NotADirectoryError, UnsafePath):
+        return
+    for child in children:
+        child_path = path.rstrip("/") + "/" + child
+        st = _quietly(root.lstat, child_path)
+        if st is not None and stat.S_ISDIR(st.st_mode):
+            _remove_tree(root, child_path)
+        else:
+            _quietly(root.unlink, child_path)
+    _quietly(root.rmdir, path)
 
 
 def roll_back(root: Root, journal: dict, out: Output) -> None:
@@ -2645,6 +2728,11 @@ def roll_back(root: Root, journal: dict, out: Output) -> None:
             _quietly(root.rmdir, path)
         elif kind == "chmod":
             _quietly(lambda: os.fchmod(root.dir_fd(path), op[3]))
+        elif kind in ("aside", "replace-dir"):
+            if root_exists(root, op[2]):
+                if kind == "replace-dir":
+                    root.forget(path)
+                _quietly(root.rename, op[2], path)
     for ref in journal["lists"]:
         _quietly(root.unlink, FILES_DIR + "/" + ref)
     for leftover in ("/status.tmp", "/journal.tmp", "/journal"):
@@ -2672,8 +2760,15 @@ def roll_forward(root: Root, journal: dict, out: Output) -> None:
     for op in journal["ops"]:           # staged names were all renamed before the commit
         if op[0] == "put" and op[3] is not None:
             clean("unlink", op[3])
-        elif op[0] == "remove":
+        elif op[0] in ("remove", "aside"):
             clean("unlink", op[2])
+        elif op[0] == "replace-dir":
+            try:
+                _remove_tree(root, op[2])
+            except OSError as e:
+                leftovers.append(["rmdir", op[2]])
+                out.warn("could not remove %s (%s); recorded as a leftover, pm recover tries again"
+                         % (root.host_path(op[2]), e.strerror or e))
     for op in sorted((op for op in journal["ops"] if op[0] == "rmdir"), key=lambda o: o[1], reverse=True):
         clean("rmdir", op[1])
     for ref in journal["obsolete"]:
@@ -2784,7 +2879,7 @@ def _check_journal(journal) -> None:
         if kind == "put" and len(op) == 4:
             paths = [op[1], op[2]] + ([op[3]] if op[3] is not None else [])
             reserved = paths[1:]
-        elif kind == "remove" and len(op) == 3:
+        elif kind in ("remove", "aside", "replace-dir") and len(op) == 3:
             paths, reserved = [op[1], op[2]], [op[2]]
         elif kind in ("mkdir", "rmdir") and len(op) == (3 if kind == "mkdir" else 2):
             paths, reserved = [op[1]], []
@@ -2932,6 +3027,9 @@ def run_pending_scripts(root: Root, db: Database, out: Output, sync: bool,
 # database and the tree under the root, without changing anything; a dry run prints it,
 # a real run hands its operations to a Transaction.
 
+SAVED_SUFFIX = ".pm-save"   # an edit of a file that stopped being a config file, kept
+
+
 class ConfigFileDecision:
     """What happens to a config file, from three sha256s: packaged before (A), on disk
     (D), packaged now (N) — SPEC §8.4."""
@@ -3007,13 +3105,17 @@ class Planner:
         self.removed: set = set()                  # paths this command removes
         self.changing: set = set()                 # packages this command installs or removes
         self.stolen: dict[str, set] = {}           # package -> paths taken by --force-overwrite
+        self.dropped: dict[str, str] = {}          # non-directory path -> the changing owner dropping it
+        self.needed_dirs: set = set()              # directories the packages installed need
+        self.dir_replacements: list = []           # (change, member): a directory to become a file
 
     # -- install ----------------------------------------------------------------------
 
     def install(self, packages: list, reasons: dict, allow_same: bool = False,
-                no_deps: bool = False, force: bool = False) -> list:
+                no_deps: bool = False, force: bool = False, any_architecture: bool = False) -> list:
         """The changes installing ``packages`` makes, in dependency order; no-ops left
-        out (and said).  Refused on downgrade, unmet dependency, conflict."""
+        out (and said).  Refused on downgrade, unmet dependency, conflict, a package for
+        another architecture than the root's (unless ``any_architecture``)."""
         changes, names = [], set()
         for package in packages:
             if package.name in names:
@@ -3024,6 +3126,13 @@ class Planner:
                 changes.append(change)
         if not changes:
             return []
+        if not any_architecture:
+            architecture = root_architecture(self.root)
+            for change in changes:
+                if not architecture_fits(change.package.manifest, architecture):
+                    raise Refused("%s %s is for architecture %s, but this root is %s (use --force-architecture)"
+                                  % (change.name, change.version, change.package.manifest["architecture"],
+                                     architecture))
         self._check_relations(changes, no_deps)
         changes = order_by_dependencies(changes)
         self.changing = {c.name for c in changes}
@@ -3034,7 +3143,13 @@ class Planner:
                     if member.path in claims and not force:
                         raise Refused("%s and %s both contain %s" % (claims[member.path], change.name, member.path))
                     claims[member.path] = change.name
-        checked = set()                 # directories below which no file is claimed (nor in them)
+        for change in changes:          # what the new versions drop may make way for a directory
+            if change.old and change.old["state"] == STATE_INSTALLED:
+                kept = {m.path for m in change.package.members} | set(change.old["config"])
+                for path, entry in self.db.files(change.name).items():
+                    if entry.kind != "d" and path not in kept and claims.get(path, change.name) == change.name:
+                        self.dropped[path] = change.name
+        checked = self.needed_dirs      # directories below which no file is claimed (nor in them)
         for change in changes:          # a directory where another package has a file or symlink
             for member in change.package.members:
                 above = _ancestors(member.path) if member.kind != "d" else (member.path, *_ancestors(member.path))
@@ -3048,6 +3163,7 @@ class Planner:
         conflicts = []
         for change in changes:
             self._plan_files(change, claims, force, conflicts)
+        self._plan_dir_replacements(conflicts)
         self._plan_dir_removals(changes)
         if conflicts:
             shown = conflicts[:20] + (["... and %d more" % (len(conflicts) - 20)] if len(conflicts) > 20 else [])
@@ -3086,11 +3202,18 @@ class Planner:
             for change in changes:
                 problems += unmet_dependencies(change.name, change.package.manifest, final, self.out)
             new_names = {c.name for c in changes}
+            provided_before = {p for c in changes if c.old and c.old["state"] == STATE_INSTALLED
+                               for p in c.old["manifest"].get("provides", ())}
+            before = {n: (r["version"], r["manifest"]) for n, r in self.db.installed().items()}
             for name, (version, manifest) in final.items():
                 if name not in new_names:
                     needs = manifest_dependencies(manifest)
                     if new_names & set(needs):
                         problems += unmet_dependencies(name, manifest, final, self.out)
+                        continue
+                    for dep in sorted(provided_before & set(needs)):   # met through a provider before
+                        if not _unmet_of(name, manifest, {dep}, before):
+                            problems += _unmet_of(name, manifest, {dep}, final)
         for change in changes:
             problems += conflicts_with(change.name, change.package.manifest, final)
         if problems:
@@ -3107,15 +3230,22 @@ class Planner:
         self._ensure_dir(change, parent_of(path), 0o755, shown)
         self.made_dirs.add(path)
         st = self._lstat(path)
+        if st is not None and not stat.S_ISDIR(st.st_mode):
+            owner = self.owner.get(path)
+            if owner is None or self.dropped.get(path) != owner:
+                if stat.S_ISLNK(st.st_mode) and link_leaves_root(self.root, path):
+                    raise UnsafePath.symlink(path)
+                raise Refused("%s needs a directory at %s, where there is %s %s" % (
+                    change.name, path, "a symbolic link" if stat.S_ISLNK(st.st_mode) else "a file",
+                    "owned by %s" % owner if owner else "owned by no package"))
+            self.tx.set_aside(path)          # a file or link its owner drops in this command
+            self.removed.add(path)
+            st = None
         if st is None:
             self.new_dirs.add(path)
             self.tx.mkdir(path, mode)
             if shown:
                 change.steps.append(("mkdir", path))
-        elif stat.S_ISLNK(st.st_mode):
-            raise UnsafePath.symlink(path)
-        elif not stat.S_ISDIR(st.st_mode):
-            raise Refused("%s is a file on disk, but %s has a directory there" % (path, change.name))
 
     def _plan_dir_mode(self, change: Change, path: str, mode: int) -> None:
         """A directory the package ships that exists with another mode gets the package's
@@ -3148,8 +3278,13 @@ class Planner:
                 continue
             st = self._lstat(path)
             owner = self.owner.get(path)
+            config = member.kind == "f" and is_config(path)
             if st is not None and stat.S_ISDIR(st.st_mode):
-                conflicts.append("%s is a directory on disk" % path)
+                if config:
+                    conflicts.append("%s is a directory on disk" % path)
+                else:               # it may go in this command: decided once all is planned
+                    self.dir_replacements.append((change, member))
+                    entries[path] = FileEntry(member.kind, member.mode, member.size, None, member.link)
                 continue
             if owner is not None and owner != name and owner not in self.changing:
                 if not force:
@@ -3157,7 +3292,6 @@ class Planner:
                     continue
                 self.stolen.setdefault(owner, set()).add(path)
                 self.out.warn("%s takes over %s from %s" % (name, path, owner))
-            config = member.kind == "f" and is_config(path)
             if owner is None and st is not None and not config:
                 if not force:
                     conflicts.append("%s (exists on disk, owned by no package)" % path)
@@ -3187,6 +3321,8 @@ class Planner:
                     change.steps.append(("write-new", new_path))
                 entries[path] = FileEntry("f", member.mode, member.size, digest)
             else:
+                if path in old_config and owner == name and st is not None and stat.S_ISREG(st.st_mode):
+                    self._save_edit(change, path, old_entries.get(path), st, conflicts)
                 entry = entries[path] = FileEntry(member.kind, member.mode, member.size, None, member.link)
                 tx.put_member(path, package, member, st is not None, entry if member.kind == "f" else None)
                 change.steps.append(("replace" if st is not None else "write", path))
@@ -3202,11 +3338,58 @@ class Planner:
                 continue
             if stat.S_ISDIR(st.st_mode) != (entry.kind == "d"):
                 continue
-            tx.remove(path)
+            if path not in self.needed_dirs:   # else set aside where the directory is made
+                tx.remove(path)
             self.removed.add(path)
             change.steps.append(("remove", path))
         change.gone_dirs = [p for p, e in old_entries.items() if e.kind == "d" and p not in entries]
         change.entries = entries
+
+    def _save_edit(self, change: Change, path: str, before, st, conflicts: list) -> None:
+        """A former config file the new version ships as a plain file: an edit made to
+        it (on disk ≠ packaged before) is kept as ``<path>.pm-save`` (pacman's .pacsave)."""
+        if before is None or before.kind != "f" or self.root.digest(path) == before.digest:
+            return
+        saved = path + SAVED_SUFFIX
+        st_saved = self.root.lstat(saved)
+        if st_saved is not None and stat.S_ISDIR(st_saved.st_mode):
+            conflicts.append("%s is a directory on disk" % saved)
+            return
+        self.tx.put_bytes(saved, self.root.read(path), stat.S_IMODE(st.st_mode), st_saved is not None)
+        change.steps.append(("save", saved))
+
+    def _plan_dir_replacements(self, conflicts: list) -> None:
+        """A directory on disk where a package now has a file or symbolic link is
+        replaced when everything under it goes in this command and no package keeps it
+        (an upgrade turning ``test/`` into ``test -> test2``); a conflict otherwise."""
+        kept = {p for p, owners in self.dir_owners.items() if owners - self.changing}
+        for change, member in self.dir_replacements:
+            path = member.path
+            if path in kept or not self.dir_owners.get(path) or not self._emptied(path, kept):
+                conflicts.append("%s is a directory on disk" % path)
+                continue
+            self.tx.replace_dir(path)
+            self.tx.put_member(path, change.package, member, False,
+                               change.entries[path] if member.kind == "f" else None)
+            self.removed.add(path)
+            change.steps.append(("replace", path))
+
+    def _emptied(self, path: str, kept: set) -> bool:
+        """True when every file and link under the directory ``path`` is removed by
+        this command and no directory under it is kept by a package."""
+        stack = [path]
+        while stack:
+            directory = stack.pop()
+            for child in self.root.listdir(directory):
+                child_path = directory.rstrip("/") + "/" + child
+                st = self.root.lstat(child_path)
+                if st is not None and stat.S_ISDIR(st.st_mode):
+                    if child_path in kept:
+                        return False
+                    stack.append(child_path)
+                elif child_path not in self.removed:
+                    return False
+        return True
 
     def _plan_dir_removals(self, changes: list) -> None:
         """Plan removal of the directories the changes leave (deepest first) that no
@@ -3269,9 +3452,11 @@ class Planner:
 
     # -- uninstall --------------------------------------------------------------------
 
-    def uninstall(self, names: list, purge: bool = False, recursive: bool = False) -> list:
+    def uninstall(self, names: list, purge: bool = False, recursive: bool = False,
+                  force_essential: bool = False) -> list:
         """The changes uninstalling ``names`` makes (dependents first); refused while an
-        installed package needs one of them, unless ``recursive`` removes those too."""
+        installed package needs one of them, unless ``recursive`` removes those too, and
+        for an ``essential`` package, unless ``force_essential``."""
         targets = []
         for name in names:
             record = self.db.get(name)
@@ -3284,6 +3469,12 @@ class Planner:
         if not targets:
             return []
         targets = self._with_dependents(targets, recursive)
+        essential = [n for n in targets if self.db.get(n)["state"] == STATE_INSTALLED
+                     and self.db.get(n)["manifest"].get("essential") is True]
+        if essential and not force_essential:
+            raise Refused("%s %s essential: the root would be left without %s (use --force-essential)"
+                          % (", ".join(essential), "is" if len(essential) == 1 else "are",
+                             "it" if len(essential) == 1 else "them"))
         self.changing = set(targets)
         changes = [Change(name, "purge" if purge else "remove", None, self.db.get(name)) for name in targets]
         for change in changes:
@@ -3295,15 +3486,24 @@ class Planner:
         return ordered + [c for c in changes if c not in installed]
 
     def _with_dependents(self, targets: list, recursive: bool) -> list:
+        """``targets`` and, with ``recursive``, the installed packages whose dependencies
+        (by name or met through ``provides``) only the targets meet; refused otherwise."""
         installed = self.db.installed()
+        before = {n: (r["version"], r["manifest"]) for n, r in installed.items()}
         removing = set(targets)
         while True:
-            final = {n: (r["version"], r["manifest"]) for n, r in installed.items() if n not in removing}
+            final = {n: vm for n, vm in before.items() if n not in removing}
+            providers: dict = {}                # a name -> the packages removed that provide it
+            for name in sorted(removing & set(installed)):
+                for provided in installed[name]["manifest"].get("provides", ()):
+                    providers.setdefault(provided, []).append(name)
             needing = []
             for name, (version, manifest) in sorted(final.items()):
                 for dep in manifest_dependencies(manifest):
-                    if dep in removing and unmet_dependencies(name, manifest, final, None):
-                        needing.append((name, dep))
+                    if (dep in removing or dep in providers) and _unmet_of(name, manifest, {dep}, final) \
+                            and not _unmet_of(name, manifest, {dep}, before):
+                        needing.append((name, dep if dep in removing or dep in before else
+                                        "%s (provided by %s)" % (dep, ", ".join(providers[dep]))))
             if not needing:
                 return targets
             if not recursive:
@@ -3411,10 +3611,28 @@ def refuse_writes_through_symlinks(root: Root, packages: list) -> None:
             absent.add(path)
             continue
         st = root.lstat(path)
-        if st is not None and stat.S_ISLNK(st.st_mode):
+        if st is not None and stat.S_ISLNK(st.st_mode) and link_leaves_root(root, path):
             raise UnsafePath.symlink(path)
-        if st is None or not stat.S_ISDIR(st.st_mode):
+        if st is None or not stat.S_ISDIR(st.st_mode):    # the planner decides about the rest
             absent.add(path)
+
+
+def link_leaves_root(root: Root, path: str) -> bool:
+    """True when the symbolic link ``path`` in the root points outside it, read as the
+    host reads it: an absolute target (unless the root is ``/``) or one climbing above
+    the root with ``..``."""
+    target = root.readlink(path)
+    if target.startswith("/"):
+        return root.path != "/"
+    depth = len([p for p in parent_of(path).split("/") if p])
+    for part in target.split("/"):
+        if part == "..":
+            depth -= 1
+            if depth < 0:
+                return True
+        elif part not in ("", "."):
+            depth += 1
+    return False
 
 
 def _ancestors(path: str):
@@ -3446,20 +3664,38 @@ def unmet_dependencies(name: str, manifest: dict, available: dict, out: Output |
     return problems
 
 
+def _unmet_of(name: str, manifest: dict, dependencies: set, available: dict) -> list:
+    """unmet_dependencies for only the ``dependencies`` (names) of ``manifest``."""
+    if not dependencies:
+        return []
+    wanted = {d: c for d, c in manifest.get("dependencies", {}).items() if d in dependencies}
+    return unmet_dependencies(name, {"dependencies": wanted}, available, None)
+
+
 def conflicts_with(name: str, manifest: dict, available: dict) -> list:
     """Messages for each conflict between ``name`` and the other ``available`` packages,
-    declared on either side."""
+    declared on either side; a conflict with any version of a name also covers the
+    packages that provide it (as the resolver holds it)."""
     problems = []
     version = Version.parse(manifest["version"])
+    mine_all = manifest_dependencies(manifest, "conflicts")
+    my_provides = set(manifest.get("provides", ())) - {name}
     for other, (other_version, other_manifest) in available.items():
         if other == name:
             continue
-        mine = manifest_dependencies(manifest, "conflicts").get(other)
+        mine = mine_all.get(other)
         if mine and mine.allows(Version.parse(other_version), pre=True):
             problems.append("%s conflicts with %s %s" % (name, other, other_version))
-        theirs = manifest_dependencies(other_manifest, "conflicts").get(name)
+        for provided in other_manifest.get("provides", ()):
+            if provided != other and provided in mine_all and mine_all[provided].is_any:
+                problems.append("%s conflicts with %s %s, which provides %s" % (name, other, other_version, provided))
+        theirs_all = manifest_dependencies(other_manifest, "conflicts")
+        theirs = theirs_all.get(name)
         if theirs and theirs.allows(version, pre=True):
             problems.append("%s %s conflicts with %s" % (other, other_version, name))
+        for provided in sorted(my_provides & set(theirs_all)):
+            if theirs_all[provided].is_any:
+                problems.append("%s %s conflicts with %s, which %s provides" % (other, other_version, provided, name))
     return problems
 
 
@@ -3467,10 +3703,15 @@ def order_by_dependencies(changes: list, manifests: dict | None = None) -> list:
     """``changes`` with each package after the ones it depends on (ties by name; a
     cycle is broken at its alphabetically first package)."""
     by_name = {c.name: c for c in changes}
+    manifest_of = {c.name: manifests[c.name] if manifests else c.package.manifest for c in changes}
+    provider = {}                      # a provided name -> a change providing it
+    for name in sorted(by_name):
+        for provided in manifest_of[name].get("provides", ()):
+            provider.setdefault(provided, name)
     needs = {}
     for change in changes:
-        manifest = manifests[change.name] if manifests else change.package.manifest
-        needs[change.name] = sorted(d for d in manifest_dependencies(manifest) if d in by_name and d != change.name)
+        wanted = (d if d in by_name else provider.get(d) for d in manifest_dependencies(manifest_of[change.name]))
+        needs[change.name] = sorted({d for d in wanted if d is not None and d != change.name})
     ordered, placed, visiting = [], set(), set()
 
     def visit(name):
@@ -3562,17 +3803,24 @@ class Candidate:
 class Pool:
     """The candidates one resolution chooses from.  Add the installed packages first,
     then package files, then each source's candidates in the order of the sources: among
-    equal versions the first added is preferred."""
+    equal versions the first added is preferred.  With an ``architecture``, a source's
+    candidates built for another one are left out (noted in other_architectures)."""
 
-    def __init__(self):
+    def __init__(self, architecture: str | None = None):
+        self.architecture = architecture
         self.installed: dict = {}        # name -> the installed candidate
         self.pinned: dict = {}           # name -> the candidate of a package file
         self._by_name: dict = {}         # name -> candidates
         self._unsorted: set = set()
         self._providers: dict = {}       # name -> candidates of other names providing it
+        self.other_architectures: dict = {}   # name -> an architecture only offered for
 
     def add(self, candidate: Candidate) -> None:
         name = candidate.name
+        if candidate.source is not None and self.architecture is not None \
+                and not architecture_fits(candidate.manifest, self.architecture):
+            self.other_architectures.setdefault(name, candidate.manifest["architecture"])
+            return
         if candidate.installed:
             self.installed[name] = candidate
         elif candidate.package is not None:
@@ -3802,6 +4050,19 @@ class Resolver:
             return newer + same + [c for c in others if c.version < installed.version]
         return same + others
 
+    def _likely(self, name: str):
+        """The installed candidate of ``name`` when it is to stay as it is, or the one
+        it is to move to when it is upgraded (named, or everything upgraded): its best
+        candidate the requirements so far allow; None when nothing of it is installed."""
+        if name not in self.pool.installed:
+            return None
+        for candidate in self._ordered(name):
+            if all(self._allows(r, candidate) for r in self.criteria.get(name, ())) \
+                    and not self._downgrade(candidate) \
+                    and (self.pre or candidate.installed or not candidate.version.prerelease):
+                return candidate
+        return None
+
     def _fill_options(self, frame: _Frame) -> None:
         """The candidates of the frame's name that its requirements allow, best first;
         the others are blamed on the decisions that made those requirements."""
@@ -3822,7 +4083,7 @@ class Resolver:
         if all(r.constraint.is_any for r in criteria):
             providers = self.pool.providers(slot)
             preferred = [p for p in providers if self.chosen.get(p.name) is p
-                         or (p.installed and p.name not in self.chosen)]
+                         or (p.name not in self.chosen and self._likely(p.name) is p)]
             options = preferred + options + [p for p in providers if p not in preferred]
         frame.options = options
 
@@ -4065,13 +4326,14 @@ class Resolver:
 
 def unneeded_packages(installed: dict) -> list:
     """Names of installed packages recorded as dependencies that no explicitly installed
-    package needs any more, directly or through others, by name or by ``provides``.
-    ``installed`` maps names to database records."""
+    package needs any more, directly or through others, by name or by ``provides`` (an
+    essential package counts as explicit).  ``installed`` maps names to database records."""
     providers: dict = {}
     for name, record in installed.items():
         for provided in record["manifest"].get("provides", ()):
             providers.setdefault(provided, []).append(name)
-    needed = {name for name, record in installed.items() if record["reason"] != REASON_DEPENDENCY}
+    needed = {name for name, record in installed.items() if record["reason"] != REASON_DEPENDENCY
+              or record["manifest"].get("essential") is True}      # an essential package stays
     stack = list(needed)
     while stack:
         for dependency in installed[stack.pop()]["manifest"].get("dependencies", {}):
@@ -4123,7 +4385,6 @@ def resolve_requests(pool: Pool, requests: list, upgrade=(), pre: bool = False,
 
 SOURCES_LIST = "/etc/pm/sources.list"
 SOURCES_DIR = "/etc/pm/sources.list.d"
-SOURCES_FILES = SOURCES_DIR + "/*.list or " + SOURCES_LIST     # where pm looks, in that order
 GITHUB_PAGES, GITHUB_RAW = "https://github.com/", "https://raw.githubusercontent.com/"   # as pm-get maps them
 CACHE_DIR = "/var/cache/pm"
 INDEX_CACHE_DIR = CACHE_DIR + "/indexes"
@@ -4177,6 +4438,11 @@ class Source:
 
     def __repr__(self):
         return "Source(%s)" % self.url
+
+
+def sources_files(root: Root) -> str:
+    """Where pm looks for sources in ``root``, for a message."""
+    return "%s or %s/*.list" % (root.host_path(SOURCES_LIST), root.host_path(SOURCES_DIR))
 
 
 def read_sources(root: Root, extra=()) -> list:
@@ -4921,11 +5187,13 @@ def _prune(root: Root, directory: str, wanted) -> None:
             root.unlink(directory + "/" + name)
 
 
-def build_pool(root: Root, db: Database, out: Output, sources: list, packages=()) -> Pool:
+def build_pool(root: Root, db: Database, out: Output, sources: list, packages=(),
+               any_architecture: bool = False) -> Pool:
     """A Pool of the installed packages, the package files given (``packages``) and
-    every candidate the sources offer.  A source that cannot be reached is left out with
-    a warning (an unmounted medium, a server down); a malformed index is InvalidInput."""
-    pool = Pool()
+    every candidate the sources offer for the root's architecture (any, with
+    ``any_architecture``).  A source that cannot be reached is left out with a warning
+    (an unmounted medium, a server down); a malformed index is InvalidInput."""
+    pool = Pool(None if any_architecture else root_architecture(root))
     for name, record in sorted(db.installed().items()):
         pool.add(Candidate(record["manifest"], installed=True))
     for package in packages:
@@ -6804,6 +7072,9 @@ def apply_plan(session: Session, db: Database, plan, dry_run: bool, no_scripts: 
             out.detail("  %s %s" % (verb, path))
             if verb == "write-new":
                 out.say("%s kept; the packaged version is %s" % (path[:-len(".pm-new")], path))
+            elif verb == "save":
+                out.say("%s is no longer a config file of %s; your modified version is kept as %s"
+                        % (path[:-len(SAVED_SUFFIX)], change.name, path))
     failures = run_pending_scripts(root, db, out, session.sync, tx.txid)
     for failure in failures:
         out.say("pm: error: %s (recorded; pm recover runs it again)" % failure)
@@ -6852,7 +7123,7 @@ def looks_like_file(argument: str) -> bool:
 def cmd_install(session: Session, args) -> int:
     code, report = install_packages(session, args.packages, args.dry_run, args.allow_same_version,
                                     args.no_deps, args.force_overwrite, args.pre, args.allow_setuid,
-                                    args.no_scripts)
+                                    args.no_scripts, force_architecture=args.force_architecture)
     return finish(session, report, code)
 
 
@@ -6865,8 +7136,11 @@ def parse_spec(spec: str) -> Requirement:
     if not constraint:
         match = re.match(r"^(.*?)([=<>!^~*].*)?$", text)
         name, constraint = match.group(1), match.group(2) or ""
+    if not name:
+        raise UsageError("a package name is needed, not %s" % ("an empty string" if not text else shown(spec)))
     if not valid_package_name(name):
-        raise UsageError("bad package name %r in %r" % (name, spec))
+        raise UsageError("bad package name %s" % shown(name) + (
+            "" if name == text or len(spec) > MAX_SHOWN_ARGUMENT else " in %s" % shown(spec)))
     return Requirement(name, Constraint.parse(constraint.strip(), name))
 
 
@@ -6893,7 +7167,8 @@ def _fetch_chosen(session: Session, fetcher: Fetcher, chosen: dict, allow_setuid
 def install_packages(session: Session, specs: list, dry_run: bool = False,
                      allow_same_version: bool = False, no_deps: bool = False,
                      force_overwrite: bool = False, pre: bool = False, allow_setuid: bool = False,
-                     no_scripts: bool = False, db: Database | None = None) -> tuple:
+                     no_scripts: bool = False, db: Database | None = None,
+                     force_architecture: bool = False) -> tuple:
     """Install ``specs`` — package files and ``NAME[CONSTRAINT]`` — as `pm install`
     does, and return ``(exit code, report)`` (the report is not printed).
 
@@ -6916,6 +7191,9 @@ def install_packages(session: Session, specs: list, dry_run: bool = False,
     fetcher = Fetcher(session.root, session.out, scratch=dry_run)
     try:
         for path in files:
+            if os.path.isdir(path):
+                raise InvalidInput("%s is not a regular file but a directory: give a package file, or use "
+                                   "the directory as a source (pm --repository %s install NAME)" % (path, path))
             packages.append(Package(path, allow_setuid))
         if db is None and not dry_run:
             refuse_writes_through_symlinks(session.root, packages)
@@ -6931,11 +7209,19 @@ def install_packages(session: Session, specs: list, dry_run: bool = False,
         rows = []
 
         def choose(db):
-            pool = build_pool(session.root, db, session.out, sources, packages)
+            pool = build_pool(session.root, db, session.out, sources, packages, force_architecture)
             for request in requests:
+                if not pool.knows(request.name) and request.name in pool.other_architectures:
+                    raise Refused("no source offers %s for this root's architecture %s, only for %s "
+                                  "(use --force-architecture)" % (request.name, root_architecture(session.root),
+                                                                 pool.other_architectures[request.name]))
+                if not pool.knows(request.name) and os.path.isdir(request.name):
+                    raise InvalidInput("%s is a directory, not the name of a package any source offers: "
+                                       "give a package file, or use the directory as a source "
+                                       "(pm --repository %s install NAME)" % (request.name, request.name))
                 if not pool.knows(request.name):
                     raise Refused("no source offers a package named %s%s" % (request.name, "" if sources else
-                                  " (no sources are configured in %s)" % SOURCES_FILES))
+                                  " (no sources are configured in %s)" % sources_files(session.root)))
             if no_deps:
                 chosen = _newest_allowed(pool, requests, pre)
                 explicit = set(chosen)
@@ -6970,7 +7256,8 @@ def install_packages(session: Session, specs: list, dry_run: bool = False,
             reasons.update((name, REASON_EXPLICIT) for name in explicit)
         to_install = packages + fetched
         code, report = apply_plan(session, db, lambda planner: planner.install(
-            to_install, reasons, allow_same_version, no_deps, force_overwrite), dry_run, no_scripts,
+            to_install, reasons, allow_same_version, no_deps, force_overwrite, force_architecture),
+            dry_run, no_scripts,
             relabel={name: reason for name, reason in reasons.items() if reason == REASON_EXPLICIT})
         report["fetched"] = rows
         return code, report
@@ -7031,7 +7318,7 @@ def upgrade_packages(session: Session, names=(), dry_run: bool = False, pre: boo
             db = session.read_db()
         sources = read_sources(session.root, session.extra_sources)
         if not sources:
-            session.out.say("no sources are configured in %s; nothing to upgrade" % SOURCES_FILES)
+            session.out.say("no sources are configured in %s; nothing to upgrade" % sources_files(session.root))
 
         def choose(db):
             for name in names:
@@ -7086,7 +7373,7 @@ def cmd_autoremove(session: Session, args) -> int:
 def cmd_update(session: Session, args) -> int:
     sources = read_sources(session.root, session.extra_sources)
     if not sources:
-        session.out.say("no sources are configured in %s" % SOURCES_FILES)
+        session.out.say("no sources are configured in %s" % sources_files(session.root))
     for origin in dict.fromkeys(s.origin for s in sources if s.origin):
         listed = [s for s in sources if s.origin == origin]
         session.out.result("sources from %s: %s" % (session.root.host_path(origin),
@@ -7181,7 +7468,7 @@ def cmd_search(session: Session, args) -> int:
     db = session.read_db()
     sources = read_sources(session.root, session.extra_sources)
     if not sources:
-        session.out.say("no sources are configured in %s" % SOURCES_FILES)
+        session.out.say("no sources are configured in %s" % sources_files(session.root))
     pool = build_pool(session.root, db, session.out, sources)
     words = [w.lower() for w in args.text]
     rows = []
@@ -7208,10 +7495,10 @@ def cmd_search(session: Session, args) -> int:
 
 def cmd_uninstall(session: Session, args) -> int:
     for name in args.names:
-        if not valid_package_name(name):
-            raise UsageError("bad package name %r" % name)
+        check_package_name(name)
     db = session.read_db() if args.dry_run else session.write_db("uninstall " + " ".join(args.names))
-    return carry_out(session, db, lambda planner: planner.uninstall(args.names, args.purge, args.recursive),
+    return carry_out(session, db, lambda planner: planner.uninstall(args.names, args.purge, args.recursive,
+                                                                    args.force_essential),
                      args.dry_run, args.no_scripts)
 
 
@@ -7239,6 +7526,7 @@ def cmd_info(session: Session, args) -> int:
                 "state": None, "files": len(package.members), "size": sum(m.size for m in package.members),
                 "scripts": sorted(package.scripts)}
     else:
+        check_package_name(args.package)
         record = session.read_db().get(args.package)
         if record is None:
             raise Refused("%s is not installed" % args.package)
@@ -7262,7 +7550,16 @@ def cmd_info(session: Session, args) -> int:
     return finish(session, info, EXIT_OK)
 
 
+def check_package_name(name: str) -> None:
+    """A package name given on the command line, or UsageError saying what is wrong."""
+    if not name:
+        raise UsageError("a package name is needed, not an empty string")
+    if not valid_package_name(name):
+        raise UsageError("bad package name %s" % shown(name))
+
+
 def _installed_files(session: Session, name: str) -> tuple:
+    check_package_name(name)
     db = session.read_db()
     if db.get(name) is None:
         raise Refused("%s is not installed" % name)
@@ -7911,6 +8208,8 @@ def build_parser(only: str | None = None):
     sub.add_argument("--pre", action="store_true", help="allow pre-release versions")
     sub.add_argument("--allow-setuid", action="store_true", help="accept setuid and setgid files")
     sub.add_argument("--no-scripts", action="store_true", help="do not run package scripts")
+    sub.add_argument("--force-architecture", action="store_true",
+                     help="install packages built for another architecture than the root's")
 
     sub = command("uninstall", cmd_uninstall, "remove packages (config files stay unless --purge)")
     sub.add_argument("names", nargs="+", metavar="NAME")
@@ -7918,6 +8217,8 @@ def build_parser(only: str | None = None):
     sub.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
     sub.add_argument("--recursive", action="store_true", help="also remove the packages that need these")
     sub.add_argument("--no-scripts", action="store_true", help="do not run package scripts")
+    sub.add_argument("--force-essential", action="store_true",
+                     help="also remove packages marked essential (such as pm itself)")
 
     sub = command("list-installed", cmd_list_installed, "list installed packages", True)
     sub.add_argument("--include-removed", action="store_true",
@@ -8059,11 +8360,16 @@ def parse_arguments(argv: list):
         args = build_parser().parse_args(argv)
     if not getattr(args, "command", None):
         raise UsageError("a command is needed (pm -h lists them)")
-    defaults = {"root": os.environ.get("PM_ROOT") or "/", "json": False, "verbose": 0, "quiet": 0,
+    defaults = {"root": os.environ.get("PM_ROOT", "/"), "json": False, "verbose": 0, "quiet": 0,
                 "wait": 0.0, "unsafe_io": False, "repository": [], "ca": None}
     for key, value in defaults.items():
         if not hasattr(args, key):
             setattr(args, key, value)
+    if args.root == "":             # an unset variable in a script: never "here" nor "/"
+        raise UsageError("the root is empty (--root \"\" or PM_ROOT=\"\"): name a directory, "
+                         "or leave both out for /")
+    if not args.wait >= 0:          # also NaN
+        raise UsageError("--wait needs a number of seconds of 0 or more, not %s" % args.wait)
     args.dry_run_mode = bool(getattr(args, "dry_run", False))
     return args
 

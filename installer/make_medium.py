@@ -237,6 +237,7 @@ def build_pm_tree(dest, pm_py, version, site, target, wheel_names):
                           described["implementation"], described["python"], described["machine"]),
         "architecture": described["machine"] if "/" not in described["machine"] else "any",
         "python": described["python"],
+        "essential": True,                 # uninstalling pm would leave no package manager
     }
     with open(os.path.join(dest, "manifest"), "w", encoding="utf-8") as f:
         json.dump(manifest, f, indent=1, sort_keys=True)

@@ -147,6 +147,7 @@ FIELDS = {       # field: (valid values, broken values)
                     st.one_of(st.lists(config_paths, min_size=1, max_size=3), json_values)),
     "architecture": (st.sampled_from(["any", "x86_64", "arm-v7.a"]),
                      st.one_of(st.text("ab_.-/ \n", max_size=66), st.just("x" * 65), json_values)),
+    "essential": (st.booleans(), json_values),
 }
 
 

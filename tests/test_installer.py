@@ -298,6 +298,7 @@ def test_pm_package_holds_pm_its_python_packages_and_the_launcher(medium, pm_ver
     library = "/usr/lib/pm/" + pm_version
     assert members["/usr/bin/pm"].mode == 0o755
     assert package.manifest["architecture"] == os.uname().machine
+    assert package.manifest["essential"] is True       # uninstall refuses it without --force-essential
     for path in ("/pm.py", "/CONTENTS", "/site/msgpack/__init__.py", "/site/semver/__init__.py",
                  "/site/zstandard/__init__.py"):
         assert library + path in members, path

@@ -9,6 +9,8 @@ A case file reads:
       chrony 4.0 -> !ntp *               a conflict
       busybox 1.36 -> +sh                a name it provides
       secret 1.0 @hidden                 hidden: no candidate unless named
+      tool 2.0 @arch=riscv64             built for one architecture
+    architecture: x86_64                 the root's (default: any candidate is offered)
     installed:
       lib 1.0
     file:                               package files given on the command line
@@ -42,6 +44,9 @@ def parse_package(line):
     manifest = {"package": words[0], "version": words[1]}
     if "@hidden" in words[2:]:
         manifest["hidden"] = True
+    for word in words[2:]:
+        if word.startswith("@arch="):
+            manifest["architecture"] = word[len("@arch="):]
     for item in filter(None, (r.strip() for r in relations.split(";"))):
         if item == "@hidden":
             manifest["hidden"] = True
@@ -58,7 +63,8 @@ def parse_package(line):
 
 
 def read_case(path):
-    case = {"repository": [], "installed": [], "file": [], "command": None, "result": None, "error": None}
+    case = {"repository": [], "installed": [], "file": [], "command": None, "result": None, "error": None,
+            "architecture": None}
     section = None
     for raw in path.read_text().splitlines():
         line = raw.split("#", 1)[0].rstrip()
@@ -70,6 +76,8 @@ def read_case(path):
             assert section in case, "%s: unknown section %r" % (path.name, section)
             if section == "command":
                 case["command"] = rest.split()
+            elif section == "architecture":
+                case["architecture"] = rest.strip()
             elif section in ("result", "error"):
                 case[section] = []
             continue
@@ -79,7 +87,7 @@ def read_case(path):
 
 def resolve_case(case):
     """Run the case's command through the functions pm install / pm upgrade use."""
-    pool = pm.Pool()
+    pool = pm.Pool(case.get("architecture"))
     for line in case["installed"]:
         pool.add(pm.Candidate(parse_package(line), installed=True))
     for line in case.get("file", ()):

@@ -45,18 +45,30 @@ class Operations:
     starts from (built once, copied per run) and the states before and after."""
 
     NAMES = ("install", "upgrade", "uninstall", "purge", "purge-later")
+    PATH_TYPE_CHANGES = ("directory-to-symlink", "symlink-to-directory")
 
     def __init__(self, tmp_path, build, count):
         self.tmp = tmp_path
         self.v1 = build("app", "1.0", version_1(count), config=[CONF])
         self.v2 = build("app", "2.0", version_2(count), config=[CONF])
+        # an upgrade turning its directory test/ into test -> test2
+        self.dir_1 = build("pkg", "1.0", dict({"/test/sub/deep": "d", "/test2/x": "x"},
+                                              **{"/test/file%02d" % i: "f%d" % i for i in range(count)}))
+        self.dir_2 = build("pkg", "1.1", {"/test": Link("test2"), "/test2/x": "x"})
+        # the usr-merge: pkg1 drops lib -> usr/lib while pkg2 brings lib/ as a directory
+        self.merge_1 = build("pkg1", "1.0", {"/lib": Link("usr/lib"), "/usr/lib/foo": "foo"})
+        self.merge_2 = build("pkg1", "1.1", {"/usr/lib/foo": "foo"})
+        self.merge_other = build("pkg2", "1.0", {"/lib/bar%02d" % i: "bar%d" % i for i in range(count)})
         self.templates = {}
 
     def setup(self, name):
         if name not in self.templates:
             root = self.tmp / ("template-" + name)
             root.mkdir()
-            if name != "install":
+            if name in self.PATH_TYPE_CHANGES:
+                first = self.dir_1 if name == "directory-to-symlink" else self.merge_1
+                assert run_pm(root, "install", first).code == 0
+            elif name != "install":
                 assert run_pm(root, "install", self.v1).code == 0
                 (root / CONF.lstrip("/")).write_text("setting=local\n")   # a locally modified config
             if name == "purge-later":
@@ -67,7 +79,9 @@ class Operations:
     def command(self, name):
         return {"install": ["install", self.v1], "upgrade": ["install", self.v2],
                 "uninstall": ["uninstall", "app"], "purge": ["uninstall", "--purge", "app"],
-                "purge-later": ["uninstall", "--purge", "app"]}[name]
+                "purge-later": ["uninstall", "--purge", "app"],
+                "directory-to-symlink": ["install", self.dir_2],
+                "symlink-to-directory": ["install", self.merge_2, self.merge_other]}[name]
 
     def fresh_root(self, name, label):
         root = self.tmp / ("%s-%s" % (name, label))
@@ -204,8 +218,22 @@ def test_a_kill_at_any_step_is_recovered_to_the_old_or_the_new_state(small, name
     assert check_kills(small, name, steps) == {"old", "new"}
 
 
+@pytest.mark.parametrize("name", Operations.PATH_TYPE_CHANGES)
+def test_a_kill_at_any_step_of_a_path_type_change_is_recovered(small, name):
+    """A directory replaced by a symlink, a symlink replaced by a directory (issue 13)."""
+    counts = small.step_counts(name)
+    steps = [(None, n) for n in range(1, counts["total"] + 1)]
+    assert check_kills(small, name, steps) == {"old", "new"}
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("name", Operations.NAMES)
+@pytest.mark.parametrize("name", Operations.PATH_TYPE_CHANGES)
+def test_a_full_disk_at_any_step_of_a_path_type_change_leaves_the_previous_state(small, name):
+    check_failure(small, name, "ENOSPC")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", Operations.NAMES + Operations.PATH_TYPE_CHANGES)
 def test_a_kill_at_any_step_of_any_operation_is_recovered(small, name):
     counts = small.step_counts(name)
     check_kills(small, name, [(None, n) for n in range(1, counts["total"] + 1)])

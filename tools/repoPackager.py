@@ -19,6 +19,9 @@ Each SOURCE is one of:
     with // is absolute, any other is below /usr (oppm's default path); dependencies
     become unversioned ("oppm") dependencies; a missing "version" is "oppm";
   * a package file (.tar, .tar.gz, .tar.zst): checked and added as it is;
+  * a repository directory (one holding index.json or index.msgpack.zst, as this tool
+    writes): the package files its index lists (all of its package files when it has
+    no index.json), added as they are;
   * a folder of any of these, searched below (hidden folders and DEST are skipped).
 With no SOURCE and no -p, the current directory is the SOURCE.
 
@@ -373,6 +376,36 @@ def is_tree(directory, explicit):
         return False
 
 
+def is_repository(directory):
+    """True for a repository directory: it holds an index pm reads (its ``manifest`` is
+    then the OpenOS Lua index, not a package manifest)."""
+    return any(os.path.isfile(os.path.join(directory, name)) for name in (pm.INDEX_JSON, pm.INDEX_MSGPACK))
+
+
+def repository_packages(directory):
+    """The package files of a repository directory: those its index.json lists, else
+    every package file in it."""
+    listing = os.path.join(directory, pm.INDEX_JSON)
+    if not os.path.isfile(listing):
+        return [os.path.join(directory, n) for n in sorted(os.listdir(directory))
+                if n.endswith(pm.PACKAGE_SUFFIXES) and os.path.isfile(os.path.join(directory, n))]
+    try:
+        with open(listing, "rb") as f:
+            index = json.loads(f.read(pm.MAX_INDEX_BYTES + 1))
+        names = [entry["filename"] for entry in index["packages"]]
+    except (ValueError, TypeError, KeyError) as e:
+        raise pm.InvalidInput("%s: not a repository index (%s)" % (listing, e)) from None
+    files = []
+    for name in names:
+        if not isinstance(name, str) or "/" in name or name.startswith(".") or not name.endswith(pm.PACKAGE_SUFFIXES):
+            raise pm.InvalidInput("%s: bad package file name %r" % (listing, name))
+        path = os.path.join(directory, name)
+        if not os.path.isfile(path):
+            raise BuildError("%s lists %s, which is missing" % (listing, name))
+        files.append(path)
+    return files
+
+
 def discover(path, dest, found, explicit=True):
     """Append ("tree"|"openos"|"programs"|"file", ...) for every source at or below ``path``."""
     real = os.path.realpath(path)
@@ -386,6 +419,9 @@ def discover(path, dest, found, explicit=True):
         return
     if not os.path.isdir(path):
         raise BuildError("%s does not exist" % path)
+    if is_repository(path):
+        found.extend(("file", package) for package in repository_packages(path))
+        return
     if is_tree(path, explicit):
         found.append(("tree", path))
         return
