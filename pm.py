@@ -45,6 +45,7 @@ EXIT_USAGE = 2
 EXIT_INVALID = 3     # invalid input: bad archive, manifest, index, config file; nothing changed
 EXIT_LOCKED = 4      # the root's lock was held past --wait
 EXIT_DAMAGE = 5      # verify found damage
+EXIT_INTERRUPTED = 130   # Ctrl-C (SIGINT), after the change was rolled back, as shells count it
 
 
 class PmError(Exception):
@@ -89,6 +90,7 @@ MAX_MANIFEST_ITEMS = 20_000           # values in the whole manifest
 MAX_MANIFEST_STRING = 64 * 1024       # one string value
 MAX_MANIFEST_INTEGER = 2 ** 63 - 1    # Lua integers are 64-bit; the database (msgpack) holds no more
 MAX_SCRIPT_BYTES = 1024 * 1024        # one CONTROL script, held in memory
+MAX_SCRIPT_LINE = 64 * 1024           # bytes of one line a script prints, relayed at a time
 MAX_MEMBERS = 500_000                 # members in one archive
 MAX_PATH_BYTES = 4096                 # PATH_MAX
 MAX_NAME_BYTES = 255                  # NAME_MAX
@@ -123,9 +125,14 @@ class Output:
         self.warnings: list[str] = []
 
     def result(self, line: str) -> None:
-        """A line of the command's result (stdout), unless the result is JSON."""
-        if not self.json_mode:
+        """A line of the command's result (stdout), unless the result is JSON or -q
+        was given (-q prints only errors)."""
+        if not self.json_mode and self.verbosity >= 0:
             sys.stdout.write(line + "\n")
+
+    def error(self, message: str) -> None:
+        """An error that does not end the command (a failed post-script): shown even with -q."""
+        sys.stderr.write("pm: error: " + message + "\n")
 
     def say(self, message: str) -> None:
         """A message about progress (stderr), silenced by -q."""
@@ -200,6 +207,17 @@ def write_all(fd: int, data) -> None:
 def counted(n: int, noun: str, nouns: str | None = None) -> str:
     """``1 file``, ``2 files``: a count with its noun for messages."""
     return "%d %s" % (n, noun if n == 1 else nouns or noun + "s")
+
+
+def human_size(n: int) -> str:
+    """``512 B``, ``1.5 KiB``, ``20.0 MiB``: a byte count for people (binary units)."""
+    sign, n = ("-" if n < 0 else ""), abs(n)
+    if n < 1024:
+        return "%s%d B" % (sign, n)
+    for unit in ("KiB", "MiB", "GiB", "TiB"):
+        n /= 1024.0
+        if n < 1024 or unit == "TiB":
+            return "%s%.1f %s" % (sign, n, unit)
 
 
 def has_control_chars(text: str) -> bool:
@@ -2054,6 +2072,22 @@ class RootLock:
             self.fd = None
 
 
+def _hold_interrupts():
+    """Block SIGINT and SIGTERM (they stay pending) while a change is undone; returns
+    what _release_interrupts restores."""
+    import signal
+    try:
+        return signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    except (AttributeError, ValueError, OSError):       # not the main thread, no pthreads
+        return None
+
+
+def _release_interrupts(held) -> None:
+    if held is not None:
+        import signal
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)
+
+
 class Transaction:
     """The changes of one command, as journaled operations:
 
@@ -2116,10 +2150,13 @@ class Transaction:
             self._commit(packages, pending)
         except BaseException:
             FAULTS.enabled = False
+            held = _hold_interrupts()           # a second Ctrl-C waits for the undo to finish
             try:
                 settle(self.root, self._journal_dict(), self.out)
             except Exception as e:           # the journal stays for the next command
                 self.out.warn("could not finish undoing the change (%s); run pm recover" % e)
+            finally:
+                _release_interrupts(held)
             raise
         try:
             if self.sync:
@@ -2358,8 +2395,9 @@ def run_script(root_path: str, content: bytes, script: str, package: str, versio
                old_version: str, action: str, out: Output) -> str | None:
     """Run one package script with the root as working directory and the PM_*
     environment of SPEC §8.5; return None on success, else a one-line error.  The
-    script runs from a private copy outside the root (its stdout goes to stderr, so
-    that pm's own stdout stays a clean result)."""
+    script runs from a private copy outside the root; every line it prints (stdout and
+    stderr) goes to pm's stderr prefixed with ``PACKAGE SCRIPT:``, so that pm's own stdout
+    stays a clean result and a reader can tell whose line it is."""
     import shutil
     import subprocess
     import tempfile
@@ -2377,15 +2415,36 @@ def run_script(root_path: str, content: bytes, script: str, package: str, versio
         out.detail("running %s of %s" % (script, package))
         sys.stdout.flush()
         try:
-            result = subprocess.run(command, cwd=root_path, env=env, stdin=subprocess.DEVNULL,
-                                    stdout=sys.stderr.fileno())
+            proc = subprocess.Popen(command, cwd=root_path, env=env, stdin=subprocess.DEVNULL,
+                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         except OSError as e:
             return "%s of %s could not run: %s" % (script, package, e.strerror)
-        if result.returncode != 0:
-            return "%s of %s failed (%s)" % (script, package, describe_exit(result.returncode))
+        with proc:
+            try:
+                _relay_script_output(proc.stdout, "%s %s: " % (package, script))
+            except BaseException:
+                proc.kill()
+                raise
+            returncode = proc.wait()
+        if returncode != 0:
+            return "%s of %s failed (%s)" % (script, package, describe_exit(returncode))
         return None
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _relay_script_output(stream, prefix: str) -> None:
+    """Copy a script's output to stderr line by line, each line prefixed (control
+    characters but tab shown as ``?``: a script's bytes must not drive the terminal)."""
+    while True:
+        raw = stream.readline(MAX_SCRIPT_LINE)
+        if not raw:
+            return
+        text = raw.decode("utf-8", "replace").rstrip("\r\n")
+        if has_control_chars(text.replace("\t", " ")):
+            text = "".join("?" if has_control_chars(c) and c != "\t" else c for c in text)
+        sys.stderr.write(prefix + text + "\n")
+        sys.stderr.flush()
 
 
 def run_pending_scripts(root: Root, db: Database, out: Output, sync: bool,
@@ -5505,8 +5564,8 @@ def apply_plan(session: Session, db: Database, plan, dry_run: bool, no_scripts: 
                     out.result("  run %s" % script)
         for name, reason in sorted(relabel.items()):
             out.result("mark %s %s" % (name, reason))
-        if not changes:
-            out.detail("nothing to do")
+        if not changes and not relabel:
+            out.say("nothing to do")
         return EXIT_OK, report
     if not no_scripts:
         for change in changes:
@@ -5536,7 +5595,7 @@ def apply_plan(session: Session, db: Database, plan, dry_run: bool, no_scripts: 
                 out.say("%s kept; the packaged version is %s" % (path[:-len(".pm-new")], path))
     failures = run_pending_scripts(root, db, out, session.sync, tx.txid)
     for failure in failures:
-        out.say("pm: error: %s (recorded; pm recover runs it again)" % failure)
+        out.error("%s (recorded; pm recover runs it again)" % failure)
     report["script_failures"] = failures
     return (EXIT_FAILED if failures else EXIT_OK), report
 
@@ -5750,7 +5809,7 @@ def cmd_update(session: Session, args) -> int:
     reports = update_sources(session.root, sources, session.out, args.dry_run, session.sync)
     for report in reports:
         if report["error"]:
-            session.out.say("pm: error: %s" % report["error"])
+            session.out.error(report["error"])
         else:
             session.out.result("%s: %d package%s%s" % (report["url"], report["packages"],
                                "" if report["packages"] == 1 else "s",
@@ -5791,13 +5850,54 @@ def cmd_search(session: Session, args) -> int:
         installed = pool.installed.get(name)
         rows.append({"package": name, "version": newest.version.text, "description": manifest.get("description", ""),
                      "installed": installed.version.text if installed else None, "source": newest.source.url})
-        line = "%s %s" % (name, newest.version)
+        line = "%s %s (%s)" % (name, newest.version, newest.source.url)
         if installed:
             line += " [installed %s]" % installed.version
         if manifest.get("description"):
             line += " - " + manifest["description"]
         session.out.result(line)
-    return finish(session, {"packages": rows}, EXIT_OK)
+    if not rows:
+        session.out.say("no package matches %s" % " ".join(args.text) if args.text else "no package is offered")
+    return finish(session, {"packages": rows}, EXIT_OK if rows else EXIT_FAILED)
+
+
+def cmd_clean(session: Session, args) -> int:
+    """Empty the download cache (var/cache/pm/packages), as apt-get clean and pacman -Scc
+    do; the indexes stay, so that install and search still work offline."""
+    if not args.dry_run:
+        session.lock.acquire(args.wait, "clean")
+    removed, freed = 0, 0
+    root = session.root
+    try:
+        slugs = sorted(root.listdir(PACKAGE_CACHE_DIR))
+    except (FileNotFoundError, NotADirectoryError):
+        slugs = []
+    for slug in slugs:
+        directory = PACKAGE_CACHE_DIR + "/" + slug
+        info = root.lstat(directory)
+        if info is None:
+            continue
+        if not stat.S_ISDIR(info.st_mode):          # nothing but directories belongs here
+            names, directory = [slug], PACKAGE_CACHE_DIR
+        else:
+            names = sorted(root.listdir(directory))
+        for name in names:
+            path = directory + "/" + name
+            info = root.lstat(path)
+            if info is None or stat.S_ISDIR(info.st_mode):
+                continue
+            session.out.detail("%s %s" % ("would remove" if args.dry_run else "remove", root.host_path(path)))
+            if args.dry_run or root.unlink(path):
+                removed += 1
+                freed += info.st_size
+        if directory != PACKAGE_CACHE_DIR and not args.dry_run:
+            root.rmdir(directory)
+    if removed:
+        session.out.result("%s %s, %s" % ("would remove" if args.dry_run else "removed",
+                                          counted(removed, "cached package file"), human_size(freed)))
+    else:
+        session.out.say("the download cache is empty; nothing to do")
+    return finish(session, {"dry_run": args.dry_run, "removed": removed, "freed": freed}, EXIT_OK)
 
 
 def cmd_uninstall(session: Session, args) -> int:
@@ -5825,21 +5925,84 @@ def cmd_list_installed(session: Session, args) -> int:
     return finish(session, {"packages": rows}, EXIT_OK)
 
 
+_KIND_NAMES = {"f": "file", "d": "directory", "l": "symlink"}
+
+
+def _package_info(package: Package, **known) -> dict:
+    """The info document of a package file (or a fetched one): the keys of every info
+    document, as _installed_info and _offered_info give them too."""
+    info = {"package": package.name, "version": package.version.text, "manifest": package.manifest,
+            "state": None, "reason": None, "time": None, "file": None, "source": None,
+            "download_size": None, "sha256": None,
+            "installed_size": sum(m.size for m in package.members if m.kind == "f"),
+            "files": len(_member_rows(package)),
+            "config_files": sorted(package.config_digests), "scripts": sorted(package.scripts)}
+    info.update(known)
+    return info
+
+
+def _installed_info(session: Session, db: Database, name: str) -> dict:
+    record = db.get(name)
+    try:
+        scripts = sorted(session.root.listdir(SCRIPTS_DIR + "/" + name))
+    except (FileNotFoundError, NotADirectoryError):
+        scripts = []
+    return {"package": name, "version": record["version"], "manifest": record["manifest"],
+            "state": record["state"], "reason": record["reason"], "time": int(record["time"]),
+            "file": None, "source": None, "download_size": None, "sha256": None,
+            "installed_size": record.get("size", 0), "files": len(db.files(name)),
+            "config_files": list(record["config"]), "scripts": scripts}
+
+
+def _offered(session: Session, db: Database, name: str):
+    """The candidate ``pm install NAME`` would choose from the sources (the newest
+    release, else the newest pre-release), or None."""
+    sources = read_sources(session.root, session.extra_sources)
+    if not sources:
+        return None
+    pool = build_pool(session.root, db, session.out, sources)
+    offered = [c for c in pool.candidates(name) if not c.installed]
+    return next((c for c in offered if not c.version.prerelease), offered[0] if offered else None)
+
+
+def _offered_info(candidate) -> dict:
+    manifest = candidate.manifest
+    config = manifest.get("configFiles")
+    return {"package": candidate.name, "version": candidate.version.text, "manifest": manifest,
+            "state": None, "reason": None, "time": None, "file": None,
+            "source": candidate.source.url, "download_size": candidate.entry.get("size"),
+            "sha256": candidate.entry.get("sha256"), "installed_size": None, "files": None,
+            "config_files": list(config) if isinstance(config, list) else [], "scripts": []}
+
+
+def _not_found(session: Session, name: str) -> Refused:
+    if read_sources(session.root, session.extra_sources):
+        return Refused("%s is not installed, and no source offers it" % name)
+    return Refused("%s is not installed" % name)
+
+
 def cmd_info(session: Session, args) -> int:
+    """Like dpkg -I for a package file, dpkg -s / pacman -Qi for an installed package and
+    apt show / pacman -Si for one only a source offers: the same keys for all three."""
     if looks_like_file(args.package):
         package = Package(args.package, allow_setuid=True)
         package.close()
-        info = {"package": package.name, "version": package.version.text, "manifest": package.manifest,
-                "state": None, "files": len(package.members), "size": sum(m.size for m in package.members),
-                "scripts": sorted(package.scripts)}
+        info = _package_info(package, file=os.path.abspath(args.package))
     else:
-        record = session.read_db().get(args.package)
-        if record is None:
-            raise Refused("%s is not installed" % args.package)
-        info = {"package": args.package, "version": record["version"], "manifest": record["manifest"],
-                "state": record["state"], "reason": record["reason"], "time": record["time"],
-                "size": record.get("size", 0), "config_files": record["config"]}
+        db = session.read_db()
+        if db.get(args.package) is not None:
+            info = _installed_info(session, db, args.package)
+        else:
+            candidate = _offered(session, db, args.package)
+            if candidate is None:
+                raise _not_found(session, args.package)
+            info = _offered_info(candidate)
     manifest = info["manifest"]
+    size = (lambda n: None if n is None else human_size(n))
+    time_text = None
+    if info["time"] is not None:
+        import time
+        time_text = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(info["time"]))
     lines = [("Package", info["package"]), ("Version", info["version"]),
              ("Name", manifest.get("name")), ("Description", manifest.get("description")),
              ("Authors", ", ".join(manifest["authors"]) if isinstance(manifest.get("authors"), list)
@@ -5847,32 +6010,72 @@ def cmd_info(session: Session, args) -> int:
              ("Depends", ", ".join("%s %s" % kv for kv in sorted(manifest.get("dependencies", {}).items()))),
              ("Conflicts", ", ".join("%s %s" % kv for kv in sorted(manifest.get("conflicts", {}).items()))),
              ("Provides", ", ".join(manifest.get("provides", []))),
-             ("Config files", ", ".join(manifest.get("configFiles", []))),
-             ("State", info.get("state")), ("Reason", info.get("reason")),
-             ("Size", info.get("size")), ("Note", manifest.get("note")), ("Repo", manifest.get("repo"))]
+             ("Architecture", manifest.get("architecture")),
+             ("Config files", ", ".join(info["config_files"])),
+             ("State", info["state"] or ("not installed" if info["file"] is None else None)),
+             ("Reason", info["reason"]), ("Installed", time_text),
+             ("Source", info["source"]), ("File", info["file"]),
+             ("Download", size(info["download_size"])), ("Size", size(info["installed_size"])),
+             ("Files", info["files"]), ("Scripts", ", ".join(info["scripts"])),
+             ("Note", manifest.get("note")), ("Repo", manifest.get("repo"))]
     for label, value in lines:
         if value not in (None, "", []):
             session.out.result("%-13s %s" % (label + ":", value))
     return finish(session, info, EXIT_OK)
 
 
-def _installed_files(session: Session, name: str) -> tuple:
-    db = session.read_db()
-    if db.get(name) is None:
-        raise Refused("%s is not installed" % name)
-    return db, db.files(name)
+def _member_rows(package: Package) -> list:
+    """The paths a package file would own, as files rows: its members and the parent
+    directories they imply (the archive need not list them)."""
+    import posixpath
+    rows = {}
+    for member in package.members:
+        parent = posixpath.dirname(member.path)
+        while parent != "/" and parent not in rows:
+            rows[parent] = {"path": parent, "type": "directory", "mode": "0755", "size": 0, "sha256": None,
+                            "link": None}
+            parent = posixpath.dirname(parent)
+    for member in package.members:
+        rows[member.path] = {"path": member.path, "type": _KIND_NAMES[member.kind], "mode": "%04o" % member.mode,
+                             "size": member.size if member.kind == "f" else 0, "sha256": None,
+                             "link": member.link if member.kind == "l" else None}
+    return [rows[path] for path in sorted(rows)]
 
 
 def cmd_files(session: Session, args) -> int:
-    db, entries = _installed_files(session, args.name)
-    rows = []
-    for path in sorted(entries):
-        entry = entries[path]
-        rows.append({"path": path, "type": {"f": "file", "d": "directory", "l": "symlink"}[entry.kind],
-                     "mode": "%04o" % entry.mode, "size": entry.size,
-                     "sha256": entry.digest.hex() if entry.digest else None, "link": entry.link})
-        session.out.result(path)
-    return finish(session, {"package": args.name, "files": rows}, EXIT_OK)
+    """The paths an installed package owns (pacman -Ql); the members a package file
+    holds (dpkg -c); or, for a package only a source offers, the members of the package
+    it offers (fetched outside the root, as a dry run would, and thrown away)."""
+    if looks_like_file(args.name):
+        package = Package(args.name, allow_setuid=True)
+        package.close()
+        rows, name = _member_rows(package), package.name
+    else:
+        db = session.read_db()
+        name = args.name
+        if db.get(name) is None:
+            candidate = _offered(session, db, name)
+            if candidate is None:
+                raise _not_found(session, name)
+            fetcher = Fetcher(session.root, session.out, scratch=True)
+            try:
+                package = fetcher.fetch(candidate, allow_setuid=True)
+                package.close()
+            finally:
+                fetcher.close()
+            rows = _member_rows(package)
+        else:
+            entries = db.files(name)
+            rows = []
+            for path in sorted(entries):
+                entry = entries[path]
+                rows.append({"path": path, "type": _KIND_NAMES[entry.kind],
+                             "mode": "%04o" % entry.mode, "size": entry.size,
+                             "sha256": entry.digest.hex() if entry.digest else None, "link": entry.link})
+    for row in rows:
+        session.out.result(row["path"] if session.out.verbosity <= 0 else "%s %s %10d %s%s" % (
+            row["type"][0], row["mode"], row["size"], row["path"], " -> " + row["link"] if row["link"] else ""))
+    return finish(session, {"package": name, "files": rows}, EXIT_OK)
 
 
 def root_relative(session: Session, path: str) -> str:
@@ -5961,7 +6164,7 @@ def cmd_recover(session: Session, args) -> int:
     if not done and not failures:
         session.out.say("nothing to recover")
     for failure in failures:
-        session.out.say("pm: error: %s" % failure)
+        session.out.error(failure)
     return finish(session, {"transaction": done, "script_failures": failures},
                   EXIT_FAILED if failures else EXIT_OK)
 
@@ -6423,6 +6626,8 @@ class _Unbuilt:
 
 _UNBUILT = _Unbuilt()
 _OPTIONS_WITH_VALUES = ("--root", "--wait", "--repository", "--oda")
+# Other package managers' words for pm's commands, as apt and pacman users type them.
+COMMAND_ALIASES = {"list": "list-installed", "remove": "uninstall", "show": "info"}
 
 
 def build_parser(only: str | None = None):
@@ -6452,10 +6657,14 @@ def build_parser(only: str | None = None):
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     def command(name, handler, help_text, reads_only=False):
+        aliases = [alias for alias, canonical in COMMAND_ALIASES.items() if canonical == name]
+        if aliases:
+            help_text += " (also: %s)" % ", ".join(aliases)
         if only is not None and name != only:
-            commands.add_parser(name, help=help_text, add_help=False)
+            commands.add_parser(name, help=help_text, add_help=False, aliases=aliases)
             return _UNBUILT
-        sub = commands.add_parser(name, parents=[common], help=help_text, description=help_text)
+        sub = commands.add_parser(name, parents=[common], help=help_text, description=help_text,
+                                  aliases=aliases)
         sub.set_defaults(func=handler, reads_only=reads_only)
         return sub
 
@@ -6481,15 +6690,19 @@ def build_parser(only: str | None = None):
     sub = command("list-installed", cmd_list_installed, "list installed packages", True)
     sub.add_argument("--include-removed", action="store_true",
                      help="also list packages whose config files remain")
-    sub = command("info", cmd_info, "show a package (installed, or a package file)", True)
+    sub = command("info", cmd_info, "show a package: installed, offered by a source, or a package file", True)
     sub.add_argument("package", metavar="NAME|PKG.tar")
-    sub = command("files", cmd_files, "list the paths a package owns", True)
-    sub.add_argument("name", metavar="NAME")
+    sub = command("files", cmd_files, "list the paths an installed package owns, or a package's members "
+                  "(a package file, or one a source offers); -v adds type, mode and size", True)
+    sub.add_argument("name", metavar="NAME|PKG.tar")
     sub = command("owner", cmd_owner, "tell which package owns a path", True)
     sub.add_argument("path", metavar="PATH")
     sub = command("verify", cmd_verify, "check installed files against the database", True)
     sub.add_argument("names", nargs="*", metavar="NAME")
     command("recover", cmd_recover, "finish or undo an interrupted transaction; rerun failed post-scripts")
+
+    sub = command("clean", cmd_clean, "empty the download cache (var/cache/pm/packages); the indexes stay")
+    sub.add_argument("--dry-run", action="store_true", help="say what would be removed, remove nothing")
 
     sub = command("update", cmd_update, "fetch the indexes of the sources (etc/pm/sources.list) into the cache")
     sub.add_argument("--dry-run", action="store_true", help="fetch and check the indexes, keep nothing")
@@ -6590,20 +6803,66 @@ def _command_word(argv: list) -> str | None:
     return None
 
 
+def _parser_commands(parser) -> dict:
+    """``{command or alias: its parser}`` of an argparse parser's subcommands."""
+    import argparse
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return action.choices
+    return {}
+
+
+def _explain_usage_error(parser, argv: list, error: UsageError) -> UsageError:
+    """A clearer usage error for the two mistakes argparse words badly: an unknown
+    option before the command (``pm -S hello`` is about -S, not about 'hello') and a
+    mistyped command (``pm instal``: did you mean install?)."""
+    import difflib
+    known = {option for action in parser._actions for option in action.option_strings}
+    words = iter(argv)
+    for word in words:
+        if word == "--":
+            break
+        if word.startswith("-") and word != "-":
+            option = word.split("=", 1)[0]
+            if option in _OPTIONS_WITH_VALUES and "=" not in word:
+                next(words, None)
+            elif option not in known and not (option[1:] and option[0] == "-" and option[1] != "-"
+                                              and all("-" + c in known for c in option[1:])):
+                close = difflib.get_close_matches(option, sorted(known), 1)
+                return UsageError("unknown option %s%s (pm -h lists the options)"
+                                  % (option, "; did you mean %s?" % close[0] if close else ""))
+            continue
+        commands = _parser_commands(parser)
+        if word not in commands:
+            close = difflib.get_close_matches(word, sorted(commands), 1, 0.6)
+            return UsageError("unknown command %r%s (pm -h lists the commands)"
+                              % (word, "; did you mean %r?" % close[0] if close else ""))
+        break
+    return error
+
+
 def parse_arguments(argv: list):
     args = None
-    only = _command_word(argv)
+    word = _command_word(argv)
+    only = COMMAND_ALIASES.get(word, word)
     if only is not None and "-h" not in argv and "--help" not in argv:
         try:
             args = build_parser(only).parse_args(argv)
         except UsageError:
             pass
+    if args is not None:
+        args.command = COMMAND_ALIASES.get(args.command, args.command)
     if args is None or getattr(args, "command", None) != only:
         # A usage error, or a command other than the word guessed: the whole command
         # line parses it, and tells any error exactly as it would have.
-        args = build_parser().parse_args(argv)
+        parser = build_parser()
+        try:
+            args = parser.parse_args(argv)
+        except UsageError as e:
+            raise _explain_usage_error(parser, argv, e) from None
     if not getattr(args, "command", None):
         raise UsageError("a command is needed (pm -h lists them)")
+    args.command = COMMAND_ALIASES.get(args.command, args.command)
     defaults = {"root": os.environ.get("PM_ROOT") or "/", "json": False, "verbose": 0, "quiet": 0,
                 "wait": 0.0, "unsafe_io": False, "repository": []}
     for key, value in defaults.items():
@@ -6627,7 +6886,7 @@ def main(argv: list | None = None) -> int:
     except PmError as e:
         return _report_error(e.message, e.exit_code, json_mode)
     except KeyboardInterrupt:
-        return _report_error("interrupted", EXIT_FAILED, json_mode)
+        return _report_error("interrupted", EXIT_INTERRUPTED, json_mode)
     except BrokenPipeError:
         return EXIT_FAILED
     except OSError as e:

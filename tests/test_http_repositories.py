@@ -194,7 +194,7 @@ def test_an_update_killed_while_writing_the_cache_leaves_the_old_index(pm, build
     repo.add(build("tool", "2.0", {"/t": "2"}))
     result = pm("update", env={"PM_FAULT": "kill:1:cache"}, expect=None)
     assert result.code != 0
-    assert pm("search").out == "tool 1.0\n", "the index cached before is whole"
+    assert pm("search").out == "tool 1.0 (%s)\n" % server.url, "the index cached before is whole"
     pm("update")
-    assert pm("search").out == "tool 2.0\n"
+    assert pm("search").out == "tool 2.0 (%s)\n" % server.url
     assert [p.name for p in (root / CACHE / "indexes").iterdir() if p.name.endswith(".tmp")] == []

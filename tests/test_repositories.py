@@ -170,15 +170,16 @@ def test_a_malformed_sources_list_is_invalid_input_naming_the_line(pm, root):
 
 
 def test_search_lists_the_newest_versions_without_hidden_packages(pm, build, root, repository):
-    repository().add(build("tool", "1.0", {"/t": "1"}, description="Frobs widgets"),
-                     build("tool", "1.1", {"/t": "2"}, description="Frobs widgets better"),
-                     build("tool", "2.0.0-beta.1", {"/t": "3"}, description="Frobs unstably"),
-                     build("libsecret", "1.0", {"/s": "s"}, hidden=True),
-                     build("other", "1.0", {"/o": "o"}, description="Something else")).use(root)
+    repo = repository()
+    repo.add(build("tool", "1.0", {"/t": "1"}, description="Frobs widgets"),
+             build("tool", "1.1", {"/t": "2"}, description="Frobs widgets better"),
+             build("tool", "2.0.0-beta.1", {"/t": "3"}, description="Frobs unstably"),
+             build("libsecret", "1.0", {"/s": "s"}, hidden=True),
+             build("other", "1.0", {"/o": "o"}, description="Something else")).use(root)
     pm("install", "other")
-    assert pm("search").out.splitlines() == ["other 1.0 [installed 1.0] - Something else",
-                                             "tool 1.1 - Frobs widgets better"]
-    assert pm("search", "WIDGET").out.splitlines() == ["tool 1.1 - Frobs widgets better"]
+    assert pm("search").out.splitlines() == ["other 1.0 (%s) [installed 1.0] - Something else" % repo.path,
+                                             "tool 1.1 (%s) - Frobs widgets better" % repo.path]
+    assert pm("search", "WIDGET").out.splitlines() == ["tool 1.1 (%s) - Frobs widgets better" % repo.path]
     rows = pm("--json", "search", "else").json["packages"]
     assert [r["package"] for r in rows] == ["other"]
 
