@@ -3849,7 +3849,12 @@ def _checked_entry(raw, where: str, source: Source) -> dict:
         raise InvalidInput("%s: bad size %r" % (label, size))
     if not _matches(SHA256_PATTERN, digest):
         raise InvalidInput("%s: bad sha256 %r" % (label, digest))
-    return {"filename": filename, "size": size, "sha256": digest, "manifest": manifest}
+    installed_size = raw.get("installed_size")       # optional: what the files take, for summaries
+    if installed_size is not None and (not isinstance(installed_size, int) or isinstance(installed_size, bool)
+                                       or not 0 <= installed_size <= MAX_TOTAL_BYTES):
+        raise InvalidInput("%s: bad installed_size %r" % (label, installed_size))
+    return {"filename": filename, "size": size, "sha256": digest, "manifest": manifest,
+            "installed_size": installed_size}
 
 
 def _index_kinds() -> tuple:
@@ -5529,18 +5534,21 @@ class Session:
         return db
 
 
-def carry_out(session: Session, db: Database, plan, dry_run: bool, no_scripts: bool) -> int:
+def carry_out(session: Session, db: Database, plan, dry_run: bool, no_scripts: bool,
+              confirm: bool = False) -> int:
     """apply_plan, then print the command's JSON document (with --json)."""
-    code, report = apply_plan(session, db, plan, dry_run, no_scripts)
+    code, report = apply_plan(session, db, plan, dry_run, no_scripts, confirm=confirm)
     return finish(session, report, code)
 
 
 def apply_plan(session: Session, db: Database, plan, dry_run: bool, no_scripts: bool,
-               relabel: dict | None = None) -> tuple:
-    """Plan a command's changes with ``plan(planner)`` and print them (dry run), or run
-    pre-scripts, the transaction and post-scripts; returns ``(exit code, report)``.
-    ``relabel`` ({name: reason}) records a new install reason for installed packages
-    the plan leaves as they are, in the same transaction."""
+               relabel: dict | None = None, confirm: bool = False, downloads: dict | None = None) -> tuple:
+    """Plan a command's changes with ``plan(planner)`` and print them (dry run: the
+    summary, and each file operation with -v), or run pre-scripts, the transaction and
+    post-scripts; returns ``(exit code, report)``.  ``relabel`` ({name: reason}) records a
+    new install reason for installed packages the plan leaves as they are, in the same
+    transaction.  ``confirm`` shows the summary first and asks on a terminal (section
+    15's confirm); ``downloads`` ({name: bytes}) are the summary's download sizes."""
     out, root = session.out, session.root
     tx = Transaction(root, db, out, session.sync)
     planner = Planner(root, db, out, tx)
@@ -5553,20 +5561,27 @@ def apply_plan(session: Session, db: Database, plan, dry_run: bool, no_scripts: 
     packages = planner.new_packages(changes) if changes else dict(db.packages)
     for name, reason in relabel.items():
         packages[name] = dict(packages[name], reason=reason)
-    report = {"dry_run": dry_run, "changes": [c.as_json() for c in changes], "reasons": relabel}
+    summary = summarize([_change_row(c, (downloads or {}).get(c.name, 0)) for c in changes])
+    report = {"dry_run": dry_run, "changes": [c.as_json() for c in changes], "reasons": relabel,
+              "fetched": [], "script_failures": [], "summary": summary}
     if dry_run or not (changes or relabel):
-        for change in changes:
-            out.result(change.heading())
-            for verb, path in change.steps:
-                out.result("  %s %s" % (verb, path))
+        for change, line in zip(changes, summary_lines(summary)):
+            out.result(line)
+            if out.verbosity > 0:
+                for verb, path in change.steps:
+                    out.result("  %s %s" % (verb, path))
             for script in (change.pre_script, change.post_script):
                 if script and not no_scripts:
                     out.result("  run %s" % script)
         for name, reason in sorted(relabel.items()):
             out.result("mark %s %s" % (name, reason))
+        if changes:
+            out.result(summary_lines(summary)[-1])
         if not changes and not relabel:
             out.say("nothing to do")
         return EXIT_OK, report
+    if confirm and changes:
+        confirm_summary(session, summary)
     if not no_scripts:
         for change in changes:
             if change.pre_script:
@@ -5598,6 +5613,74 @@ def apply_plan(session: Session, db: Database, plan, dry_run: bool, no_scripts: 
         out.error("%s (recorded; pm recover runs it again)" % failure)
     report["script_failures"] = failures
     return (EXIT_FAILED if failures else EXIT_OK), report
+
+
+def _installed_bytes(package: Package) -> int:
+    return sum(m.size for m in package.members if m.kind == "f")
+
+
+def _summary_row(action: str, name: str, version: str, old_version: str | None, download: int,
+                 new_size, old_size) -> dict:
+    return {"package": name, "action": action, "version": version, "old_version": old_version or None,
+            "download_size": download,
+            "installed_size_change": None if new_size is None else new_size - (old_size or 0)}
+
+
+def _change_row(change, download: int) -> dict:
+    """The summary row of a planned Change."""
+    old = change.old if change.old and change.old["state"] == STATE_INSTALLED else None
+    new_size = _installed_bytes(change.package) if change.package else 0
+    old_size = old.get("size", 0) if old else (change.old.get("size", 0) if change.old and not change.package
+                                                 else 0)
+    return _summary_row(change.action, change.name, change.version, change.old_version, download,
+                        new_size, old_size)
+
+
+def summarize(rows: list) -> dict:
+    """The summary of a command's changes: each package's row, the bytes to download
+    and the change in installed size (None when a package's size is not known)."""
+    changes = [r["installed_size_change"] for r in rows]
+    return {"packages": rows, "download_size": sum(r["download_size"] for r in rows),
+            "installed_size_change": None if None in changes else sum(changes)}
+
+
+def _signed_size(n) -> str:
+    return "size unknown" if n is None else ("+" if n >= 0 else "") + human_size(n)
+
+
+def summary_lines(summary: dict) -> list:
+    """One line per package (``upgrade foo 1.0 -> 2.0 (1.2 MiB to download, +40.0 KiB)``)
+    and a total line, as apt and pacman show before they act."""
+    lines, counts = [], {}
+    for row in summary["packages"]:
+        head = "%s %s %s" % (row["action"], row["package"], row["version"])
+        if row["old_version"] and row["action"] in ("upgrade", "downgrade", "reinstall"):
+            head = "%s %s %s -> %s" % (row["action"], row["package"], row["old_version"], row["version"])
+        extras = ["%s to download" % human_size(row["download_size"])] if row["download_size"] else []
+        extras.append(_signed_size(row["installed_size_change"]))
+        lines.append("%s (%s)" % (head, ", ".join(extras)))
+        action = {"purge": "remove"}.get(row["action"], row["action"])
+        counts[action] = counts.get(action, 0) + 1
+    order = ("install", "upgrade", "reinstall", "downgrade", "remove")
+    total = ", ".join("%d to %s" % (counts[a], a) for a in order if a in counts) or "nothing to do"
+    lines.append("%s; %s to download; installed size %s" % (
+        total, human_size(summary["download_size"]), _signed_size(summary["installed_size_change"])))
+    return lines
+
+
+def confirm_summary(session: Session, summary: dict) -> None:
+    """Show the summary (stderr), then, when stdin is a terminal and -y was not given,
+    ask; anything but yes (or Enter) refuses with nothing changed.  Never a prompt
+    without a terminal: scripts and cron run on."""
+    for line in summary_lines(summary):
+        session.out.say(line)
+    if getattr(session.args, "yes", False) or not sys.stdin.isatty():
+        return
+    sys.stderr.write("Proceed? [Y/n] ")
+    sys.stderr.flush()
+    answer = sys.stdin.readline()
+    if not answer or answer.strip().lower() not in ("", "y", "yes"):
+        raise Refused("aborted; nothing was changed")
 
 
 _PAST = {"install": "installed", "upgrade": "upgraded", "reinstall": "reinstalled",
@@ -5663,6 +5746,80 @@ def _fetch_chosen(session: Session, fetcher: Fetcher, chosen: dict, allow_setuid
     return packages, rows
 
 
+def _download_size(root: Root, candidate) -> int:
+    """Bytes fetching ``candidate`` downloads: its index size for a remote source, unless
+    a copy of that size is already in the cache; nothing for a directory source."""
+    if candidate.source is None or candidate.source.kind == "dir" or candidate.entry is None:
+        return 0
+    size = candidate.entry.get("size") or 0
+    info = root.lstat(PACKAGE_CACHE_DIR + "/" + candidate.source.slug + "/" + candidate.entry["filename"])
+    return 0 if info is not None and stat.S_ISREG(info.st_mode) and info.st_size == size else size
+
+
+def _candidate_rows(root: Root, db: Database, pool: Pool, chosen: dict, allow_same: bool) -> list:
+    """Summary rows of what the resolver chose, before anything is fetched: the index
+    gives download and installed sizes (apt's Installed-Size)."""
+    rows, order, seen = [], [], set()
+
+    def visit(name):                      # dependencies first, as the transaction orders them
+        if name in seen or name not in chosen:
+            return
+        seen.add(name)
+        for dependency in sorted(chosen[name].dependencies):
+            visit(dependency)
+        order.append(name)
+    for name in sorted(chosen):
+        visit(name)
+    for name in order:
+        candidate = chosen[name]
+        if candidate.installed:
+            continue
+        old = pool.installed.get(name)
+        if old is None:
+            action = "install"
+        elif candidate.version > old.version:
+            action = "upgrade"
+        elif candidate.version < old.version:
+            action = "downgrade"
+        elif allow_same or candidate.version.unversioned:
+            action = "reinstall"
+        else:
+            continue
+        if candidate.package is not None:
+            new_size, download = _installed_bytes(candidate.package), 0
+        else:
+            new_size, download = candidate.entry.get("installed_size"), _download_size(root, candidate)
+        old_size = db.get(name).get("size", 0) if old is not None else None
+        rows.append(_summary_row(action, name, candidate.version.text, old.version.text if old else None,
+                                 download, new_size, old_size))
+    return rows
+
+
+def _plan_by_name(session: Session, db: Database, pool: Pool, chosen: dict, dry_run: bool, allow_same: bool,
+                  confirm: bool):
+    """The summary of a by-name install or an upgrade, from the resolver's choice.
+    Before a real run it is shown and confirmed (before any download).  A dry run that
+    would have to download a package, without -v, stops here: the summary is its
+    report (``(EXIT_OK, report)`` is returned), and nothing is fetched."""
+    rows = _candidate_rows(session.root, db, pool, chosen, allow_same)
+    summary = summarize(rows)
+    downloads = {r["package"]: r["download_size"] for r in rows}
+    if not dry_run:
+        if confirm and rows:
+            confirm_summary(session, summary)
+        return downloads, None
+    if session.out.verbosity > 0 or not any(downloads.values()):
+        return downloads, None
+    lines = summary_lines(summary)
+    for line in lines[:-1]:
+        session.out.result(line)
+    session.out.result(lines[-1])
+    changes = [{"package": r["package"], "action": r["action"], "version": r["version"],
+                "old_version": r["old_version"], "steps": [], "scripts": []} for r in rows]
+    return downloads, {"dry_run": True, "changes": changes, "reasons": {}, "fetched": [], "script_failures": [],
+                       "summary": summary}
+
+
 def install_packages(session: Session, specs: list, dry_run: bool = False,
                      allow_same_version: bool = False, no_deps: bool = False,
                      force_overwrite: bool = False, pre: bool = False, allow_setuid: bool = False,
@@ -5696,7 +5853,7 @@ def install_packages(session: Session, specs: list, dry_run: bool = False,
             db = session.read_db() if dry_run else session.write_db("install " + " ".join(specs))
         sources = read_sources(session.root, session.extra_sources)
         reasons = {p.name: REASON_EXPLICIT for p in packages}
-        rows = []
+        rows, downloads = [], {}
         if requests or sources:
             pool = build_pool(session.root, db, session.out, sources, packages)
             for request in requests:
@@ -5714,6 +5871,10 @@ def install_packages(session: Session, specs: list, dry_run: bool = False,
                 candidate = chosen.get(name)
                 if candidate is not None and candidate.installed and candidate.package is None:
                     session.out.say("%s %s is already installed" % (name, candidate.version))
+            downloads, early = _plan_by_name(session, db, pool, chosen, dry_run, allow_same_version,
+                                             confirm=bool(requests))
+            if early is not None:
+                return EXIT_OK, early
             fetched, rows = _fetch_chosen(session, fetcher, chosen, allow_setuid)
             for package in fetched:
                 if package.name in explicit:
@@ -5724,7 +5885,8 @@ def install_packages(session: Session, specs: list, dry_run: bool = False,
         to_install = packages + fetched
         code, report = apply_plan(session, db, lambda planner: planner.install(
             to_install, reasons, allow_same_version, no_deps, force_overwrite), dry_run, no_scripts,
-            relabel={name: reason for name, reason in reasons.items() if reason == REASON_EXPLICIT})
+            relabel={name: reason for name, reason in reasons.items() if reason == REASON_EXPLICIT},
+            downloads=downloads)
         report["fetched"] = rows
         return code, report
     finally:
@@ -5766,10 +5928,13 @@ def upgrade_packages(session: Session, names=(), dry_run: bool = False, pre: boo
             session.out.say("no sources are configured in %s; nothing to upgrade" % SOURCES_LIST)
         pool = build_pool(session.root, db, session.out, sources)
         chosen, _ = resolve_requests(pool, [], upgrade=set(names) or True, pre=pre, out=session.out)
+        downloads, early = _plan_by_name(session, db, pool, chosen, dry_run, False, confirm=True)
+        if early is not None:
+            return EXIT_OK, early
         fetched, rows = _fetch_chosen(session, fetcher, chosen, allow_setuid)
         reasons = {p.name: REASON_DEPENDENCY for p in fetched if p.name not in pool.installed}
         code, report = apply_plan(session, db, lambda planner: planner.install(fetched, reasons),
-                                  dry_run, no_scripts)
+                                  dry_run, no_scripts, downloads=downloads)
         report["fetched"] = rows
         return code, report
     finally:
@@ -5786,7 +5951,8 @@ def autoremove_packages(session: Session, dry_run: bool = False, purge: bool = F
     if db is None:
         db = session.read_db() if dry_run else session.write_db("autoremove")
     names = unneeded_packages(db.installed())
-    return apply_plan(session, db, lambda planner: planner.uninstall(names, purge), dry_run, no_scripts)
+    return apply_plan(session, db, lambda planner: planner.uninstall(names, purge), dry_run, no_scripts,
+                      confirm=True)
 
 
 def cmd_upgrade(session: Session, args) -> int:
@@ -5906,7 +6072,7 @@ def cmd_uninstall(session: Session, args) -> int:
             raise UsageError("bad package name %r" % name)
     db = session.read_db() if args.dry_run else session.write_db("uninstall " + " ".join(args.names))
     return carry_out(session, db, lambda planner: planner.uninstall(args.names, args.purge, args.recursive),
-                     args.dry_run, args.no_scripts)
+                     args.dry_run, args.no_scripts, confirm=args.recursive)
 
 
 def cmd_list_installed(session: Session, args) -> int:
@@ -6488,7 +6654,8 @@ def cmd_opm_node_list(session: Session, args, oda: Oda) -> int:
         extra = " at %s" % node["image_path"] if node["image_path"] else ""
         extra += " (server %s)" % node["server"] if node["server"] else ""
         session.out.result("%s %s%s" % (node["name"], node["role"], extra))
-    return finish(session, {"nodes": nodes}, EXIT_OK)
+    return finish(session, {"nodes": [dict(n, added=_json_time(n["added"]), synced=_json_time(n["synced"]))
+                                      for n in nodes]}, EXIT_OK)
 
 
 @with_oda
@@ -6524,10 +6691,16 @@ def cmd_opm_progress(session: Session, args, oda: Oda) -> int:
     return finish(session, {"progress": step}, EXIT_OK)
 
 
+def _json_time(value):
+    """A time in a JSON document: whole seconds since the epoch, like every time pm
+    prints (the database's install times), or None."""
+    return None if value is None else int(value)
+
+
 def _status_json(row: dict) -> dict:
     return {"node": row["node"], "package": row["package"], "requested": row["requested"],
             "current": row["current"], "status": row["status"], "error": row["error"],
-            "previous": row["previous"], "updated": row["updated"]}
+            "previous": row["previous"], "updated": _json_time(row["updated"])}
 
 
 def print_table(out: Output, headings: tuple, rows: list) -> None:
@@ -6559,7 +6732,7 @@ def cmd_opm_inventory(session: Session, args, oda: Oda) -> int:
             rows.append(dict(record, node=name, package=package))
             session.out.result("%s %s (%s)%s" % (name, package, record["version"], "" if record["state"] ==
                                                  STATE_INSTALLED else " [config remaining]"))
-    return finish(session, rows, EXIT_OK)
+    return finish(session, {"inventory": rows}, EXIT_OK)
 
 
 @with_oda
@@ -6570,7 +6743,7 @@ def cmd_opm_log(session: Session, args, oda: Oda) -> int:
         session.out.result("%s %s %s %s %s %s%s" % (
             time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(e["time"])), e["node"], e["package"],
             e["direction"], e["stage"], e["outcome"], ": " + e["detail"] if e["detail"] else ""))
-    return finish(session, events, EXIT_OK)
+    return finish(session, {"events": [dict(e, time=_json_time(e["time"])) for e in events]}, EXIT_OK)
 
 
 @with_oda
@@ -6643,6 +6816,8 @@ def build_parser(only: str | None = None):
     common.add_argument("-q", "--quiet", action="count", default=argparse.SUPPRESS, help="say less")
     common.add_argument("--wait", type=float, default=argparse.SUPPRESS, metavar="SECONDS",
                         help="wait this long for the root's lock (default: do not wait)")
+    common.add_argument("-y", "--yes", action="store_true", default=argparse.SUPPRESS,
+                        help="do not ask before acting (pm asks only when stdin is a terminal)")
     common.add_argument("--unsafe-io", action="store_true", default=argparse.SUPPRESS,
                         help="skip fsync: faster, not safe against power loss")
     common.add_argument("--repository", action="append", default=argparse.SUPPRESS, metavar="URL",
@@ -6864,7 +7039,7 @@ def parse_arguments(argv: list):
         raise UsageError("a command is needed (pm -h lists them)")
     args.command = COMMAND_ALIASES.get(args.command, args.command)
     defaults = {"root": os.environ.get("PM_ROOT") or "/", "json": False, "verbose": 0, "quiet": 0,
-                "wait": 0.0, "unsafe_io": False, "repository": []}
+                "wait": 0.0, "unsafe_io": False, "repository": [], "yes": False}
     for key, value in defaults.items():
         if not hasattr(args, key):
             setattr(args, key, value)

@@ -308,6 +308,12 @@ def oppm_version(value, where):
     return value if isinstance(value, str) else repr(value)
 
 
+def installed_size(package):
+    """Bytes the package's files take once installed (the index's installed_size, which
+    pm's summaries show before anything is downloaded, as apt's Installed-Size)."""
+    return sum(member.size for member in package.members if member.kind == "f")
+
+
 def read_package_file(path):
     """A ready-made package, checked by pm, added as it is."""
     package = pm.Package(path, allow_setuid=True)
@@ -551,7 +557,8 @@ def existing_entries(dest):
         size, digest = file_digest(path)
         if (size, digest) != (entry["size"], entry["sha256"]):
             package = read_package_file(path)
-            entry = {"filename": entry["filename"], "size": size, "sha256": digest, "manifest": package.manifest}
+            entry = {"filename": entry["filename"], "size": size, "sha256": digest, "manifest": package.manifest,
+                     "installed_size": installed_size(package)}
         kept.append(entry)
     return kept
 
@@ -651,7 +658,8 @@ def run(args):
             names[key] = content.origin
             filename, path, size, digest = build(content, dest, args.zstd, mtime)
             built.append((path, filename))
-            new_entries.append({"filename": filename, "size": size, "sha256": digest, "manifest": content.manifest})
+            new_entries.append({"filename": filename, "size": size, "sha256": digest, "manifest": content.manifest,
+                                "installed_size": installed_size(read_package_file(path))})
         for path in files:
             package = read_package_file(path)
             filename = "%s-%s%s" % (package.name, package.version, package_suffix(path))
@@ -664,7 +672,8 @@ def run(args):
                     out.write(chunk)
             built.append((temporary_path, filename))
             size, digest = file_digest(temporary_path)
-            new_entries.append({"filename": filename, "size": size, "sha256": digest, "manifest": package.manifest})
+            new_entries.append({"filename": filename, "size": size, "sha256": digest, "manifest": package.manifest,
+                                "installed_size": installed_size(package)})
         replaced = {(e["manifest"]["package"], pm.Version.parse(e["manifest"]["version"]).key) for e in new_entries}
         entries = [e for e in existing_entries(dest) if (e["manifest"]["package"], pm.Version.parse(
             e["manifest"]["version"]).key) not in replaced] + new_entries
