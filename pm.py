@@ -151,31 +151,86 @@ class Output:
 
 
 class Progress:
-    """A one-line counter on a terminal; silent when stderr is not a terminal.  With
-    ``unit="bytes"`` it counts kibibytes (downloads) and shows from the first byte."""
+    """One status line on a terminal (stderr), rewritten in place and erased at the end;
+    nothing when stderr is not a terminal, with -q or with --json.  ``unit`` is
+    ``bytes`` (percentage, amount in binary units, rate and time left), ``files`` or
+    ``items`` (a count), or ``""`` for a named phase with no counter.  ``phase()``
+    moves the same line on to the next step (``committing``, ``syncing``...)."""
+
+    REFRESH = 0.1                          # seconds between redraws
 
     def __init__(self, out: Output, label: str, total: int, unit: str = "items"):
-        self.label, self.total, self.done, self.shown, self.unit = label, total, 0, 0.0, unit
-        self.active = out.verbosity >= 0 and (total >= 200 or unit == "bytes") and sys.stderr.isatty()
+        self.active = out.verbosity >= 0 and not out.json_mode and _stderr_is_terminal()
+        self.shown = 0.0
+        self._start(label, total, unit)
 
-    def _line(self, done: int) -> str:
+    def _start(self, label: str, total: int, unit: str) -> None:
+        import time
+        self.label, self.total, self.unit, self.done = label, total, unit, 0
+        self.started = time.monotonic()
+        if self.active:
+            self._draw()
+
+    def phase(self, label: str, total: int = 0, unit: str = "") -> None:
+        self._start(label, total, unit)
+
+    def counting(self, chunks):
+        """``chunks`` (bytes objects), counted as they pass."""
+        for chunk in chunks:
+            yield chunk
+            self.step(len(chunk))
+
+    def _text(self) -> str:
+        import time
+        done, total = self.done, self.total
         if self.unit == "bytes":
-            return "\r%s %d/%d KiB" % (self.label, done >> 10, self.total >> 10)
-        return "\r%s %d/%d" % (self.label, done, self.total)
+            elapsed = time.monotonic() - self.started
+            parts = [self.label]
+            if total:
+                parts.append("%3d%%" % min(100, done * 100 // total))
+                parts.append("%s/%s" % (human_size(done), human_size(total)))
+            else:
+                parts.append(human_size(done))
+            if elapsed >= 0.5 and done:
+                rate = done / elapsed
+                parts.append("%s/s" % human_size(int(rate)))
+                if total and done < total:
+                    left = int((total - done) / rate)
+                    parts.append("%d:%02d left" % (left // 60, left % 60) if left >= 60 else "%ds left" % left)
+            return "  ".join(parts)
+        if self.unit:
+            percent = " %3d%%" % min(100, done * 100 // total) if total else ""
+            return "%s%s %d/%d %s" % (self.label, percent, done, total, self.unit)
+        return self.label + "..."
+
+    def _draw(self) -> None:
+        import shutil
+        import time
+        self.shown = time.monotonic()
+        width = shutil.get_terminal_size((80, 24)).columns
+        sys.stderr.write("\r" + self._text()[:max(width - 1, 10)] + "\x1b[K")
+        sys.stderr.flush()
 
     def step(self, n: int = 1) -> None:
         self.done += n
         if self.active:
             import time
-            now = time.monotonic()
-            if now - self.shown > 0.1:
-                self.shown = now
-                sys.stderr.write(self._line(self.done))
-                sys.stderr.flush()
+            if time.monotonic() - self.shown >= self.REFRESH:
+                self._draw()
 
     def finish(self) -> None:
+        """Erase the line: what was done is said by the result lines that follow."""
         if self.active:
-            sys.stderr.write(self._line(self.total) + "\n")
+            sys.stderr.write("\r\x1b[K")
+            sys.stderr.flush()
+            self.active = False
+
+
+def _stderr_is_terminal() -> bool:
+    try:
+        return os.isatty(sys.stderr.fileno())
+    except (AttributeError, ValueError, OSError):
+        return False
 
 
 def new_sha256():
@@ -2146,7 +2201,11 @@ class Transaction:
         try:
             self._write_journal()
             self._stage(progress)
-            self._apply()
+            if progress:
+                progress.phase("applying", sum(1 for op in self.ops if op[0] in ("put", "remove")), "files")
+            self._apply(progress)
+            if progress:
+                progress.phase("committing")
             self._commit(packages, pending)
         except BaseException:
             FAULTS.enabled = False
@@ -2160,8 +2219,13 @@ class Transaction:
             raise
         try:
             if self.sync:
+                if progress:
+                    progress.phase("syncing")
                 fsync_dir(self.root.dir_fd(DB_DIR))
-            roll_forward(self.root, self._journal_dict(), self.out)
+            old_files = sum(1 for op in self.ops if op[0] == "remove" or (op[0] == "put" and op[3] is not None))
+            if progress and old_files:
+                progress.phase("removing old files", old_files, "files")
+            roll_forward(self.root, self._journal_dict(), self.out, progress)
         except OSError as e:
             raise PmError("the change was committed, but finishing it failed (%s); "
                           "pm recover completes it" % (e.strerror or e)) from None
@@ -2192,11 +2256,10 @@ class Transaction:
                     FAULTS.step("symlink")
                     os.symlink(member.link, name, dir_fd=dir_fd)
                 else:
-                    digest, size = _write_new_file(dir_fd, name, member.mode, chunks, member.mtime)
+                    digest, size = _write_new_file(dir_fd, name, member.mode,
+                                                   progress.counting(chunks) if progress else chunks, member.mtime)
                     if entry is not None:
                         entry.digest, entry.size = digest, size
-                if progress:
-                    progress.step()
                 root.trim()
         for staged, data, mode in self.byte_puts:
             parent, name = split_path(staged)
@@ -2210,7 +2273,7 @@ class Transaction:
             finally:
                 os.close(fd)
 
-    def _apply(self) -> None:
+    def _apply(self, progress: Progress | None = None) -> None:
         root = self.root
         for op in self.ops:
             if op[0] == "put":
@@ -2220,6 +2283,10 @@ class Transaction:
                 root.rename(staged, path)
             elif op[0] == "remove":
                 root.rename(op[1], op[2])
+            else:
+                continue
+            if progress:
+                progress.step()
 
     def _commit(self, packages: dict, pending: list) -> None:
         root = self.root
@@ -2311,7 +2378,7 @@ def roll_back(root: Root, journal: dict, out: Output) -> None:
     out.detail("rolled back transaction %s" % journal["txid"])
 
 
-def roll_forward(root: Root, journal: dict, out: Output) -> None:
+def roll_forward(root: Root, journal: dict, out: Output, progress: Progress | None = None) -> None:
     """Finish a committed transaction: drop backups, remove emptied directories and
     obsolete file lists, then the journal (idempotent)."""
     for op in journal["ops"]:           # staged names were all renamed before the commit
@@ -2319,6 +2386,10 @@ def roll_forward(root: Root, journal: dict, out: Output) -> None:
             _quietly(root.unlink, op[3])
         elif op[0] == "remove":
             _quietly(root.unlink, op[2])
+        else:
+            continue
+        if progress:
+            progress.step()
     for op in sorted((op for op in journal["ops"] if op[0] == "rmdir"), key=lambda o: o[1], reverse=True):
         _quietly(root.rmdir, op[1])
     for ref in journal["obsolete"]:
@@ -4102,11 +4173,14 @@ class Fetcher:
         else:
             label = package_url(source, entry)
             file = self._download(source, entry, label)
+        checking = Progress(self.out, "checking " + os.path.basename(entry["filename"]), 0, unit="")
         try:
             package = Package(label, allow_setuid, file=file)
         except BaseException:
             file.close()
             raise
+        finally:
+            checking.finish()
         if (package.name, package.version.text) != (candidate.name, candidate.version.text):
             package.close()
             raise InvalidInput("%s holds %s %s, but the index of %s says %s %s" % (
@@ -5596,8 +5670,8 @@ def apply_plan(session: Session, db: Database, plan, dry_run: bool, no_scripts: 
         pending += [{"txid": tx.txid, "package": c.name, "script": c.post_script, "content": c.post_content,
                      "version": c.version, "old_version": c.old_version, "action": c.script_action,
                      "error": None} for c in changes if c.post_script]
-    total = sum(len(tx.member_puts.get(c.package, ())) for c in changes if c.package)
-    progress = Progress(out, "installing", total)
+    total = sum(m.size for c in changes if c.package for m, _ in _puts_of(tx, c.package))
+    progress = Progress(out, "installing" if total else "removing", total, unit="bytes" if total else "")
     tx.run(packages, pending, progress)
     progress.finish()
     for name, reason in sorted(relabel.items()):
@@ -5681,6 +5755,12 @@ def confirm_summary(session: Session, summary: dict) -> None:
     answer = sys.stdin.readline()
     if not answer or answer.strip().lower() not in ("", "y", "yes"):
         raise Refused("aborted; nothing was changed")
+
+
+def _puts_of(tx, package) -> list:
+    """The (member, target) pairs the transaction writes from ``package``."""
+    wanted = tx.member_puts.get(package, {})
+    return [(m, wanted[m.path]) for m in package.members if m.path in wanted and m.kind == "f"]
 
 
 _PAST = {"install": "installed", "upgrade": "upgraded", "reinstall": "reinstalled",
