@@ -6852,6 +6852,164 @@ def cmd_opm_sync(session: Session, args, oda: Oda) -> int:
     return finish(session, {"node": name, "role": node["role"], "rows": sync.report, "busy": sync.busy}, code)
 
 
+def parser_tree(parser, path=()) -> list:
+    """Every command of an argparse parser, depth first: ``(path, parser, options,
+    subcommands, values)`` where options are ``(option strings, help, the value's name
+    or "" for a flag, choices)``, subcommands ``{name: help}`` (aliases included) and values the choices
+    of its positional arguments.  Shell completion and the man
+    page (tools/make_manpage.py) are generated from it, so they follow the parser."""
+    import argparse
+    options, subcommands, children, values = [], {}, [], []
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            helps = {choice.dest: choice.help for choice in action._choices_actions}
+            for name, sub in action.choices.items():
+                subcommands[name] = helps.get(name) or next(
+                    (helps[other] for other, same in action.choices.items() if same is sub and other in helps), "")
+                if name in helps:
+                    children.append((name, sub))
+        elif action.option_strings and action.help is not argparse.SUPPRESS:
+            value = (action.metavar or action.dest.upper()) if action.nargs != 0 else ""
+            options.append((tuple(action.option_strings), action.help or "", value,
+                            tuple(action.choices) if action.choices else ()))
+        elif not action.option_strings and action.choices:
+            values += list(action.choices)
+    tree = [(path, parser, options, subcommands, values)]
+    for name, sub in children:
+        tree += parser_tree(sub, path + (name,))
+    return tree
+
+
+def _bash_words(items) -> str:
+    return " ".join(sorted(items))
+
+
+def completion_script(shell: str) -> str:
+    """The bash or zsh completion script of pm's whole command line."""
+    tree = parser_tree(build_parser())
+    if shell == "bash":
+        return _bash_completion(tree)
+    return _zsh_completion(tree)
+
+
+_NAME_ARGUMENTS = ("uninstall", "info", "files", "verify", "upgrade")   # complete installed names
+
+
+def _bash_completion(tree) -> str:
+    valued = sorted({o for _, _, options, _, _ in tree for strings, _, value, _ in options if value for o in strings})
+    cases, choices, known = [], {}, []
+    for path, _, options, subcommands, values in tree:
+        words = [o for strings, _, _, _ in options for o in strings] + list(subcommands) + list(values)
+        names = [" ".join(path)] + [" ".join(path[:-1] + (alias,)) for alias, canonical in COMMAND_ALIASES.items()
+                                    if len(path) == 1 and path[0] == canonical]
+        known += names
+        cases.append('        %s) words="%s" ;;' % ("|".join('"%s"' % n for n in names), _bash_words(words)))
+        for strings, _, _, option_choices in options:
+            if option_choices:
+                for o in strings:
+                    choices[o] = option_choices
+    choice_cases = "\n".join('        %s) COMPREPLY=($(compgen -W "%s" -- "$cur")); return ;;' % (o, " ".join(c))
+                             for o, c in sorted(choices.items()))
+    return """# bash completion for pm, generated from its command line (pm completion bash)
+_pm() {
+    local cur="${COMP_WORDS[COMP_CWORD]}" prev="${COMP_WORDS[COMP_CWORD-1]}"
+    local path="" root="" i w words known="|%s|"
+    for ((i = 1; i < COMP_CWORD; i++)); do
+        w="${COMP_WORDS[i]}"
+        case "$w" in
+            --root) root="${COMP_WORDS[i+1]}"; ((i++)) ;;
+            %s) ((i++)) ;;
+            -*) ;;
+            *) [[ "$known" == *"|${path:+$path }$w|"* ]] && path="${path:+$path }$w" ;;
+        esac
+    done
+    case "$prev" in
+        --root) COMPREPLY=($(compgen -d -- "$cur")); return ;;
+%s
+        --wait|--repository|--oda|--vulns|--image-path|--server|--node) return ;;
+    esac
+    case "$path" in
+%s
+        *) words="" ;;
+    esac
+    case "$path" in
+        %s)
+            if [[ "$cur" != -* ]]; then
+                COMPREPLY=($(compgen -W "$(pm ${root:+--root "$root"} list-installed 2>/dev/null | cut -d' ' -f1)" -- "$cur"))
+                return
+            fi ;;
+    esac
+    if [[ "$cur" != -* ]]; then                  # a word, not an option: commands and values first
+        local plain="" x
+        for x in $words; do [[ "$x" == -* ]] || plain="$plain $x"; done
+        [[ -n "$plain" ]] && words="$plain"
+    fi
+    COMPREPLY=($(compgen -W "$words" -- "$cur"))
+}
+complete -o default -F _pm pm
+""" % ("|".join(known[1:]), "|".join(o for o in valued if o != "--root"), choice_cases, "\n".join(cases),
+       "|".join(_NAME_ARGUMENTS + tuple(a for a, c in COMMAND_ALIASES.items() if c in _NAME_ARGUMENTS)))
+
+
+def _zsh_quote(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("'", "'\\''").replace("[", "\\[").replace("]", "\\]") \
+        .replace(":", "\\:")
+
+
+def _zsh_completion(tree) -> str:
+    functions = []
+    for path, _, options, subcommands, values in tree:
+        name = "_pm" + "".join("_" + part.replace("-", "_") for part in path)
+        specs = []
+        for strings, help_text, value, option_choices in options:
+            action = ""
+            if value:
+                if strings[0] == "--root":
+                    action = ":directory:_files -/"
+                elif option_choices:
+                    action = ":value:(%s)" % " ".join(option_choices)
+                else:
+                    action = ":value: "
+            for option in strings:
+                specs.append("'%s[%s]%s'" % (option, _zsh_quote(help_text), action))
+        body = ["%s() {" % name, "    local curcontext=\"$curcontext\" state line", "    typeset -A opt_args"]
+        if subcommands:
+            children = ["    local -a commands", "    commands=("]
+            children += ["        '%s:%s'" % (_zsh_quote(sub), _zsh_quote(help_text or sub))
+                         for sub, help_text in sorted(subcommands.items())]
+            children.append("    )")
+            body += children
+            body.append("    _arguments -C \\\n        " + " \\\n        ".join(
+                specs + ["'1:command:->command'", "'*::argument:->argument'"]))
+            body.append("    case $state in")
+            body.append("        command) _describe -t commands 'pm command' commands ;;")
+            body.append("        argument)")
+            body.append("            case $line[1] in")
+            for sub in sorted(subcommands):
+                target = COMMAND_ALIASES.get(sub, sub) if not path else sub
+                fn = "_pm" + "".join("_" + part.replace("-", "_") for part in path + (target,))
+                body.append("                %s) %s ;;" % (sub, fn))
+            body.append("            esac ;;")
+            body.append("    esac")
+        else:
+            if path and path[-1] in _NAME_ARGUMENTS:
+                rest = "'*:package:{_values package $(pm list-installed 2>/dev/null | cut -d\" \" -f1)}'"
+            elif values:
+                rest = "'1:value:(%s)'" % " ".join(values)
+            else:
+                rest = "'*:argument:_files'"
+            body.append("    _arguments \\\n        " + " \\\n        ".join(specs + [rest]))
+        body.append("}")
+        functions.append("\n".join(body))
+    return "#compdef pm\n# zsh completion for pm, generated from its command line (pm completion zsh)\n\n" + \
+        "\n\n".join(functions) + "\n\ncompdef _pm pm 2>/dev/null\n"
+
+
+def cmd_completion(session: Session, args) -> int:
+    sys.stdout.write(completion_script(args.shell))
+    return EXIT_OK
+
+
 def cmd_opm_needs_command(session: Session, args) -> int:
     raise UsageError("pm %s needs a command (pm %s -h lists them)" % (args.command_path, args.command_path))
 
@@ -6893,7 +7051,7 @@ def build_parser(only: str | None = None):
     common.add_argument("--root", default=argparse.SUPPRESS, help="the root to manage (default $PM_ROOT or /)")
     common.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print one JSON document")
     common.add_argument("-v", "--verbose", action="count", default=argparse.SUPPRESS, help="say more")
-    common.add_argument("-q", "--quiet", action="count", default=argparse.SUPPRESS, help="say less")
+    common.add_argument("-q", "--quiet", action="count", default=argparse.SUPPRESS, help="print only errors")
     common.add_argument("--wait", type=float, default=argparse.SUPPRESS, metavar="SECONDS",
                         help="wait this long for the root's lock (default: do not wait)")
     common.add_argument("-y", "--yes", action="store_true", default=argparse.SUPPRESS,
@@ -6989,6 +7147,10 @@ def build_parser(only: str | None = None):
     what = sub.add_mutually_exclusive_group()
     what.add_argument("--status", action="store_true", help="report what is done, change nothing")
     what.add_argument("--remove", action="store_true", help="uninstall what the prerequisites installed")
+
+    sub = command("completion", cmd_completion, "print a shell completion script: "
+                  "source <(pm completion bash), or put pm completion zsh in a file named _pm on $fpath", True)
+    sub.add_argument("shell", choices=("bash", "zsh"))
 
     add_opm_commands(command, common, oda_option)
     return parser
