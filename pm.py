@@ -45,6 +45,7 @@ EXIT_USAGE = 2
 EXIT_INVALID = 3     # invalid input: bad archive, manifest, index, config file; nothing changed
 EXIT_LOCKED = 4      # the root's lock was held past --wait
 EXIT_DAMAGE = 5      # verify found damage
+EXIT_INTERRUPTED = 130   # Ctrl-C (SIGINT), after the change was rolled back, as shells count it
 
 
 class PmError(Exception):
@@ -89,6 +90,7 @@ MAX_MANIFEST_ITEMS = 20_000           # values in the whole manifest
 MAX_MANIFEST_STRING = 64 * 1024       # one string value
 MAX_MANIFEST_INTEGER = 2 ** 63 - 1    # Lua integers are 64-bit; the database (msgpack) holds no more
 MAX_SCRIPT_BYTES = 1024 * 1024        # one CONTROL script, held in memory
+MAX_SCRIPT_LINE = 64 * 1024           # bytes of one line a script prints, relayed at a time
 MAX_MEMBERS = 500_000                 # members in one archive
 MAX_PATH_BYTES = 4096                 # PATH_MAX
 MAX_NAME_BYTES = 255                  # NAME_MAX
@@ -147,9 +149,14 @@ class Output:
         self.warnings: list[str] = []
 
     def result(self, line: str) -> None:
-        """A line of the command's result (stdout), unless the result is JSON."""
-        if not self.json_mode:
+        """A line of the command's result (stdout), unless the result is JSON or -q
+        was given (-q prints only errors)."""
+        if not self.json_mode and self.verbosity >= 0:
             sys.stdout.write(line + "\n")
+
+    def error(self, message: str) -> None:
+        """An error that does not end the command (a failed post-script): shown even with -q."""
+        sys.stderr.write("pm: error: " + message + "\n")
 
     def say(self, message: str) -> None:
         """A message about progress (stderr), silenced by -q."""
@@ -168,31 +175,86 @@ class Output:
 
 
 class Progress:
-    """A one-line counter on a terminal; silent when stderr is not a terminal.  With
-    ``unit="bytes"`` it counts kibibytes (downloads) and shows from the first byte."""
+    """One status line on a terminal (stderr), rewritten in place and erased at the end;
+    nothing when stderr is not a terminal, with -q or with --json.  ``unit`` is
+    ``bytes`` (percentage, amount in binary units, rate and time left), ``files`` or
+    ``items`` (a count), or ``""`` for a named phase with no counter.  ``phase()``
+    moves the same line on to the next step (``committing``, ``syncing``...)."""
+
+    REFRESH = 0.1                          # seconds between redraws
 
     def __init__(self, out: Output, label: str, total: int, unit: str = "items"):
-        self.label, self.total, self.done, self.shown, self.unit = label, total, 0, 0.0, unit
-        self.active = out.verbosity >= 0 and (total >= 200 or unit == "bytes") and sys.stderr.isatty()
+        self.active = out.verbosity >= 0 and not out.json_mode and _stderr_is_terminal()
+        self.shown = 0.0
+        self._start(label, total, unit)
 
-    def _line(self, done: int) -> str:
+    def _start(self, label: str, total: int, unit: str) -> None:
+        import time
+        self.label, self.total, self.unit, self.done = label, total, unit, 0
+        self.started = time.monotonic()
+        if self.active:
+            self._draw()
+
+    def phase(self, label: str, total: int = 0, unit: str = "") -> None:
+        self._start(label, total, unit)
+
+    def counting(self, chunks):
+        """``chunks`` (bytes objects), counted as they pass."""
+        for chunk in chunks:
+            yield chunk
+            self.step(len(chunk))
+
+    def _text(self) -> str:
+        import time
+        done, total = self.done, self.total
         if self.unit == "bytes":
-            return "\r%s %d/%d KiB" % (self.label, done >> 10, self.total >> 10)
-        return "\r%s %d/%d" % (self.label, done, self.total)
+            elapsed = time.monotonic() - self.started
+            parts = [self.label]
+            if total:
+                parts.append("%3d%%" % min(100, done * 100 // total))
+                parts.append("%s/%s" % (human_size(done), human_size(total)))
+            else:
+                parts.append(human_size(done))
+            if elapsed >= 0.5 and done:
+                rate = done / elapsed
+                parts.append("%s/s" % human_size(int(rate)))
+                if total and done < total:
+                    left = int((total - done) / rate)
+                    parts.append("%d:%02d left" % (left // 60, left % 60) if left >= 60 else "%ds left" % left)
+            return "  ".join(parts)
+        if self.unit:
+            percent = " %3d%%" % min(100, done * 100 // total) if total else ""
+            return "%s%s %d/%d %s" % (self.label, percent, done, total, self.unit)
+        return self.label + "..."
+
+    def _draw(self) -> None:
+        import shutil
+        import time
+        self.shown = time.monotonic()
+        width = shutil.get_terminal_size((80, 24)).columns
+        sys.stderr.write("\r" + self._text()[:max(width - 1, 10)] + "\x1b[K")
+        sys.stderr.flush()
 
     def step(self, n: int = 1) -> None:
         self.done += n
         if self.active:
             import time
-            now = time.monotonic()
-            if now - self.shown > 0.1:
-                self.shown = now
-                sys.stderr.write(self._line(self.done))
-                sys.stderr.flush()
+            if time.monotonic() - self.shown >= self.REFRESH:
+                self._draw()
 
     def finish(self) -> None:
+        """Erase the line: what was done is said by the result lines that follow."""
         if self.active:
-            sys.stderr.write(self._line(self.total) + "\n")
+            sys.stderr.write("\r\x1b[K")
+            sys.stderr.flush()
+            self.active = False
+
+
+def _stderr_is_terminal() -> bool:
+    try:
+        return os.isatty(sys.stderr.fileno())
+    except (AttributeError, ValueError, OSError):
+        return False
 
 
 def new_sha256():
@@ -232,6 +294,17 @@ def shown(text: str) -> str:
 def counted(n: int, noun: str, nouns: str | None = None) -> str:
     """``1 file``, ``2 files``: a count with its noun for messages."""
     return "%d %s" % (n, noun if n == 1 else nouns or noun + "s")
+
+
+def human_size(n: int) -> str:
+    """``512 B``, ``1.5 KiB``, ``20.0 MiB``: a byte count for people (binary units)."""
+    sign, n = ("-" if n < 0 else ""), abs(n)
+    if n < 1024:
+        return "%s%d B" % (sign, n)
+    for unit in ("KiB", "MiB", "GiB", "TiB"):
+        n /= 1024.0
+        if n < 1024 or unit == "TiB":
+            return "%s%.1f %s" % (sign, n, unit)
 
 
 def has_control_chars(text: str) -> bool:
@@ -2396,6 +2469,22 @@ class RootLock:
             self.fd = None
 
 
+def _hold_interrupts():
+    """Block SIGINT and SIGTERM (they stay pending) while a change is undone; returns
+    what _release_interrupts restores."""
+    import signal
+    try:
+        return signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    except (AttributeError, ValueError, OSError):       # not the main thread, no pthreads
+        return None
+
+
+def _release_interrupts(held) -> None:
+    if held is not None:
+        import signal
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)
+
+
 class Transaction:
     """The changes of one command, as journaled operations:
 
@@ -2469,18 +2558,25 @@ class Transaction:
             try:
                 self._write_journal()
                 self._stage(progress)
-                self._apply()
+                if progress:
+                    progress.phase("applying", sum(1 for op in self.ops if op[0] in ("put", "remove")), "files")
+                self._apply(progress)
+                if progress:
+                    progress.phase("committing")
                 self._commit(packages, pending)
                 break
             except BaseException as e:
                 FAULTS.enabled = False
                 undone = True
+                held = _hold_interrupts()           # a second Ctrl-C waits for the undo to finish
                 try:
                     settle(self.root, self._journal_dict(), self.out)
                 except Exception as undo:           # the journal stays for the next command
                     undone = False
                     self.out.warn("could not finish undoing the change (%s); run pm recover"
                                   % (getattr(undo, "message", None) or getattr(undo, "strerror", None) or undo))
+                finally:
+                    _release_interrupts(held)
                 # A full disk: a change that writes no package files (an uninstall) frees
                 # space, so it may use the space pm keeps in reserve for just that.
                 if undone and attempt == 1 and isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT) \
@@ -2493,8 +2589,13 @@ class Transaction:
                 raise
         try:
             if self.sync:
+                if progress:
+                    progress.phase("syncing")
                 fsync_dir(self.root.dir_fd(DB_DIR))
-            roll_forward(self.root, self._journal_dict(), self.out)
+            old_files = sum(1 for op in self.ops if op[0] == "remove" or (op[0] == "put" and op[3] is not None))
+            if progress and old_files:
+                progress.phase("removing old files", old_files, "files")
+            roll_forward(self.root, self._journal_dict(), self.out, progress)
         except OSError as e:
             raise PmError("the change was committed, but finishing it failed (%s); "
                           "pm recover completes it" % (e.strerror or e)) from None
@@ -2532,11 +2633,10 @@ class Transaction:
                     FAULTS.step("symlink")
                     os.symlink(member.link, name, dir_fd=dir_fd)
                 else:
-                    digest, size = _write_new_file(dir_fd, name, member.mode, chunks, member.mtime)
+                    digest, size = _write_new_file(dir_fd, name, member.mode,
+                                                   progress.counting(chunks) if progress else chunks, member.mtime)
                     if entry is not None:
                         entry.digest, entry.size = digest, size
-                if progress:
-                    progress.step()
                 root.trim()
         self.doing = "keeping package scripts in %s" % root.host_path(SCRIPTS_DIR)
         for staged, data, mode in self.byte_puts:
@@ -2552,7 +2652,7 @@ class Transaction:
             finally:
                 os.close(fd)
 
-    def _apply(self) -> None:
+    def _apply(self, progress: Progress | None = None) -> None:
         root = self.root
         self.doing = "putting the new files in place"
         for op in self.ops:
@@ -2566,9 +2666,15 @@ class Transaction:
             elif op[0] == "chmod":
                 FAULTS.step("chmod")
                 os.fchmod(root.dir_fd(op[1]), op[2])
+                continue
             elif op[0] == "replace-dir":
                 root.rename(op[1], op[2])
                 root.forget(op[1])
+                continue
+            else:
+                continue
+            if progress:
+                progress.step()
 
     def _commit(self, packages: dict, pending: list) -> None:
         root = self.root
@@ -2740,7 +2846,7 @@ def roll_back(root: Root, journal: dict, out: Output) -> None:
     out.detail("rolled back transaction %s" % journal["txid"])
 
 
-def roll_forward(root: Root, journal: dict, out: Output) -> None:
+def roll_forward(root: Root, journal: dict, out: Output, progress: Progress | None = None) -> None:
     """Finish a committed transaction: drop backups, remove emptied directories and
     obsolete file lists, then the journal (idempotent).  A cleanup step the system
     refuses (a mount point: EBUSY; an immutable directory: EPERM) is recorded as a
@@ -2769,6 +2875,10 @@ def roll_forward(root: Root, journal: dict, out: Output) -> None:
                 leftovers.append(["rmdir", op[2]])
                 out.warn("could not remove %s (%s); recorded as a leftover, pm recover tries again"
                          % (root.host_path(op[2]), e.strerror or e))
+        else:
+            continue
+        if progress:
+            progress.step()
     for op in sorted((op for op in journal["ops"] if op[0] == "rmdir"), key=lambda o: o[1], reverse=True):
         clean("rmdir", op[1])
     for ref in journal["obsolete"]:
@@ -2952,8 +3062,9 @@ def run_script(root_path: str, content: bytes, script: str, package: str, versio
                old_version: str, action: str, out: Output) -> str | None:
     """Run one package script with the root as working directory and the PM_*
     environment of SPEC §8.5; return None on success, else a one-line error.  The
-    script runs from a private copy outside the root (its stdout goes to stderr, so
-    that pm's own stdout stays a clean result)."""
+    script runs from a private copy outside the root; every line it prints (stdout and
+    stderr) goes to pm's stderr prefixed with ``PACKAGE SCRIPT:``, so that pm's own stdout
+    stays a clean result and a reader can tell whose line it is."""
     import shutil
     import subprocess
     import tempfile
@@ -2973,24 +3084,67 @@ def run_script(root_path: str, content: bytes, script: str, package: str, versio
         timeout = script_settings["timeout"]
         try:    # its own process group, so that a timeout ends whatever it started
             child = subprocess.Popen(command, cwd=root_path, env=env, stdin=subprocess.DEVNULL,
-                                     stdout=sys.stderr.fileno(), start_new_session=True)
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
         except OSError as e:
             return "%s of %s could not run: %s" % (script, package, e.strerror)
-        try:
-            child.wait(timeout=timeout if timeout > 0 else None)
-        except subprocess.TimeoutExpired:
-            _kill_group(child)
-            return "%s of %s did not finish within %g seconds and was killed (see --script-timeout)" % (
-                script, package, timeout)
-        except BaseException:
-            _kill_group(child)
-            raise
-        result = child
-        if result.returncode != 0:
-            return "%s of %s failed (%s)" % (script, package, describe_exit(result.returncode))
+        with child:
+            try:
+                finished = _relay_script_output(child, "%s %s: " % (package, script),
+                                                timeout if timeout > 0 else None)
+            except BaseException:
+                _kill_group(child)
+                raise
+            if not finished:
+                _kill_group(child)
+                return "%s of %s did not finish within %g seconds and was killed (see --script-timeout)" % (
+                    script, package, timeout)
+            returncode = child.wait()
+        if returncode != 0:
+            return "%s of %s failed (%s)" % (script, package, describe_exit(returncode))
         return None
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _relay_script_output(child, prefix: str, timeout: float | None) -> bool:
+    """Copy a script's output to stderr line by line, each line prefixed (control
+    characters but tab shown as ``?``: a script's bytes must not drive the terminal),
+    until the script has ended and its output is drained; False when ``timeout``
+    seconds passed first.  What the script left running in the background may hold the
+    pipe open: once the script itself has ended, pm stops waiting for it."""
+    import select
+    import time
+    deadline = None if timeout is None else time.monotonic() + timeout
+    fd, pending = child.stdout.fileno(), b""
+
+    def emit(raw: bytes) -> None:
+        text = raw.decode("utf-8", "replace").rstrip("\r")
+        if has_control_chars(text.replace("\t", " ")):
+            text = "".join("?" if has_control_chars(c) and c != "\t" else c for c in text)
+        sys.stderr.write(prefix + text + "\n")
+        sys.stderr.flush()
+
+    while True:
+        wait = 0.5 if deadline is None else min(0.5, deadline - time.monotonic())
+        if wait <= 0:
+            return False
+        ready = select.select([fd], [], [], wait)[0]
+        chunk = os.read(fd, 65536) if ready else None
+        if chunk:
+            pending += chunk
+            while b"\n" in pending:
+                line, pending = pending.split(b"\n", 1)
+                emit(line)
+            while len(pending) >= MAX_SCRIPT_LINE:
+                emit(pending[:MAX_SCRIPT_LINE])
+                pending = pending[MAX_SCRIPT_LINE:]
+        elif chunk == b"" or child.poll() is not None:
+            if chunk is None and select.select([fd], [], [], 0)[0]:
+                continue                # more output arrived as the script ended
+            if pending:
+                emit(pending)
+            return True
+
 
 
 def run_pending_scripts(root: Root, db: Database, out: Output, sync: bool,
@@ -4985,7 +5139,12 @@ def _checked_entry(raw, where: str, source: Source) -> dict:
         raise InvalidInput("%s: bad size %r" % (label, size))
     if not _matches(SHA256_PATTERN, digest):
         raise InvalidInput("%s: bad sha256 %r" % (label, digest))
-    return {"filename": filename, "size": size, "sha256": digest, "manifest": manifest}
+    installed_size = raw.get("installed_size")       # optional: what the files take, for summaries
+    if installed_size is not None and (not isinstance(installed_size, int) or isinstance(installed_size, bool)
+                                       or not 0 <= installed_size <= MAX_TOTAL_BYTES):
+        raise InvalidInput("%s: bad installed_size %r" % (label, installed_size))
+    return {"filename": filename, "size": size, "sha256": digest, "manifest": manifest,
+            "installed_size": installed_size}
 
 
 def _index_kinds() -> tuple:
@@ -5463,11 +5622,14 @@ class Fetcher:
         else:
             label = package_url(source, entry)
             file = self._download(source, entry, label)
+        checking = Progress(self.out, "checking " + os.path.basename(entry["filename"]), 0, unit="")
         try:
             package = Package(label, allow_setuid, file=file)
         except BaseException:
             file.close()
             raise
+        finally:
+            checking.finish()
         if (package.name, package.version.text) != (candidate.name, candidate.version.text):
             package.close()
             raise InvalidInput("%s holds %s %s, but the index of %s says %s %s" % (
@@ -7008,18 +7170,21 @@ class Session:
         return db
 
 
-def carry_out(session: Session, db: Database, plan, dry_run: bool, no_scripts: bool) -> int:
+def carry_out(session: Session, db: Database, plan, dry_run: bool, no_scripts: bool,
+              confirm: bool = False) -> int:
     """apply_plan, then print the command's JSON document (with --json)."""
-    code, report = apply_plan(session, db, plan, dry_run, no_scripts)
+    code, report = apply_plan(session, db, plan, dry_run, no_scripts, confirm=confirm)
     return finish(session, report, code)
 
 
 def apply_plan(session: Session, db: Database, plan, dry_run: bool, no_scripts: bool,
-               relabel: dict | None = None) -> tuple:
-    """Plan a command's changes with ``plan(planner)`` and print them (dry run), or run
-    pre-scripts, the transaction and post-scripts; returns ``(exit code, report)``.
-    ``relabel`` ({name: reason}) records a new install reason for installed packages
-    the plan leaves as they are, in the same transaction."""
+               relabel: dict | None = None, confirm: bool = False, downloads: dict | None = None) -> tuple:
+    """Plan a command's changes with ``plan(planner)`` and print them (dry run: the
+    summary, and each file operation with -v), or run pre-scripts, the transaction and
+    post-scripts; returns ``(exit code, report)``.  ``relabel`` ({name: reason}) records a
+    new install reason for installed packages the plan leaves as they are, in the same
+    transaction.  ``confirm`` shows the summary first and asks on a terminal (section
+    15's confirm); ``downloads`` ({name: bytes}) are the summary's download sizes."""
     out, root = session.out, session.root
     tx = Transaction(root, db, out, session.sync)
     planner = Planner(root, db, out, tx)
@@ -7032,20 +7197,27 @@ def apply_plan(session: Session, db: Database, plan, dry_run: bool, no_scripts: 
     packages = planner.new_packages(changes) if changes else dict(db.packages)
     for name, reason in relabel.items():
         packages[name] = dict(packages[name], reason=reason)
-    report = {"dry_run": dry_run, "changes": [c.as_json() for c in changes], "reasons": relabel}
+    summary = summarize([_change_row(c, (downloads or {}).get(c.name, 0)) for c in changes])
+    report = {"dry_run": dry_run, "changes": [c.as_json() for c in changes], "reasons": relabel,
+              "fetched": [], "script_failures": [], "summary": summary}
     if dry_run or not (changes or relabel):
-        for change in changes:
-            out.result(change.heading())
-            for verb, path in change.steps:
-                out.result("  %s %s" % (verb, path))
+        for change, line in zip(changes, summary_lines(summary)):
+            out.result(line)
+            if out.verbosity > 0:
+                for verb, path in change.steps:
+                    out.result("  %s %s" % (verb, path))
             for script in (change.pre_script, change.post_script):
                 if script and not no_scripts:
                     out.result("  run %s" % script)
         for name, reason in sorted(relabel.items()):
             out.result("mark %s %s" % (name, reason))
-        if not changes:
-            out.detail("nothing to do")
+        if changes:
+            out.result(summary_lines(summary)[-1])
+        if not changes and not relabel:
+            out.say("nothing to do")
         return EXIT_OK, report
+    if confirm and changes:
+        confirm_summary(session, summary)
     if not no_scripts:
         for change in changes:
             if change.pre_script:
@@ -7060,8 +7232,8 @@ def apply_plan(session: Session, db: Database, plan, dry_run: bool, no_scripts: 
         pending += [{"txid": tx.txid, "package": c.name, "script": c.post_script, "content": c.post_content,
                      "version": c.version, "old_version": c.old_version, "action": c.script_action,
                      "error": None} for c in changes if c.post_script]
-    total = sum(len(tx.member_puts.get(c.package, ())) for c in changes if c.package)
-    progress = Progress(out, "installing", total)
+    total = sum(m.size for c in changes if c.package for m, _ in _puts_of(tx, c.package))
+    progress = Progress(out, "installing" if total else "removing", total, unit="bytes" if total else "")
     tx.run(packages, pending, progress)
     progress.finish()
     for name, reason in sorted(relabel.items()):
@@ -7077,9 +7249,83 @@ def apply_plan(session: Session, db: Database, plan, dry_run: bool, no_scripts: 
                         % (path[:-len(SAVED_SUFFIX)], change.name, path))
     failures = run_pending_scripts(root, db, out, session.sync, tx.txid)
     for failure in failures:
-        out.say("pm: error: %s (recorded; pm recover runs it again)" % failure)
+        out.error("%s (recorded; pm recover runs it again)" % failure)
     report["script_failures"] = failures
     return (EXIT_FAILED if failures else EXIT_OK), report
+
+
+def _installed_bytes(package: Package) -> int:
+    return sum(m.size for m in package.members if m.kind == "f")
+
+
+def _summary_row(action: str, name: str, version: str, old_version: str | None, download: int,
+                 new_size, old_size) -> dict:
+    return {"package": name, "action": action, "version": version, "old_version": old_version or None,
+            "download_size": download,
+            "installed_size_change": None if new_size is None else new_size - (old_size or 0)}
+
+
+def _change_row(change, download: int) -> dict:
+    """The summary row of a planned Change."""
+    old = change.old if change.old and change.old["state"] == STATE_INSTALLED else None
+    new_size = _installed_bytes(change.package) if change.package else 0
+    old_size = old.get("size", 0) if old else (change.old.get("size", 0) if change.old and not change.package
+                                                 else 0)
+    return _summary_row(change.action, change.name, change.version, change.old_version, download,
+                        new_size, old_size)
+
+
+def summarize(rows: list) -> dict:
+    """The summary of a command's changes: each package's row, the bytes to download
+    and the change in installed size (None when a package's size is not known)."""
+    changes = [r["installed_size_change"] for r in rows]
+    return {"packages": rows, "download_size": sum(r["download_size"] for r in rows),
+            "installed_size_change": None if None in changes else sum(changes)}
+
+
+def _signed_size(n) -> str:
+    return "size unknown" if n is None else ("+" if n >= 0 else "") + human_size(n)
+
+
+def summary_lines(summary: dict) -> list:
+    """One line per package (``upgrade foo 1.0 -> 2.0 (1.2 MiB to download, +40.0 KiB)``)
+    and a total line, as apt and pacman show before they act."""
+    lines, counts = [], {}
+    for row in summary["packages"]:
+        head = "%s %s %s" % (row["action"], row["package"], row["version"])
+        if row["old_version"] and row["action"] in ("upgrade", "downgrade", "reinstall"):
+            head = "%s %s %s -> %s" % (row["action"], row["package"], row["old_version"], row["version"])
+        extras = ["%s to download" % human_size(row["download_size"])] if row["download_size"] else []
+        extras.append(_signed_size(row["installed_size_change"]))
+        lines.append("%s (%s)" % (head, ", ".join(extras)))
+        action = {"purge": "remove"}.get(row["action"], row["action"])
+        counts[action] = counts.get(action, 0) + 1
+    order = ("install", "upgrade", "reinstall", "downgrade", "remove")
+    total = ", ".join("%d to %s" % (counts[a], a) for a in order if a in counts) or "nothing to do"
+    lines.append("%s; %s to download; installed size %s" % (
+        total, human_size(summary["download_size"]), _signed_size(summary["installed_size_change"])))
+    return lines
+
+
+def confirm_summary(session: Session, summary: dict) -> None:
+    """Show the summary (stderr), then, when stdin is a terminal and -y was not given,
+    ask; anything but yes (or Enter) refuses with nothing changed.  Never a prompt
+    without a terminal: scripts and cron run on."""
+    for line in summary_lines(summary):
+        session.out.say(line)
+    if getattr(session.args, "yes", False) or not sys.stdin.isatty():
+        return
+    sys.stderr.write("Proceed? [Y/n] ")
+    sys.stderr.flush()
+    answer = sys.stdin.readline()
+    if not answer or answer.strip().lower() not in ("", "y", "yes"):
+        raise Refused("aborted; nothing was changed")
+
+
+def _puts_of(tx, package) -> list:
+    """The (member, target) pairs the transaction writes from ``package``."""
+    wanted = tx.member_puts.get(package, {})
+    return [(m, wanted[m.path]) for m in package.members if m.path in wanted and m.kind == "f"]
 
 
 _PAST = {"install": "installed", "upgrade": "upgraded", "reinstall": "reinstalled",
@@ -7164,6 +7410,80 @@ def _fetch_chosen(session: Session, fetcher: Fetcher, chosen: dict, allow_setuid
     return packages, rows
 
 
+def _download_size(root: Root, candidate) -> int:
+    """Bytes fetching ``candidate`` downloads: its index size for a remote source, unless
+    a copy of that size is already in the cache; nothing for a directory source."""
+    if candidate.source is None or candidate.source.kind == "dir" or candidate.entry is None:
+        return 0
+    size = candidate.entry.get("size") or 0
+    info = root.lstat(PACKAGE_CACHE_DIR + "/" + candidate.source.slug + "/" + candidate.entry["filename"])
+    return 0 if info is not None and stat.S_ISREG(info.st_mode) and info.st_size == size else size
+
+
+def _candidate_rows(root: Root, db: Database, pool: Pool, chosen: dict, allow_same: bool) -> list:
+    """Summary rows of what the resolver chose, before anything is fetched: the index
+    gives download and installed sizes (apt's Installed-Size)."""
+    rows, order, seen = [], [], set()
+
+    def visit(name):                      # dependencies first, as the transaction orders them
+        if name in seen or name not in chosen:
+            return
+        seen.add(name)
+        for dependency in sorted(chosen[name].dependencies):
+            visit(dependency)
+        order.append(name)
+    for name in sorted(chosen):
+        visit(name)
+    for name in order:
+        candidate = chosen[name]
+        if candidate.installed:
+            continue
+        old = pool.installed.get(name)
+        if old is None:
+            action = "install"
+        elif candidate.version > old.version:
+            action = "upgrade"
+        elif candidate.version < old.version:
+            action = "downgrade"
+        elif allow_same or candidate.version.unversioned:
+            action = "reinstall"
+        else:
+            continue
+        if candidate.package is not None:
+            new_size, download = _installed_bytes(candidate.package), 0
+        else:
+            new_size, download = candidate.entry.get("installed_size"), _download_size(root, candidate)
+        old_size = db.get(name).get("size", 0) if old is not None else None
+        rows.append(_summary_row(action, name, candidate.version.text, old.version.text if old else None,
+                                 download, new_size, old_size))
+    return rows
+
+
+def _plan_by_name(session: Session, db: Database, pool: Pool, chosen: dict, dry_run: bool, allow_same: bool,
+                  confirm: bool):
+    """The summary of a by-name install or an upgrade, from the resolver's choice.
+    Before a real run it is shown and confirmed (before any download).  A dry run that
+    would have to download a package, without -v, stops here: the summary is its
+    report (``(EXIT_OK, report)`` is returned), and nothing is fetched."""
+    rows = _candidate_rows(session.root, db, pool, chosen, allow_same)
+    summary = summarize(rows)
+    downloads = {r["package"]: r["download_size"] for r in rows}
+    if not dry_run:
+        if confirm and rows:
+            confirm_summary(session, summary)
+        return downloads, None
+    if session.out.verbosity > 0 or not any(downloads.values()):
+        return downloads, None
+    lines = summary_lines(summary)
+    for line in lines[:-1]:
+        session.out.result(line)
+    session.out.result(lines[-1])
+    changes = [{"package": r["package"], "action": r["action"], "version": r["version"],
+                "old_version": r["old_version"], "steps": [], "scripts": []} for r in rows]
+    return downloads, {"dry_run": True, "changes": changes, "reasons": {}, "fetched": [], "script_failures": [],
+                       "summary": summary}
+
+
 def install_packages(session: Session, specs: list, dry_run: bool = False,
                      allow_same_version: bool = False, no_deps: bool = False,
                      force_overwrite: bool = False, pre: bool = False, allow_setuid: bool = False,
@@ -7206,7 +7526,7 @@ def install_packages(session: Session, specs: list, dry_run: bool = False,
             db = session.read_db()
         sources = read_sources(session.root, session.extra_sources)
         reasons = {p.name: REASON_EXPLICIT for p in packages}
-        rows = []
+        rows, downloads = [], {}
 
         def choose(db):
             pool = build_pool(session.root, db, session.out, sources, packages, force_architecture)
@@ -7237,6 +7557,10 @@ def install_packages(session: Session, specs: list, dry_run: bool = False,
                 candidate = chosen.get(name)
                 if candidate is not None and candidate.installed and candidate.package is None:
                     session.out.say("%s %s is already installed" % (name, candidate.version))
+            downloads, early = _plan_by_name(session, db, pool, chosen, dry_run, allow_same_version,
+                                             confirm=bool(requests))
+            if early is not None:
+                return EXIT_OK, early
             fetched, rows = _fetch_chosen(session, fetcher, chosen, allow_setuid)
         if lock_later:
             before = db
@@ -7258,7 +7582,8 @@ def install_packages(session: Session, specs: list, dry_run: bool = False,
         code, report = apply_plan(session, db, lambda planner: planner.install(
             to_install, reasons, allow_same_version, no_deps, force_overwrite, force_architecture),
             dry_run, no_scripts,
-            relabel={name: reason for name, reason in reasons.items() if reason == REASON_EXPLICIT})
+            relabel={name: reason for name, reason in reasons.items() if reason == REASON_EXPLICIT},
+            downloads=downloads)
         report["fetched"] = rows
         return code, report
     finally:
@@ -7328,6 +7653,9 @@ def upgrade_packages(session: Session, names=(), dry_run: bool = False, pre: boo
             return pool, resolve_requests(pool, [], upgrade=set(names) or True, pre=pre, out=session.out)[0]
 
         pool, chosen = choose(db)
+        downloads, early = _plan_by_name(session, db, pool, chosen, dry_run, False, confirm=True)
+        if early is not None:
+            return EXIT_OK, early
         fetched, rows = _fetch_chosen(session, fetcher, chosen, allow_setuid)
         if lock_later:
             before = db
@@ -7339,7 +7667,7 @@ def upgrade_packages(session: Session, names=(), dry_run: bool = False, pre: boo
                 rows = [row for row in rows if row["package"] in {p.name for p in fetched}]
         reasons = {p.name: REASON_DEPENDENCY for p in fetched if p.name not in pool.installed}
         code, report = apply_plan(session, db, lambda planner: planner.install(fetched, reasons),
-                                  dry_run, no_scripts)
+                                  dry_run, no_scripts, downloads=downloads)
         report["fetched"] = rows
         return code, report
     finally:
@@ -7356,7 +7684,8 @@ def autoremove_packages(session: Session, dry_run: bool = False, purge: bool = F
     if db is None:
         db = session.read_db() if dry_run else session.write_db("autoremove")
     names = unneeded_packages(db.installed())
-    return apply_plan(session, db, lambda planner: planner.uninstall(names, purge), dry_run, no_scripts)
+    return apply_plan(session, db, lambda planner: planner.uninstall(names, purge), dry_run, no_scripts,
+                      confirm=True)
 
 
 def cmd_upgrade(session: Session, args) -> int:
@@ -7382,7 +7711,7 @@ def cmd_update(session: Session, args) -> int:
                              lock=None if args.dry_run else lambda: session.write_db("update"))
     for report in reports:
         if report["error"]:
-            session.out.say("pm: error: %s" % report["error"])
+            session.out.error(report["error"])
         else:
             session.out.result("%s: %d package%s%s%s" % (report["url"], report["packages"],
                                "" if report["packages"] == 1 else "s",
@@ -7484,13 +7813,54 @@ def cmd_search(session: Session, args) -> int:
         installed = pool.installed.get(name)
         rows.append({"package": name, "version": newest.version.text, "description": manifest.get("description", ""),
                      "installed": installed.version.text if installed else None, "source": newest.source.url})
-        line = "%s %s" % (name, newest.version)
+        line = "%s %s (%s)" % (name, newest.version, newest.source.url)
         if installed:
             line += " [installed %s]" % installed.version
         if manifest.get("description"):
             line += " - " + manifest["description"]
         session.out.result(line)
-    return finish(session, {"packages": rows}, EXIT_OK)
+    if not rows:
+        session.out.say("no package matches %s" % " ".join(args.text) if args.text else "no package is offered")
+    return finish(session, {"packages": rows}, EXIT_OK if rows else EXIT_FAILED)
+
+
+def cmd_clean(session: Session, args) -> int:
+    """Empty the download cache (var/cache/pm/packages), as apt-get clean and pacman -Scc
+    do; the indexes stay, so that install and search still work offline."""
+    if not args.dry_run:
+        session.lock.acquire(args.wait, "clean")
+    removed, freed = 0, 0
+    root = session.root
+    try:
+        slugs = sorted(root.listdir(PACKAGE_CACHE_DIR))
+    except (FileNotFoundError, NotADirectoryError):
+        slugs = []
+    for slug in slugs:
+        directory = PACKAGE_CACHE_DIR + "/" + slug
+        info = root.lstat(directory)
+        if info is None:
+            continue
+        if not stat.S_ISDIR(info.st_mode):          # nothing but directories belongs here
+            names, directory = [slug], PACKAGE_CACHE_DIR
+        else:
+            names = sorted(root.listdir(directory))
+        for name in names:
+            path = directory + "/" + name
+            info = root.lstat(path)
+            if info is None or stat.S_ISDIR(info.st_mode):
+                continue
+            session.out.detail("%s %s" % ("would remove" if args.dry_run else "remove", root.host_path(path)))
+            if args.dry_run or root.unlink(path):
+                removed += 1
+                freed += info.st_size
+        if directory != PACKAGE_CACHE_DIR and not args.dry_run:
+            root.rmdir(directory)
+    if removed:
+        session.out.result("%s %s, %s" % ("would remove" if args.dry_run else "removed",
+                                          counted(removed, "cached package file"), human_size(freed)))
+    else:
+        session.out.say("the download cache is empty; nothing to do")
+    return finish(session, {"dry_run": args.dry_run, "removed": removed, "freed": freed}, EXIT_OK)
 
 
 def cmd_uninstall(session: Session, args) -> int:
@@ -7499,7 +7869,7 @@ def cmd_uninstall(session: Session, args) -> int:
     db = session.read_db() if args.dry_run else session.write_db("uninstall " + " ".join(args.names))
     return carry_out(session, db, lambda planner: planner.uninstall(args.names, args.purge, args.recursive,
                                                                     args.force_essential),
-                     args.dry_run, args.no_scripts)
+                     args.dry_run, args.no_scripts, confirm=args.recursive)
 
 
 def cmd_list_installed(session: Session, args) -> int:
@@ -7518,22 +7888,85 @@ def cmd_list_installed(session: Session, args) -> int:
     return finish(session, {"packages": rows}, EXIT_OK)
 
 
+_KIND_NAMES = {"f": "file", "d": "directory", "l": "symlink"}
+
+
+def _package_info(package: Package, **known) -> dict:
+    """The info document of a package file (or a fetched one): the keys of every info
+    document, as _installed_info and _offered_info give them too."""
+    info = {"package": package.name, "version": package.version.text, "manifest": package.manifest,
+            "state": None, "reason": None, "time": None, "file": None, "source": None,
+            "download_size": None, "sha256": None,
+            "installed_size": sum(m.size for m in package.members if m.kind == "f"),
+            "files": len(_member_rows(package)),
+            "config_files": sorted(package.config_digests), "scripts": sorted(package.scripts)}
+    info.update(known)
+    return info
+
+
+def _installed_info(session: Session, db: Database, name: str) -> dict:
+    record = db.get(name)
+    try:
+        scripts = sorted(session.root.listdir(SCRIPTS_DIR + "/" + name))
+    except (FileNotFoundError, NotADirectoryError):
+        scripts = []
+    return {"package": name, "version": record["version"], "manifest": record["manifest"],
+            "state": record["state"], "reason": record["reason"], "time": int(record["time"]),
+            "file": None, "source": None, "download_size": None, "sha256": None,
+            "installed_size": record.get("size", 0), "files": len(db.files(name)),
+            "config_files": list(record["config"]), "scripts": scripts}
+
+
+def _offered(session: Session, db: Database, name: str):
+    """The candidate ``pm install NAME`` would choose from the sources (the newest
+    release, else the newest pre-release), or None."""
+    sources = read_sources(session.root, session.extra_sources)
+    if not sources:
+        return None
+    pool = build_pool(session.root, db, session.out, sources)
+    offered = [c for c in pool.candidates(name) if not c.installed]
+    return next((c for c in offered if not c.version.prerelease), offered[0] if offered else None)
+
+
+def _offered_info(candidate) -> dict:
+    manifest = candidate.manifest
+    config = manifest.get("configFiles")
+    return {"package": candidate.name, "version": candidate.version.text, "manifest": manifest,
+            "state": None, "reason": None, "time": None, "file": None,
+            "source": candidate.source.url, "download_size": candidate.entry.get("size"),
+            "sha256": candidate.entry.get("sha256"), "installed_size": None, "files": None,
+            "config_files": list(config) if isinstance(config, list) else [], "scripts": []}
+
+
+def _not_found(session: Session, name: str) -> Refused:
+    if read_sources(session.root, session.extra_sources):
+        return Refused("%s is not installed, and no source offers it" % name)
+    return Refused("%s is not installed" % name)
+
+
 def cmd_info(session: Session, args) -> int:
+    """Like dpkg -I for a package file, dpkg -s / pacman -Qi for an installed package and
+    apt show / pacman -Si for one only a source offers: the same keys for all three."""
     if looks_like_file(args.package):
         package = Package(args.package, allow_setuid=True)
         package.close()
-        info = {"package": package.name, "version": package.version.text, "manifest": package.manifest,
-                "state": None, "files": len(package.members), "size": sum(m.size for m in package.members),
-                "scripts": sorted(package.scripts)}
+        info = _package_info(package, file=os.path.abspath(args.package))
     else:
         check_package_name(args.package)
-        record = session.read_db().get(args.package)
-        if record is None:
-            raise Refused("%s is not installed" % args.package)
-        info = {"package": args.package, "version": record["version"], "manifest": record["manifest"],
-                "state": record["state"], "reason": record["reason"], "time": record["time"],
-                "size": record.get("size", 0), "config_files": record["config"]}
+        db = session.read_db()
+        if db.get(args.package) is not None:
+            info = _installed_info(session, db, args.package)
+        else:
+            candidate = _offered(session, db, args.package)
+            if candidate is None:
+                raise _not_found(session, args.package)
+            info = _offered_info(candidate)
     manifest = info["manifest"]
+    size = (lambda n: None if n is None else human_size(n))
+    time_text = None
+    if info["time"] is not None:
+        import time
+        time_text = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(info["time"]))
     lines = [("Package", info["package"]), ("Version", info["version"]),
              ("Name", manifest.get("name")), ("Description", manifest.get("description")),
              ("Authors", ", ".join(manifest["authors"]) if isinstance(manifest.get("authors"), list)
@@ -7541,9 +7974,14 @@ def cmd_info(session: Session, args) -> int:
              ("Depends", ", ".join("%s %s" % kv for kv in sorted(manifest.get("dependencies", {}).items()))),
              ("Conflicts", ", ".join("%s %s" % kv for kv in sorted(manifest.get("conflicts", {}).items()))),
              ("Provides", ", ".join(manifest.get("provides", []))),
-             ("Config files", ", ".join(manifest.get("configFiles", []))),
-             ("State", info.get("state")), ("Reason", info.get("reason")),
-             ("Size", info.get("size")), ("Note", manifest.get("note")), ("Repo", manifest.get("repo"))]
+             ("Architecture", manifest.get("architecture")),
+             ("Config files", ", ".join(info["config_files"])),
+             ("State", info["state"] or ("not installed" if info["file"] is None else None)),
+             ("Reason", info["reason"]), ("Installed", time_text),
+             ("Source", info["source"]), ("File", info["file"]),
+             ("Download", size(info["download_size"])), ("Size", size(info["installed_size"])),
+             ("Files", info["files"]), ("Scripts", ", ".join(info["scripts"])),
+             ("Note", manifest.get("note")), ("Repo", manifest.get("repo"))]
     for label, value in lines:
         if value not in (None, "", []):
             session.out.result("%-13s %s" % (label + ":", value))
@@ -7558,24 +7996,59 @@ def check_package_name(name: str) -> None:
         raise UsageError("bad package name %s" % shown(name))
 
 
-def _installed_files(session: Session, name: str) -> tuple:
-    check_package_name(name)
-    db = session.read_db()
-    if db.get(name) is None:
-        raise Refused("%s is not installed" % name)
-    return db, db.files(name)
+def _member_rows(package: Package) -> list:
+    """The paths a package file would own, as files rows: its members and the parent
+    directories they imply (the archive need not list them)."""
+    import posixpath
+    rows = {}
+    for member in package.members:
+        parent = posixpath.dirname(member.path)
+        while parent != "/" and parent not in rows:
+            rows[parent] = {"path": parent, "type": "directory", "mode": "0755", "size": 0, "sha256": None,
+                            "link": None}
+            parent = posixpath.dirname(parent)
+    for member in package.members:
+        rows[member.path] = {"path": member.path, "type": _KIND_NAMES[member.kind], "mode": "%04o" % member.mode,
+                             "size": member.size if member.kind == "f" else 0, "sha256": None,
+                             "link": member.link if member.kind == "l" else None}
+    return [rows[path] for path in sorted(rows)]
 
 
 def cmd_files(session: Session, args) -> int:
-    db, entries = _installed_files(session, args.name)
-    rows = []
-    for path in sorted(entries):
-        entry = entries[path]
-        rows.append({"path": path, "type": {"f": "file", "d": "directory", "l": "symlink"}[entry.kind],
-                     "mode": "%04o" % entry.mode, "size": entry.size,
-                     "sha256": entry.digest.hex() if entry.digest else None, "link": entry.link})
-        session.out.result(path)
-    return finish(session, {"package": args.name, "files": rows}, EXIT_OK)
+    """The paths an installed package owns (pacman -Ql); the members a package file
+    holds (dpkg -c); or, for a package only a source offers, the members of the package
+    it offers (fetched outside the root, as a dry run would, and thrown away)."""
+    if looks_like_file(args.name):
+        package = Package(args.name, allow_setuid=True)
+        package.close()
+        rows, name = _member_rows(package), package.name
+    else:
+        check_package_name(args.name)
+        db = session.read_db()
+        name = args.name
+        if db.get(name) is None:
+            candidate = _offered(session, db, name)
+            if candidate is None:
+                raise _not_found(session, name)
+            fetcher = Fetcher(session.root, session.out, scratch=True)
+            try:
+                package = fetcher.fetch(candidate, allow_setuid=True)
+                package.close()
+            finally:
+                fetcher.close()
+            rows = _member_rows(package)
+        else:
+            entries = db.files(name)
+            rows = []
+            for path in sorted(entries):
+                entry = entries[path]
+                rows.append({"path": path, "type": _KIND_NAMES[entry.kind],
+                             "mode": "%04o" % entry.mode, "size": entry.size,
+                             "sha256": entry.digest.hex() if entry.digest else None, "link": entry.link})
+    for row in rows:
+        session.out.result(row["path"] if session.out.verbosity <= 0 else "%s %s %10d %s%s" % (
+            row["type"][0], row["mode"], row["size"], row["path"], " -> " + row["link"] if row["link"] else ""))
+    return finish(session, {"package": name, "files": rows}, EXIT_OK)
 
 
 def root_relative(session: Session, path: str) -> str:
@@ -7673,7 +8146,7 @@ def cmd_recover(session: Session, args) -> int:
     elif had_leftovers and not left:
         session.out.say("pm: removed what earlier transactions left behind")
     for failure in failures:
-        session.out.say("pm: error: %s" % failure)
+        session.out.error(failure)
     return finish(session, {"transaction": done, "script_failures": failures},
                   EXIT_FAILED if failures else EXIT_OK)
 
@@ -8003,7 +8476,8 @@ def cmd_opm_node_list(session: Session, args, oda: Oda) -> int:
         extra = " at %s" % node["image_path"] if node["image_path"] else ""
         extra += " (server %s)" % node["server"] if node["server"] else ""
         session.out.result("%s %s%s" % (node["name"], node["role"], extra))
-    return finish(session, {"nodes": nodes}, EXIT_OK)
+    return finish(session, {"nodes": [dict(n, added=_json_time(n["added"]), synced=_json_time(n["synced"]))
+                                      for n in nodes]}, EXIT_OK)
 
 
 @with_oda
@@ -8039,10 +8513,16 @@ def cmd_opm_progress(session: Session, args, oda: Oda) -> int:
     return finish(session, {"progress": step}, EXIT_OK)
 
 
+def _json_time(value):
+    """A time in a JSON document: whole seconds since the epoch, like every time pm
+    prints (the database's install times), or None."""
+    return None if value is None else int(value)
+
+
 def _status_json(row: dict) -> dict:
     return {"node": row["node"], "package": row["package"], "requested": row["requested"],
             "current": row["current"], "status": row["status"], "error": row["error"],
-            "previous": row["previous"], "updated": row["updated"]}
+            "previous": row["previous"], "updated": _json_time(row["updated"])}
 
 
 def print_table(out: Output, headings: tuple, rows: list) -> None:
@@ -8074,7 +8554,7 @@ def cmd_opm_inventory(session: Session, args, oda: Oda) -> int:
             rows.append(dict(record, node=name, package=package))
             session.out.result("%s %s (%s)%s" % (name, package, record["version"], "" if record["state"] ==
                                                  STATE_INSTALLED else " [config remaining]"))
-    return finish(session, rows, EXIT_OK)
+    return finish(session, {"inventory": rows}, EXIT_OK)
 
 
 @with_oda
@@ -8085,7 +8565,7 @@ def cmd_opm_log(session: Session, args, oda: Oda) -> int:
         session.out.result("%s %s %s %s %s %s%s" % (
             time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(e["time"])), e["node"], e["package"],
             e["direction"], e["stage"], e["outcome"], ": " + e["detail"] if e["detail"] else ""))
-    return finish(session, events, EXIT_OK)
+    return finish(session, {"events": [dict(e, time=_json_time(e["time"])) for e in events]}, EXIT_OK)
 
 
 @with_oda
@@ -8112,6 +8592,164 @@ def cmd_opm_sync(session: Session, args, oda: Oda) -> int:
         session.out.say("%s has no package requests" % name)
     code = EXIT_FAILED if errors else EXIT_LOCKED if sync.busy else EXIT_OK
     return finish(session, {"node": name, "role": node["role"], "rows": sync.report, "busy": sync.busy}, code)
+
+
+def parser_tree(parser, path=()) -> list:
+    """Every command of an argparse parser, depth first: ``(path, parser, options,
+    subcommands, values)`` where options are ``(option strings, help, the value's name
+    or "" for a flag, choices)``, subcommands ``{name: help}`` (aliases included) and values the choices
+    of its positional arguments.  Shell completion and the man
+    page (tools/make_manpage.py) are generated from it, so they follow the parser."""
+    import argparse
+    options, subcommands, children, values = [], {}, [], []
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            helps = {choice.dest: choice.help for choice in action._choices_actions}
+            for name, sub in action.choices.items():
+                subcommands[name] = helps.get(name) or next(
+                    (helps[other] for other, same in action.choices.items() if same is sub and other in helps), "")
+                if name in helps:
+                    children.append((name, sub))
+        elif action.option_strings and action.help is not argparse.SUPPRESS:
+            value = (action.metavar or action.dest.upper()) if action.nargs != 0 else ""
+            options.append((tuple(action.option_strings), action.help or "", value,
+                            tuple(action.choices) if action.choices else ()))
+        elif not action.option_strings and action.choices:
+            values += list(action.choices)
+    tree = [(path, parser, options, subcommands, values)]
+    for name, sub in children:
+        tree += parser_tree(sub, path + (name,))
+    return tree
+
+
+def _bash_words(items) -> str:
+    return " ".join(sorted(items))
+
+
+def completion_script(shell: str) -> str:
+    """The bash or zsh completion script of pm's whole command line."""
+    tree = parser_tree(build_parser())
+    if shell == "bash":
+        return _bash_completion(tree)
+    return _zsh_completion(tree)
+
+
+_NAME_ARGUMENTS = ("uninstall", "info", "files", "verify", "upgrade")   # complete installed names
+
+
+def _bash_completion(tree) -> str:
+    valued = sorted({o for _, _, options, _, _ in tree for strings, _, value, _ in options if value for o in strings})
+    cases, choices, known = [], {}, []
+    for path, _, options, subcommands, values in tree:
+        words = [o for strings, _, _, _ in options for o in strings] + list(subcommands) + list(values)
+        names = [" ".join(path)] + [" ".join(path[:-1] + (alias,)) for alias, canonical in COMMAND_ALIASES.items()
+                                    if len(path) == 1 and path[0] == canonical]
+        known += names
+        cases.append('        %s) words="%s" ;;' % ("|".join('"%s"' % n for n in names), _bash_words(words)))
+        for strings, _, _, option_choices in options:
+            if option_choices:
+                for o in strings:
+                    choices[o] = option_choices
+    choice_cases = "\n".join('        %s) COMPREPLY=($(compgen -W "%s" -- "$cur")); return ;;' % (o, " ".join(c))
+                             for o, c in sorted(choices.items()))
+    return """# bash completion for pm, generated from its command line (pm completion bash)
+_pm() {
+    local cur="${COMP_WORDS[COMP_CWORD]}" prev="${COMP_WORDS[COMP_CWORD-1]}"
+    local path="" root="" i w words known="|%s|"
+    for ((i = 1; i < COMP_CWORD; i++)); do
+        w="${COMP_WORDS[i]}"
+        case "$w" in
+            --root) root="${COMP_WORDS[i+1]}"; ((i++)) ;;
+            %s) ((i++)) ;;
+            -*) ;;
+            *) [[ "$known" == *"|${path:+$path }$w|"* ]] && path="${path:+$path }$w" ;;
+        esac
+    done
+    case "$prev" in
+        --root) COMPREPLY=($(compgen -d -- "$cur")); return ;;
+%s
+        --wait|--repository|--oda|--vulns|--image-path|--server|--node) return ;;
+    esac
+    case "$path" in
+%s
+        *) words="" ;;
+    esac
+    case "$path" in
+        %s)
+            if [[ "$cur" != -* ]]; then
+                COMPREPLY=($(compgen -W "$(pm ${root:+--root "$root"} list-installed 2>/dev/null | cut -d' ' -f1)" -- "$cur"))
+                return
+            fi ;;
+    esac
+    if [[ "$cur" != -* ]]; then                  # a word, not an option: commands and values first
+        local plain="" x
+        for x in $words; do [[ "$x" == -* ]] || plain="$plain $x"; done
+        [[ -n "$plain" ]] && words="$plain"
+    fi
+    COMPREPLY=($(compgen -W "$words" -- "$cur"))
+}
+complete -o default -F _pm pm
+""" % ("|".join(known[1:]), "|".join(o for o in valued if o != "--root"), choice_cases, "\n".join(cases),
+       "|".join(_NAME_ARGUMENTS + tuple(a for a, c in COMMAND_ALIASES.items() if c in _NAME_ARGUMENTS)))
+
+
+def _zsh_quote(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("'", "'\\''").replace("[", "\\[").replace("]", "\\]") \
+        .replace(":", "\\:")
+
+
+def _zsh_completion(tree) -> str:
+    functions = []
+    for path, _, options, subcommands, values in tree:
+        name = "_pm" + "".join("_" + part.replace("-", "_") for part in path)
+        specs = []
+        for strings, help_text, value, option_choices in options:
+            action = ""
+            if value:
+                if strings[0] == "--root":
+                    action = ":directory:_files -/"
+                elif option_choices:
+                    action = ":value:(%s)" % " ".join(option_choices)
+                else:
+                    action = ":value: "
+            for option in strings:
+                specs.append("'%s[%s]%s'" % (option, _zsh_quote(help_text), action))
+        body = ["%s() {" % name, "    local curcontext=\"$curcontext\" state line", "    typeset -A opt_args"]
+        if subcommands:
+            children = ["    local -a commands", "    commands=("]
+            children += ["        '%s:%s'" % (_zsh_quote(sub), _zsh_quote(help_text or sub))
+                         for sub, help_text in sorted(subcommands.items())]
+            children.append("    )")
+            body += children
+            body.append("    _arguments -C \\\n        " + " \\\n        ".join(
+                specs + ["'1:command:->command'", "'*::argument:->argument'"]))
+            body.append("    case $state in")
+            body.append("        command) _describe -t commands 'pm command' commands ;;")
+            body.append("        argument)")
+            body.append("            case $line[1] in")
+            for sub in sorted(subcommands):
+                target = COMMAND_ALIASES.get(sub, sub) if not path else sub
+                fn = "_pm" + "".join("_" + part.replace("-", "_") for part in path + (target,))
+                body.append("                %s) %s ;;" % (sub, fn))
+            body.append("            esac ;;")
+            body.append("    esac")
+        else:
+            if path and path[-1] in _NAME_ARGUMENTS:
+                rest = "'*:package:{_values package $(pm list-installed 2>/dev/null | cut -d\" \" -f1)}'"
+            elif values:
+                rest = "'1:value:(%s)'" % " ".join(values)
+            else:
+                rest = "'*:argument:_files'"
+            body.append("    _arguments \\\n        " + " \\\n        ".join(specs + [rest]))
+        body.append("}")
+        functions.append("\n".join(body))
+    return "#compdef pm\n# zsh completion for pm, generated from its command line (pm completion zsh)\n\n" + \
+        "\n\n".join(functions) + "\n\ncompdef _pm pm 2>/dev/null\n"
+
+
+def cmd_completion(session: Session, args) -> int:
+    sys.stdout.write(completion_script(args.shell))
+    return EXIT_OK
 
 
 def cmd_opm_needs_command(session: Session, args) -> int:
@@ -8152,6 +8790,8 @@ def _seconds(text: str) -> float:
     if not 0 < value < 1e9:
         raise ValueError("not a positive number of seconds")
     return value
+# Other package managers' words for pm's commands, as apt and pacman users type them.
+COMMAND_ALIASES = {"list": "list-installed", "remove": "uninstall", "show": "info"}
 
 
 def build_parser(only: str | None = None):
@@ -8164,7 +8804,7 @@ def build_parser(only: str | None = None):
     common.add_argument("--root", default=argparse.SUPPRESS, help="the root to manage (default $PM_ROOT or /)")
     common.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print one JSON document")
     common.add_argument("-v", "--verbose", action="count", default=argparse.SUPPRESS, help="say more")
-    common.add_argument("-q", "--quiet", action="count", default=argparse.SUPPRESS, help="say less")
+    common.add_argument("-q", "--quiet", action="count", default=argparse.SUPPRESS, help="print only errors")
     common.add_argument("--wait", type=float, default=argparse.SUPPRESS, metavar="SECONDS",
                         help="wait this long for the root's lock (default: do not wait)")
     common.add_argument("--timeout", type=_seconds, default=argparse.SUPPRESS, metavar="SECONDS",
@@ -8173,6 +8813,8 @@ def build_parser(only: str | None = None):
     common.add_argument("--script-timeout", type=_seconds, default=argparse.SUPPRESS, metavar="SECONDS",
                         help="a package script running longer is killed and fails (default: "
                              "script_timeout = in etc/pm/pm.conf, else %g)" % SCRIPT_TIMEOUT)
+    common.add_argument("-y", "--yes", action="store_true", default=argparse.SUPPRESS,
+                        help="do not ask before acting (pm asks only when stdin is a terminal)")
     common.add_argument("--unsafe-io", action="store_true", default=argparse.SUPPRESS,
                         help="skip fsync: faster, not safe against power loss")
     common.add_argument("--repository", action="append", default=argparse.SUPPRESS, metavar="URL",
@@ -8190,10 +8832,14 @@ def build_parser(only: str | None = None):
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     def command(name, handler, help_text, reads_only=False):
+        aliases = [alias for alias, canonical in COMMAND_ALIASES.items() if canonical == name]
+        if aliases:
+            help_text += " (also: %s)" % ", ".join(aliases)
         if only is not None and name != only:
-            commands.add_parser(name, help=help_text, add_help=False)
+            commands.add_parser(name, help=help_text, add_help=False, aliases=aliases)
             return _UNBUILT
-        sub = commands.add_parser(name, parents=[common], help=help_text, description=help_text)
+        sub = commands.add_parser(name, parents=[common], help=help_text, description=help_text,
+                                  aliases=aliases)
         sub.set_defaults(func=handler, reads_only=reads_only)
         return sub
 
@@ -8223,15 +8869,19 @@ def build_parser(only: str | None = None):
     sub = command("list-installed", cmd_list_installed, "list installed packages", True)
     sub.add_argument("--include-removed", action="store_true",
                      help="also list packages whose config files remain")
-    sub = command("info", cmd_info, "show a package (installed, or a package file)", True)
+    sub = command("info", cmd_info, "show a package: installed, offered by a source, or a package file", True)
     sub.add_argument("package", metavar="NAME|PKG.tar")
-    sub = command("files", cmd_files, "list the paths a package owns", True)
-    sub.add_argument("name", metavar="NAME")
+    sub = command("files", cmd_files, "list the paths an installed package owns, or a package's members "
+                  "(a package file, or one a source offers); -v adds type, mode and size", True)
+    sub.add_argument("name", metavar="NAME|PKG.tar")
     sub = command("owner", cmd_owner, "tell which package owns a path", True)
     sub.add_argument("path", metavar="PATH")
     sub = command("verify", cmd_verify, "check installed files against the database", True)
     sub.add_argument("names", nargs="*", metavar="NAME")
     command("recover", cmd_recover, "finish or undo an interrupted transaction; rerun failed post-scripts")
+
+    sub = command("clean", cmd_clean, "empty the download cache (var/cache/pm/packages); the indexes stay")
+    sub.add_argument("--dry-run", action="store_true", help="say what would be removed, remove nothing")
 
     sub = command("update", cmd_update, "fetch the indexes of the sources (etc/pm/sources.list) into the cache")
     sub.add_argument("--dry-run", action="store_true", help="fetch and check the indexes, keep nothing")
@@ -8277,6 +8927,10 @@ def build_parser(only: str | None = None):
             parser_.add_argument("file", metavar="FILE.pub")
         elif name == "remove":
             parser_.add_argument("keynum", metavar="KEYNUM")
+
+    sub = command("completion", cmd_completion, "print a shell completion script: "
+                  "source <(pm completion bash), or put pm completion zsh in a file named _pm on $fpath", True)
+    sub.add_argument("shell", choices=("bash", "zsh"))
 
     add_opm_commands(command, common, oda_option)
     return parser
@@ -8346,22 +9000,68 @@ def _command_word(argv: list) -> str | None:
     return None
 
 
+def _parser_commands(parser) -> dict:
+    """``{command or alias: its parser}`` of an argparse parser's subcommands."""
+    import argparse
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return action.choices
+    return {}
+
+
+def _explain_usage_error(parser, argv: list, error: UsageError) -> UsageError:
+    """A clearer usage error for the two mistakes argparse words badly: an unknown
+    option before the command (``pm -S hello`` is about -S, not about 'hello') and a
+    mistyped command (``pm instal``: did you mean install?)."""
+    import difflib
+    known = {option for action in parser._actions for option in action.option_strings}
+    words = iter(argv)
+    for word in words:
+        if word == "--":
+            break
+        if word.startswith("-") and word != "-":
+            option = word.split("=", 1)[0]
+            if option in _OPTIONS_WITH_VALUES and "=" not in word:
+                next(words, None)
+            elif option not in known and not (option[1:] and option[0] == "-" and option[1] != "-"
+                                              and all("-" + c in known for c in option[1:])):
+                close = difflib.get_close_matches(option, sorted(known), 1)
+                return UsageError("unknown option %s%s (pm -h lists the options)"
+                                  % (option, "; did you mean %s?" % close[0] if close else ""))
+            continue
+        commands = _parser_commands(parser)
+        if word not in commands:
+            close = difflib.get_close_matches(word, sorted(commands), 1, 0.6)
+            return UsageError("unknown command %r%s (pm -h lists the commands)"
+                              % (word, "; did you mean %r?" % close[0] if close else ""))
+        break
+    return error
+
+
 def parse_arguments(argv: list):
     args = None
-    only = _command_word(argv)
+    word = _command_word(argv)
+    only = COMMAND_ALIASES.get(word, word)
     if only is not None and "-h" not in argv and "--help" not in argv:
         try:
             args = build_parser(only).parse_args(argv)
         except UsageError:
             pass
+    if args is not None:
+        args.command = COMMAND_ALIASES.get(args.command, args.command)
     if args is None or getattr(args, "command", None) != only:
         # A usage error, or a command other than the word guessed: the whole command
         # line parses it, and tells any error exactly as it would have.
-        args = build_parser().parse_args(argv)
+        parser = build_parser()
+        try:
+            args = parser.parse_args(argv)
+        except UsageError as e:
+            raise _explain_usage_error(parser, argv, e) from None
     if not getattr(args, "command", None):
         raise UsageError("a command is needed (pm -h lists them)")
+    args.command = COMMAND_ALIASES.get(args.command, args.command)
     defaults = {"root": os.environ.get("PM_ROOT", "/"), "json": False, "verbose": 0, "quiet": 0,
-                "wait": 0.0, "unsafe_io": False, "repository": [], "ca": None}
+                "wait": 0.0, "unsafe_io": False, "repository": [], "ca": None, "yes": False}
     for key, value in defaults.items():
         if not hasattr(args, key):
             setattr(args, key, value)
@@ -8397,7 +9097,7 @@ def main(argv: list | None = None) -> int:
     except PmError as e:
         return _report_error(e.message, e.exit_code, json_mode)
     except KeyboardInterrupt:
-        return _report_error("interrupted", EXIT_FAILED, json_mode)
+        return _report_error("interrupted", EXIT_INTERRUPTED, json_mode)
     except BrokenPipeError:
         return EXIT_FAILED
     except OSError as e:

@@ -39,7 +39,11 @@ import tempfile
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 TOP = os.path.dirname(HERE)
-PACKAGER = os.path.join(TOP, "tools", "repoPackager.py")
+# In a checkout the packager is tools/repoPackager.py; installed from the wheel, tools/
+# is the package pm_tools beside this one (pip install . gives pm-make-medium).
+PACKAGER = next((path for path in (os.path.join(TOP, "tools", "repoPackager.py"),
+                                   os.path.join(TOP, "pm_tools", "repoPackager.py"))
+                 if os.path.isfile(path)), os.path.join(TOP, "tools", "repoPackager.py"))
 LAUNCHER = os.path.join(HERE, "launcher.py")
 BOOTSTRAP = os.path.join(HERE, "install.py")
 

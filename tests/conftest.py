@@ -72,8 +72,10 @@ def run_pm(root, *args, env=None, input=None, timeout=300, cwd=None):
     full_env = dict(os.environ)
     full_env.pop("PM_ROOT", None)
     full_env.update(env or {})
+    # stdin is never the developer's terminal: pm asks before acting only on a terminal
+    stdin = subprocess.DEVNULL if input is None else None
     proc = subprocess.run(command, capture_output=True, text=True, env=full_env, input=input,
-                          timeout=timeout, cwd=cwd)
+                          stdin=stdin, timeout=timeout, cwd=cwd)
     result = Result(proc)
     assert "Traceback" not in result.err and "internal error" not in result.err, result
     return result

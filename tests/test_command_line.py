@@ -7,10 +7,11 @@ import pm
 
 
 def whole(argv):
+    parser = pm.build_parser()
     try:
-        return vars(pm.build_parser().parse_args(argv))
+        return vars(parser.parse_args(argv))
     except pm.UsageError as e:
-        return "usage error: %s" % e.message
+        return "usage error: %s" % pm._explain_usage_error(parser, argv, e).message
 
 
 def as_run(argv):

@@ -6,6 +6,7 @@ and is resumed by the next run."""
 from pathlib import Path
 
 from conftest import read, exists, snapshot, payload
+from pm import human_size
 
 CACHE = "var/cache/pm"
 
@@ -44,7 +45,7 @@ def test_update_caches_the_index_then_install_upgrade_and_autoremove_work(pm, bu
     result = pm("update")
     assert "2 packages can be upgraded" in result.err
     before = snapshot(root)
-    assert pm("upgrade", "--dry-run").out.splitlines()[0] == "install extra 1.0"
+    assert pm("upgrade", "--dry-run").out.splitlines()[0].startswith("install extra 1.0 (")
     assert snapshot(root) == before, "a dry run downloads outside the root"
     result = pm("upgrade")
     assert result.out.splitlines() == ["installed extra 1.0", "upgraded lib 1.0 -> 1.5", "upgraded app 1.0 -> 2.0"]
@@ -158,7 +159,14 @@ def test_a_stale_partial_download_is_discarded_and_fetched_again(pm, build, root
 def test_a_dry_run_by_name_over_http_leaves_the_cache_alone(pm, build, root, repository, serve):
     repo, server = served(repository, serve, root, build("tool", "1.0", {"/t": "t"}))
     before = snapshot(root)
-    assert pm("install", "--dry-run", "tool").out.splitlines() == ["install tool 1.0", "  write /t"]
+    size = human_size(repo.entry("tool", "1.0")["size"])
+    assert pm("install", "--dry-run", "tool").out.splitlines() == [
+        "install tool 1.0 (%s to download, +1 B)" % size, "1 to install; %s to download; installed size +1 B" % size]
+    assert server.fetched(repo.entry("tool", "1.0")["filename"]) == [], "a dry run downloads nothing it does not need"
+    assert snapshot(root) == before
+    assert pm("-v", "install", "--dry-run", "tool").out.splitlines()[:2] == [
+        "install tool 1.0 (%s to download, +1 B)" % size, "  write /t"], "with -v it fetches, outside the root"
+    assert len(server.fetched(repo.entry("tool", "1.0")["filename"])) == 1
     assert snapshot(root) == before
     assert not exists(root, "/t")
 
@@ -194,7 +202,7 @@ def test_an_update_killed_while_writing_the_cache_leaves_the_old_index(pm, build
     repo.add(build("tool", "2.0", {"/t": "2"}))
     result = pm("update", env={"PM_FAULT": "kill:1:cache"}, expect=None)
     assert result.code != 0
-    assert pm("search").out == "tool 1.0\n", "the index cached before is whole"
+    assert pm("search").out == "tool 1.0 (%s)\n" % server.url, "the index cached before is whole"
     pm("update")
-    assert pm("search").out == "tool 2.0\n"
+    assert pm("search").out == "tool 2.0 (%s)\n" % server.url
     assert [p.name for p in (root / CACHE / "indexes").iterdir() if p.name.endswith(".tmp")] == []

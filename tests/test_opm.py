@@ -135,7 +135,7 @@ class Cluster:
         return self.rows()[(node, package)]
 
     def events(self, node=None):
-        return self.opm("log", "--json", *(["--node", node] if node else [])).json
+        return self.opm("log", "--json", *(["--node", node] if node else [])).json["events"]
 
 
 @pytest.fixture
@@ -395,8 +395,9 @@ def test_a_client_installs_only_at_install_bin_pkgs_and_runs_no_stage_scripts(cl
     assert cluster.row("n1", "foo")["current"] == "post-install"
     assert installed(client, "foo")
     assert trace(client) == [("api-pre-install", "foo", "install"), ("api-post-install", "foo", "install")]
-    assert cluster.opm("inventory", "--json").json == [
-        {"node": "n1", "package": "foo", "version": "1.0", "state": "installed", "reason": "explicit"}]
+    assert cluster.opm("inventory", "--json").json == {"inventory": [
+        {"node": "n1", "package": "foo", "version": "1.0", "state": "installed", "reason": "explicit"}],
+        "warnings": []}
 
 
 def test_the_server_gives_its_packages_to_the_clients_at_post_clients(cluster, build):
@@ -700,7 +701,7 @@ def sync_many_at_once(cluster, build, clients):
     assert {r["current"] for r in cluster.rows().values()} == {"install-bin-pkgs", "post-clients"}
     events = cluster.events()
     assert not [e for e in events if e["outcome"] != "ok"]
-    inventory = cluster.opm("inventory", "--json").json
+    inventory = cluster.opm("inventory", "--json").json["inventory"]
     for name, root in roots.items():
         for package in ("foo", "bar", "extra"):
             assert stages_logged(events, name, package).count(("up", "install-bin-pkgs")) == 1

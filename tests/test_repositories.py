@@ -90,7 +90,11 @@ def test_a_dry_run_by_name_prints_the_plan_and_changes_nothing(pm, build, root, 
     repository().add(build("app", "1.0", {"/app": "a"}, deps={"lib": "*"}), build("lib", "1.0", {"/l": "l"})).use(root)
     before = snapshot(root)
     result = pm("install", "--dry-run", "app")
-    assert result.out.splitlines() == ["install lib 1.0", "  write /l", "install app 1.0", "  write /app"]
+    assert result.out.splitlines() == ["install lib 1.0 (+1 B)", "install app 1.0 (+1 B)",
+                                       "2 to install; 0 B to download; installed size +2 B"]
+    result = pm("-v", "install", "--dry-run", "app")
+    assert result.out.splitlines() == ["install lib 1.0 (+1 B)", "  write /l", "install app 1.0 (+1 B)",
+                                       "  write /app", "2 to install; 0 B to download; installed size +2 B"]
     assert snapshot(root) == before
 
 
@@ -170,15 +174,16 @@ def test_a_malformed_sources_list_is_invalid_input_naming_the_line(pm, root):
 
 
 def test_search_lists_the_newest_versions_without_hidden_packages(pm, build, root, repository):
-    repository().add(build("tool", "1.0", {"/t": "1"}, description="Frobs widgets"),
-                     build("tool", "1.1", {"/t": "2"}, description="Frobs widgets better"),
-                     build("tool", "2.0.0-beta.1", {"/t": "3"}, description="Frobs unstably"),
-                     build("libsecret", "1.0", {"/s": "s"}, hidden=True),
-                     build("other", "1.0", {"/o": "o"}, description="Something else")).use(root)
+    repo = repository()
+    repo.add(build("tool", "1.0", {"/t": "1"}, description="Frobs widgets"),
+             build("tool", "1.1", {"/t": "2"}, description="Frobs widgets better"),
+             build("tool", "2.0.0-beta.1", {"/t": "3"}, description="Frobs unstably"),
+             build("libsecret", "1.0", {"/s": "s"}, hidden=True),
+             build("other", "1.0", {"/o": "o"}, description="Something else")).use(root)
     pm("install", "other")
-    assert pm("search").out.splitlines() == ["other 1.0 [installed 1.0] - Something else",
-                                             "tool 1.1 - Frobs widgets better"]
-    assert pm("search", "WIDGET").out.splitlines() == ["tool 1.1 - Frobs widgets better"]
+    assert pm("search").out.splitlines() == ["other 1.0 (%s) [installed 1.0] - Something else" % repo.path,
+                                             "tool 1.1 (%s) - Frobs widgets better" % repo.path]
+    assert pm("search", "WIDGET").out.splitlines() == ["tool 1.1 (%s) - Frobs widgets better" % repo.path]
     rows = pm("--json", "search", "else").json["packages"]
     assert [r["package"] for r in rows] == ["other"]
 
@@ -194,7 +199,7 @@ def test_autoremove_removes_dependencies_no_explicit_package_needs(pm, build, ro
     before = snapshot(root)
     plan = pm("autoremove", "--dry-run").out
     assert snapshot(root) == before
-    assert plan.splitlines()[0] in ("remove busybox 1.0", "remove lib 1.0")
+    assert plan.splitlines()[0].split(" (")[0] in ("remove busybox 1.0", "remove lib 1.0")
     result = pm("autoremove")
     assert sorted(result.out.splitlines()) == ["removed busybox 1.0", "removed lib 1.0"]
     assert pm("list-installed").out == "base (1.0)\nkeep (1.0)\n"

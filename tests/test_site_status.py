@@ -88,7 +88,7 @@ def test_a_command_site_is_read_from_the_json_its_command_prints(site, sites_fil
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout)
     assert report["sites"][1] == {"name": "remote", "source": "cmd:" + pm_command(remote), "ok": True,
-                                  "error": None, "packages": 2}
+                                  "error": None, "packages": 2, "outdated": 0, "vulnerable": 0}
     assert {p["name"]: sorted(p["sites"]) for p in report["packages"]} == {"curl": ["remote"],
                                                                           "zlib": ["a", "remote"]}
 
@@ -167,7 +167,7 @@ def test_versions_older_than_the_repositorys_newest_are_marked(site, sites_file,
     proc = site_status(sites_file("a local:%s" % a), "--repo", repo)
     lines = proc.stdout.splitlines()
     assert lines[2].split() == ["package", "newest", "a"]
-    assert lines[3].split() == ["local-only", "-", "1.0"]
+    assert lines[3].split() == ["local-only", "n/a", "1.0"], "n/a: not in the repository; -: not installed"
     assert lines[4].split() == ["openssl", "3.0.7", "1.0.2", "[old]"]
     assert lines[5].split() == ["zlib", "1.3.0", "1.3.0"], "a release candidate is not newer than a release"
     assert "[old]: older than the newest in %s" % repo in proc.stdout
@@ -222,16 +222,20 @@ def test_the_json_report_field_by_field(site, sites_file, repo, tmp_path):
     assert report["vulnerabilities"] == str(vulns)
     assert report["warnings"] == []
     assert report["sites"] == [
-        {"name": "a", "source": "local:%s" % a, "ok": True, "error": None, "packages": 2},
+        {"name": "a", "source": "local:%s" % a, "ok": True, "error": None, "packages": 2, "outdated": 1,
+         "vulnerable": 1},
         {"name": "down", "source": "local:%s" % (tmp_path / "gone"), "ok": False,
-         "error": "the root %s does not exist (exit 1)" % (tmp_path / "gone"), "packages": 0}]
+         "error": "the root %s does not exist (exit 1)" % (tmp_path / "gone"), "packages": 0, "outdated": 0,
+         "vulnerable": 0}]
     assert report["packages"] == [
-        {"name": "openssl", "newest": "3.0.7",
+        {"name": "openssl", "newest": "3.0.7", "in_repository": True,
          "sites": {"a": {"version": "1.0.2", "outdated": True, "vulnerabilities": [
              {"type": "remote-code-execution", "url": "https://example.org/CVE-2014-0160",
-              "constraint": "<1.1.1"}]}}},
-        {"name": "zlib", "newest": "1.3.0",
-         "sites": {"a": {"version": "1.3.0", "outdated": False, "vulnerabilities": []}}}]
+              "constraint": "<1.1.1"}]}},
+         "versions": {"1.0.2": 1}, "installed": 1, "outdated": 1, "vulnerable": 1},
+        {"name": "zlib", "newest": "1.3.0", "in_repository": True,
+         "sites": {"a": {"version": "1.3.0", "outdated": False, "vulnerabilities": []}},
+         "versions": {"1.3.0": 1}, "installed": 1, "outdated": 0, "vulnerable": 0}]
     assert report["summary"] == {"sites": 2, "failed": 1, "packages": 2, "outdated": 1, "vulnerable": 1}
 
 
@@ -249,16 +253,22 @@ def test_the_report_file_is_replaced_whole(site, sites_file, tmp_path):
 # -- the HTML page ----------------------------------------------------------------------------------
 
 class TableReader(html.parser.HTMLParser):
-    """The rows of the first table of a page: [(tag, class, text), ...] per row."""
+    """The rows of one table of a page (by id; default the first): [(tag, class, text),
+    ...] per row; ``external`` lists what would load something from elsewhere."""
 
-    def __init__(self):
+    def __init__(self, table=None):
         super().__init__()
         self.rows, self.cell, self.external = [], None, []
+        self.table, self.inside, self.seen = table, False, False
 
     def handle_starttag(self, tag, attrs):
         attrs = dict(attrs)
-        if tag in ("script", "link", "img", "iframe", "object") or (tag != "a" and ("src" in attrs or "href" in attrs)):
+        if tag in ("link", "img", "iframe", "object") or (tag != "a" and ("src" in attrs or "href" in attrs)):
             self.external.append((tag, attrs))
+        if tag == "table" and not self.seen and (self.table is None or attrs.get("id") == self.table):
+            self.inside = self.seen = True
+        if not self.inside:
+            return
         if tag == "tr":
             self.rows.append([])
         elif tag in ("td", "th") and self.rows:
@@ -269,6 +279,8 @@ class TableReader(html.parser.HTMLParser):
             self.cell[2] += data
 
     def handle_endtag(self, tag):
+        if tag == "table":
+            self.inside = False
         if tag in ("td", "th") and self.cell is not None:
             self.rows[-1].append(tuple(self.cell))
             self.cell = None
@@ -315,17 +327,121 @@ def test_a_headless_browser_shows_the_table_with_its_marks(site, sites_file, rep
     assert proc.returncode == 1
     dump = browser(tmp_path / "chromium-profile", "--dump-dom", page.as_uri())
     assert dump.returncode == 0, dump.stderr[-2000:]
-    reader = TableReader()
+    reader = TableReader("status")
     reader.feed(dump.stdout)
-    header, openssl, zlib = [tuple(row) for row in reader.rows]
+    header, openssl, zlib, installed, outdated, vulnerable = [tuple(row) for row in reader.rows]
     assert [text for _, _, text in header] == ["Package", "Newest", "a", "b", "downfailed"]
-    assert header[4][1] == "failed"
-    assert openssl == (("th", "", "openssl"), ("td", "", "3.0.7"), ("td", "old vuln", "1.0.2oldvulnerable"),
-                       ("td", "absent", "-"), ("td", "unknown", "?"))
-    assert zlib == (("th", "", "zlib"), ("td", "", "1.3.0"), ("td", "", "1.3.0"), ("td", "", "1.3.0"),
+    assert header[4][1] == "site failed"
+    assert openssl == (("th", "pkg", "openssl"), ("td", "newest", "3.0.7"), ("td", "old vuln", "1.0.2oldvulnerable"),
+                       ("td", "absent", "\u00b7"), ("td", "unknown", "?"))
+    assert zlib == (("th", "pkg", "zlib"), ("td", "newest", "1.3.0"), ("td", "", "1.3.0"), ("td", "", "1.3.0"),
                     ("td", "unknown", "?"))
+    assert [text for _, _, text in installed] == ["installed", "", "2", "1", "?"], "per-site totals"
+    assert [text for _, _, text in outdated] == ["outdated", "", "1", "0", "?"]
+    assert [text for _, _, text in vulnerable] == ["vulnerable", "", "1", "0", "?"]
+    summary = TableReader("summary")
+    summary.feed(dump.stdout)
+    assert [[text for _, _, text in row] for row in summary.rows] == [
+        ["Package", "Newest", "Versions (sites)", "Installed on", "Outdated on", "Vulnerable on"],
+        ["openssl", "3.0.7", "1.0.2 \u00d71", "1", "1", "1"],
+        ["zlib", "1.3.0", "1.3.0 \u00d72", "2", "0", "0"]]
     assert "1 failed" in dump.stdout and "the root %s does not exist" % (tmp_path / "gone") in dump.stdout
     shot = tmp_path / "status.png"
     result = browser(tmp_path / "chromium-profile", "--screenshot=%s" % shot, "--window-size=900,400",
                      page.as_uri())
     assert result.returncode == 0 and shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+# -- the page at 7, 30 and 300 sites, in a real browser ---------------------------------------------
+
+def fleet(tmp_path, repository, build, count):
+    """``count`` sites answering through commands (each prints a stored pm JSON list, as
+    ssh to the site would), over 40 packages: a repository with two versions of most of
+    them, sites at one or the other, some not installed, some vulnerable, some not in
+    the repository at all."""
+    repo = repository("fleet-repo")
+    names = ["lib%02d" % i for i in range(36)]
+    repo.add(*[build(name, version, {"/x": version}) for name in names for version in ("1.0", "2.0")])
+    answers = tmp_path / "answers"
+    answers.mkdir()
+    lines = []
+    for n in range(count):
+        packages = [{"name": name, "version": "1.0" if (n + i) % 5 == 0 else "2.0", "state": "installed"}
+                    for i, name in enumerate(names) if (n * 7 + i) % 6 != 0]
+        packages += [{"name": "openssl", "version": "1.0.2" if n % 4 == 0 else "3.0.7", "state": "installed"},
+                     {"name": "site-tool-%d" % (n % 3), "version": "0.9", "state": "installed"}]
+        (answers / ("s%03d.json" % n)).write_text(json.dumps({"packages": packages}))
+        lines.append("site-%03d cmd:cat %s" % (n, answers / ("s%03d.json" % n)))
+    vulns = tmp_path / "vulns"
+    vulns.write_text(VULNERABILITIES)
+    return sites_file_at(tmp_path, lines), repo.path, vulns
+
+
+def sites_file_at(tmp_path, lines):
+    path = tmp_path / "fleet.list"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def body_data(dom):
+    import re
+    body = re.search(r"<body([^>]*)>", dom).group(1)
+    return dict(re.findall(r'data-([a-z-]+)="([^"]*)"', body))
+
+
+@pytest.mark.parametrize("count", [7, 30, 300])
+def test_the_page_keeps_header_and_package_column_in_view_at_7_30_and_300_sites(tmp_path, repository, build,
+                                                                                 count):
+    sites, repo, vulns = fleet(tmp_path, repository, build, count)
+    page = tmp_path / "status.html"
+    proc = site_status(sites, "--format", "html", "-o", page, "--repo", repo, "--vulns", vulns, "--jobs", "8")
+    assert proc.returncode == 0, proc.stderr
+    profile = tmp_path / "chromium-profile"
+    shot = tmp_path / ("status-%d.png" % count)
+    result = browser(profile, "--screenshot=%s" % shot, "--window-size=1280,800", "--hide-scrollbars",
+                     page.as_uri())
+    assert result.returncode == 0 and shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    if os.environ.get("PM_SITE_STATUS_SHOTS"):          # keep the screenshots to look at
+        shutil.copy(shot, os.path.join(os.environ["PM_SITE_STATUS_SHOTS"], shot.name))
+    dump = browser(profile, "--window-size=1280,800", "--dump-dom", page.as_uri() + "#check-layout=5000,300")
+    assert dump.returncode == 0, dump.stderr[-2000:]
+    data = body_data(dump.stdout)
+    if int(data["table-width"]) > int(data["area-width"]):        # 30 and 300 sites do not fit
+        assert int(data["scroll-left"]) > 0
+    assert count < 30 or int(data["scroll-left"]) > 0
+    assert abs(int(data["package-left"])) <= 2, "the package column stays in view after a horizontal scroll"
+    assert int(data["scroll-top"]) > 0 and abs(int(data["head-top"])) <= 2, "the header row stays in view"
+    matrix = TableReader("status")
+    matrix.feed(dump.stdout)
+    assert len(matrix.rows[0]) == 2 + count and len(matrix.rows) == 1 + 40 + 3
+    assert "%d sites (0 failed), 40 packages" % count in dump.stdout
+    summary = TableReader("summary")
+    summary.feed(dump.stdout)
+    openssl = next(row for row in summary.rows if row[0][2] == "openssl")
+    old = len([n for n in range(count) if n % 4 == 0])
+    assert [text for _, _, text in openssl] == [
+        "openssl", "not in repository", "3.0.7 \u00d7%d, 1.0.2 \u00d7%d" % (count - old, old), str(count), "0",
+        str(old)]
+    lib01 = next(row for row in summary.rows if row[0][2] == "lib01")
+    assert int(lib01[4][2]) == len([n for n in range(count) if (n + 1) % 5 == 0 and (n * 7 + 1) % 6 != 0])
+    tool = next(row for row in summary.rows if row[0][2] == "site-tool-0")
+    assert tool[1] == ("td", "norepo", "not in repository")
+    totals = {row[0][2]: [text for _, _, text in row[2:]] for row in matrix.rows[-3:]}
+    assert totals["installed"][0] == str(len([i for i in range(36) if i % 6 != 0]) + 2)
+
+
+def test_the_page_filters_and_sorts_in_the_browser(tmp_path, repository, build):
+    sites, repo, vulns = fleet(tmp_path, repository, build, 12)
+    page = tmp_path / "status.html"
+    assert site_status(sites, "--format", "html", "-o", page, "--repo", repo, "--vulns", vulns).returncode == 0
+    dump = browser(tmp_path / "profile", "--dump-dom", page.as_uri() + "#filter=lib0&sort=-Outdated%20on")
+    assert dump.returncode == 0, dump.stderr[-2000:]
+    import re
+    shown = re.findall(r'<tr data-package="([^"]+)"[^>]*?(?: class="([^"]*)")?>', dump.stdout)
+    visible = [name for name, classes in shown if "hidden" not in (classes or "")]
+    assert visible and all(name.startswith("lib0") for name in visible)
+    assert '<span id="shown">%d</span>' % (len(visible) // 2) in dump.stdout
+    summary = TableReader("summary")
+    summary.feed(dump.stdout)
+    outdated = [int(row[4][2]) for row in summary.rows[1:]]
+    assert outdated == sorted(outdated, reverse=True), "sorted by the Outdated column, descending"

@@ -351,6 +351,12 @@ def oppm_version(value, where):
     return value if isinstance(value, str) else repr(value)
 
 
+def installed_size(package):
+    """Bytes the package's files take once installed (the index's installed_size, which
+    pm's summaries show before anything is downloaded, as apt's Installed-Size)."""
+    return sum(member.size for member in package.members if member.kind == "f")
+
+
 def read_package_file(path):
     """A ready-made package, checked by pm, added as it is."""
     package = pm.Package(path, allow_setuid=True)
@@ -735,7 +741,8 @@ def existing_entries(dest):
         size, digest = file_digest(path)
         if (size, digest) != (entry["size"], entry["sha256"]):
             package = read_package_file(path)
-            entry = {"filename": entry["filename"], "size": size, "sha256": digest, "manifest": package.manifest}
+            entry = {"filename": entry["filename"], "size": size, "sha256": digest, "manifest": package.manifest,
+                     "installed_size": installed_size(package)}
         kept.append(entry)
     return kept
 
@@ -1005,7 +1012,8 @@ def run(args):
             filename, path, size, digest = build(content, dest, args.zstd, mtime, args.openos)
             built.append((path, filename))
             unreadable[filename] = openos_check(args, path, content.manifest, content.origin)
-            new_entries.append({"filename": filename, "size": size, "sha256": digest, "manifest": content.manifest})
+            new_entries.append({"filename": filename, "size": size, "sha256": digest, "manifest": content.manifest,
+                                "installed_size": installed_size(read_package_file(path))})
         for path in files:
             package = read_package_file(path)
             filename = package_filename(package.name, package.version, package_suffix(path), args.openos)
@@ -1019,7 +1027,8 @@ def run(args):
             built.append((temporary_path, filename))
             unreadable[filename] = openos_check(args, temporary_path, package.manifest, path)
             size, digest = file_digest(temporary_path)
-            new_entries.append({"filename": filename, "size": size, "sha256": digest, "manifest": package.manifest})
+            new_entries.append({"filename": filename, "size": size, "sha256": digest, "manifest": package.manifest,
+                                "installed_size": installed_size(package)})
         new_files = {}
         for entry in new_entries:
             if entry["filename"] in new_files:      # --openos: one file name for every version

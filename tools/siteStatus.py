@@ -9,7 +9,7 @@ versions older than the newest in a repository and versions a vulnerability list
 
 Made for cron: no prompts, nothing assumed about a terminal, the output file replaced
 whole (never half-written).  Exit 0 when every site answered, 1 when one failed (it is
-shown as failed; the others are still reported), 2 for a usage error, 3 for a bad
+shown as failed; the others are still reported), 2 for a usage error, 3 for a bad or missing
 sites file, vulnerability list or repository.
 
 Sites file, one site per line, ``#`` comments:
@@ -60,7 +60,7 @@ def read_sites(path: str) -> list:
         with open(path, encoding="utf-8", errors="replace") as f:
             text = f.read()
     except OSError as e:
-        raise pm.Refused("cannot read the sites file %s: %s" % (path, e.strerror)) from None
+        raise pm.InvalidInput("cannot read the sites file %s: %s" % (path, e.strerror)) from None
     sites, names = [], set()
     for number, line in enumerate(text.splitlines(), 1):
         line = line.strip()
@@ -205,12 +205,13 @@ def build_report(results: list, newest: dict | None, vulnerabilities, generated:
     version on each site that has it, whether it is outdated, what it is vulnerable to."""
     import time
     sites = [{"name": r.site.name, "source": r.site.source, "ok": r.ok, "error": r.error,
-              "packages": len(r.packages)} for r in results]
+              "packages": len(r.packages), "outdated": 0, "vulnerable": 0} for r in results]
+    by_name = {site["name"]: site for site in sites}
     names = sorted({name for r in results for name in r.packages})
     rows, outdated, vulnerable = [], 0, 0
     for name in names:
         best = newest.get(name) if newest is not None else None
-        cells = {}
+        cells, versions = {}, {}
         for result in results:
             version = result.packages.get(name)
             if version is None:
@@ -219,10 +220,18 @@ def build_report(results: list, newest: dict | None, vulnerabilities, generated:
             cell = {"version": version, "outdated": _is_older(version, best),
                     "vulnerabilities": [{"type": v.kind, "url": v.url, "constraint": str(v.constraint)}
                                         for v in affecting]}
-            outdated += cell["outdated"]
-            vulnerable += bool(affecting)
+            by_name[result.site.name]["outdated"] += cell["outdated"]
+            by_name[result.site.name]["vulnerable"] += bool(affecting)
+            versions[version] = versions.get(version, 0) + 1
             cells[result.site.name] = cell
-        rows.append({"name": name, "newest": str(best) if best is not None else None, "sites": cells})
+        row = {"name": name, "newest": str(best) if best is not None else None,
+               "in_repository": None if newest is None else name in newest, "sites": cells,
+               "versions": versions, "installed": len(cells),
+               "outdated": sum(c["outdated"] for c in cells.values()),
+               "vulnerable": sum(bool(c["vulnerabilities"]) for c in cells.values())}
+        outdated += bool(row["outdated"])           # packages, not cells
+        vulnerable += bool(row["vulnerable"])
+        rows.append(row)
     return {
         "format": REPORT_FORMAT,
         "generated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(generated)),
@@ -239,7 +248,7 @@ def build_report(results: list, newest: dict | None, vulnerabilities, generated:
 
 def _cell_text(cell: dict | None) -> str:
     if cell is None:
-        return "-"
+        return "-"                      # not installed on that site
     marks = (" [old]" if cell["outdated"] else "") + (" [VULN]" if cell["vulnerabilities"] else "")
     return cell["version"] + marks
 
@@ -251,7 +260,7 @@ def render_text(report: dict) -> str:
         [s["name"] + ("" if s["ok"] else " (FAILED)") for s in sites]
     table = [header]
     for row in report["packages"]:
-        table.append([row["name"]] + ([row["newest"] or "-"] if report["repository"] else []) +
+        table.append([row["name"]] + ([row["newest"] or "n/a"] if report["repository"] else []) +
                      [_cell_text(row["sites"].get(s["name"])) if s["ok"] else "?" for s in sites])
     widths = [max(len(line[i]) for line in table) for i in range(len(header))]
     lines = ["Site status %s: %s" % (report["generated"], _summary(report["summary"])), ""]
@@ -268,9 +277,10 @@ def render_text(report: dict) -> str:
             for v in cell["vulnerabilities"]:
                 lines.append("VULN %s %s on %s: %s (%s %s), see %s" % (name, cell["version"], site, v["type"],
                                                                        name, v["constraint"], v["url"]))
-    notes = []
+    notes = ["-: not installed"]
     if report["repository"]:
         notes.append("[old]: older than the newest in %s" % report["repository"])
+        notes.append("n/a: not in the repository")
     if report["vulnerabilities"]:
         notes.append("[VULN]: named by %s" % report["vulnerabilities"])
     if notes:
@@ -279,64 +289,204 @@ def render_text(report: dict) -> str:
 
 
 def _summary(summary: dict) -> str:
+    """The report's first line; outdated and vulnerable count packages (each may be so
+    on several sites)."""
     return "%d site%s (%d failed), %d package%s, %d outdated, %d vulnerable" % (
         summary["sites"], "" if summary["sites"] == 1 else "s", summary["failed"], summary["packages"],
         "" if summary["packages"] == 1 else "s", summary["outdated"], summary["vulnerable"])
 
 
 HTML_STYLE = """
-body { font: 14px/1.4 system-ui, sans-serif; margin: 1.5em; color: #222; background: #fff; }
+body { font: 13px/1.35 system-ui, sans-serif; margin: 1em 1.5em; color: #222; background: #fff; }
 h1 { font-size: 1.4em; margin: 0 0 .2em; }
-p.summary { margin: 0 0 1em; color: #444; }
-table { border-collapse: collapse; }
-th, td { border: 1px solid #ccc; padding: .25em .6em; text-align: left; white-space: nowrap; }
-thead th { position: sticky; top: 0; background: #eee; }
-tbody th { font-weight: 600; }
-td.absent { color: #aaa; text-align: center; }
+h2 { font-size: 1.1em; margin: 1.2em 0 .4em; }
+p.summary { margin: 0 0 .6em; color: #444; }
+.controls { margin: .4em 0 .6em; }
+.controls label { margin-right: 1.2em; }
+.scroll { overflow: auto; max-height: 80vh; max-width: 100%; border: 1px solid #bbb; }
+.scroll.short { max-height: 30vh; display: inline-block; }
+table { border-collapse: separate; border-spacing: 0; }
+th, td { border-right: 1px solid #ddd; border-bottom: 1px solid #ddd; padding: .15em .4em;
+         text-align: left; white-space: nowrap; background: #fff; }
+thead th { position: sticky; top: 0; z-index: 2; background: #eee; cursor: pointer; vertical-align: bottom; }
+thead th[aria-sort="ascending"]::after { content: " \\25b2"; }
+thead th[aria-sort="descending"]::after { content: " \\25bc"; }
+#status thead th.site { writing-mode: vertical-rl; transform: rotate(180deg); text-align: left;
+                        padding: .4em .15em; max-height: 12em; overflow: hidden; }
+#status .pkg { position: sticky; left: 0; z-index: 1; box-sizing: border-box; width: 13em; min-width: 13em;
+               max-width: 13em; overflow: hidden; text-overflow: ellipsis; font-weight: 600; }
+#status .newest { position: sticky; left: 13em; z-index: 1; box-sizing: border-box; width: 7em; min-width: 7em;
+                  max-width: 7em; overflow: hidden; text-overflow: ellipsis; border-right: 2px solid #999; }
+#status thead .pkg, #status thead .newest { z-index: 3; background: #eee; }
+#status tfoot th, #status tfoot td { background: #f4f4f4; font-weight: 600; }
+td.absent { color: #999; text-align: center; }
+td.norepo, span.norepo { color: #7a4f9a; font-style: italic; }
 .old { background: #fff3c4; }
 .vuln { background: #f9c6c6; font-weight: 600; }
 .unknown, th.failed { background: #e6e6e6; color: #777; }
-.tag { font-size: .75em; font-weight: normal; margin-left: .4em; padding: 0 .3em; border-radius: 3px;
+.tag { font-size: .75em; font-weight: normal; margin-left: .3em; padding: 0 .25em; border-radius: 3px;
        background: rgba(0, 0, 0, .08); }
-.legend span { display: inline-block; padding: 0 .5em; margin-right: 1em; border: 1px solid #ccc; }
+.legend span { display: inline-block; padding: 0 .5em; margin-right: .8em; border: 1px solid #ccc; }
+tr.hidden { display: none; }
 ul.failed li, ul.vulns li { margin: .2em 0; }
 """
 
+# Sorting (click a column heading), filtering (a name filter and two check boxes), both
+# also from the URL, for links: #filter=TEXT&sort=HEADING (sort=-HEADING: descending).
+# For checking the layout in a headless browser, &check-layout=X,Y scrolls the matrix by
+# X and Y pixels and records on <body> where the first package cell and the first site
+# heading then are, relative to the scroll area.
+HTML_SCRIPT = """
+(function () {
+  function key(cell) {
+    var text = (cell.getAttribute("data-sort") || cell.textContent).trim();
+    var parts = text.split(/[.+-]/);
+    if (/^[0-9]+([.][0-9]+)*$/.test(text.split(/[-+ ]/)[0])) {
+      return parts.map(function (p) { return /^[0-9]+$/.test(p) ? ("0000000000" + p).slice(-10) : p; }).join(".");
+    }
+    return text.toLowerCase();
+  }
+  function sortBy(th) {
+    var table = th.closest("table"), body = table.tBodies[0];
+    var index = Array.prototype.indexOf.call(th.parentNode.children, th);
+    var descending = th.getAttribute("aria-sort") === "ascending";
+    Array.prototype.forEach.call(th.parentNode.children, function (h) { h.removeAttribute("aria-sort"); });
+    th.setAttribute("aria-sort", descending ? "descending" : "ascending");
+    var rows = Array.prototype.slice.call(body.rows);
+    rows.sort(function (a, b) {
+      var x = key(a.cells[index]), y = key(b.cells[index]);
+      return (x < y ? -1 : x > y ? 1 : 0) * (descending ? -1 : 1);
+    });
+    rows.forEach(function (row) { body.appendChild(row); });
+  }
+  function filter() {
+    var text = document.getElementById("filter").value.toLowerCase();
+    var old = document.getElementById("only-outdated").checked;
+    var vuln = document.getElementById("only-vulnerable").checked;
+    var shown = 0;
+    document.querySelectorAll("tr[data-package]").forEach(function (row) {
+      var hide = row.getAttribute("data-package").toLowerCase().indexOf(text) < 0 ||
+                 (old && row.getAttribute("data-outdated") === "0") ||
+                 (vuln && row.getAttribute("data-vulnerable") === "0");
+      row.classList.toggle("hidden", hide);
+      if (!hide && row.closest("#status")) { shown++; }
+    });
+    document.getElementById("shown").textContent = shown;
+  }
+  document.querySelectorAll("thead th").forEach(function (th) {
+    th.addEventListener("click", function () { sortBy(th); });
+  });
+  ["filter", "only-outdated", "only-vulnerable"].forEach(function (id) {
+    document.getElementById(id).addEventListener("input", filter);
+    document.getElementById(id).addEventListener("change", filter);
+  });
+  var params = {};
+  location.hash.slice(1).split("&").forEach(function (part) {
+    var at = part.indexOf("=");
+    if (at > 0) { params[decodeURIComponent(part.slice(0, at))] = decodeURIComponent(part.slice(at + 1)); }
+  });
+  if (params.filter) { document.getElementById("filter").value = params.filter; }
+  filter();
+  if (params.sort) {
+    var wanted = params.sort.replace(/^-/, "");
+    var heading = Array.prototype.filter.call(document.querySelectorAll("thead th"), function (th) {
+      return th.textContent.trim() === wanted;
+    })[0];
+    if (heading) { sortBy(heading); if (params.sort[0] === "-") { sortBy(heading); } }
+  }
+  var match = /^([0-9]+),([0-9]+)$/.exec(params["check-layout"] || "");
+  if (match) {
+    var area = document.getElementById("matrix");
+    area.scrollLeft = +match[1];
+    area.scrollTop = +match[2];
+    var box = area.getBoundingClientRect();
+    var cell = document.querySelector("#status tbody .pkg").getBoundingClientRect();
+    var head = document.querySelector("#status thead th.site").getBoundingClientRect();
+    var b = document.body.dataset;
+    b.scrollLeft = area.scrollLeft; b.scrollTop = area.scrollTop;
+    b.packageLeft = Math.round(cell.left - box.left); b.headTop = Math.round(head.top - box.top);
+    b.areaWidth = Math.round(box.width); b.tableWidth = Math.round(document.getElementById("status").offsetWidth);
+  }
+})();
+"""
+
+
+def _versions_text(versions: dict) -> str:
+    """``1.0.2 ×3, 3.0.7 ×27``: the versions found, most common first."""
+    ordered = sorted(versions.items(), key=lambda kv: (-kv[1], kv[0]))
+    return ", ".join("%s \u00d7%d" % (version, count) for version, count in ordered)
+
 
 def render_html(report: dict) -> str:
-    """One self-contained page (inline style, no scripts, no external assets)."""
+    """One self-contained page: inline style and script, no external asset.  A summary
+    per package, then the package × site matrix (sticky header row and package column,
+    per-site totals at the foot), sortable by any column and filtered by name or mark."""
     from html import escape
     sites = report["sites"]
     with_newest = bool(report["repository"])
+    summary = report["summary"]
     out = ['<!DOCTYPE html>', '<html lang="en"><head><meta charset="utf-8">',
            '<meta name="viewport" content="width=device-width, initial-scale=1">',
            '<title>Site status %s</title>' % escape(report["generated"]),
            '<style>%s</style></head><body>' % HTML_STYLE,
            '<h1>Site status</h1>',
-           '<p class="summary">%s &middot; generated %s</p>' % (escape(_summary(report["summary"])),
+           '<p class="summary">%s &middot; generated %s</p>' % (escape(_summary(summary)),
                                                                 escape(report["generated"])),
            '<p class="legend"><span class="old">older than the newest</span>'
-           '<span class="vuln">vulnerable</span><span class="unknown">site failed</span></p>',
-           '<table id="status"><thead><tr><th scope="col">Package</th>']
+           '<span class="vuln">vulnerable</span><span class="unknown">site failed</span>'
+           '<span class="absent">&middot; not installed</span>'
+           '<span class="norepo">not in repository</span></p>',
+           '<p class="controls"><label>Package <input id="filter" type="search" placeholder="filter by name">'
+           '</label><label><input id="only-outdated" type="checkbox"> only outdated</label>'
+           '<label><input id="only-vulnerable" type="checkbox"> only vulnerable</label>'
+           '<span><span id="shown">%d</span> of %d packages shown</span></p>' % (summary["packages"],
+                                                                                summary["packages"])]
+    # the summary per package
+    out.append('<h2>Packages</h2><div class="scroll short"><table id="summary"><thead><tr><th scope="col">Package</th>%s'
+               '<th scope="col">Versions (sites)</th><th scope="col">Installed on</th>'
+               '<th scope="col">Outdated on</th><th scope="col">Vulnerable on</th></tr></thead><tbody>'
+               % ('<th scope="col">Newest</th>' if with_newest else ""))
+    for row in report["packages"]:
+        flags = ' data-package="%s" data-outdated="%d" data-vulnerable="%d"' % (
+            escape(row["name"]), row["outdated"], row["vulnerable"])
+        newest = ""
+        if with_newest:
+            newest = '<td>%s</td>' % escape(row["newest"]) if row["newest"] else \
+                '<td class="norepo" data-sort="~">not in repository</td>'
+        out.append('<tr%s><th scope="row">%s</th>%s<td>%s</td><td data-sort="%010d">%d</td>'
+                   '<td data-sort="%010d"%s>%d</td><td data-sort="%010d"%s>%d</td></tr>' % (
+                       flags, escape(row["name"]), newest, escape(_versions_text(row["versions"])),
+                       row["installed"], row["installed"], row["outdated"],
+                       ' class="old"' if row["outdated"] else "", row["outdated"],
+                       row["vulnerable"], ' class="vuln"' if row["vulnerable"] else "", row["vulnerable"]))
+    out.append('</tbody></table></div>')
+    # the matrix
+    out.append('<h2>Packages by site</h2><div class="scroll" id="matrix"><table id="status"><thead><tr>'
+               '<th scope="col" class="pkg">Package</th>')
     if with_newest:
-        out.append('<th scope="col">Newest</th>')
+        out.append('<th scope="col" class="newest">Newest</th>')
     for site in sites:
         if site["ok"]:
-            out.append('<th scope="col" title="%s">%s</th>' % (escape(site["source"]), escape(site["name"])))
+            out.append('<th scope="col" class="site" title="%s">%s</th>' % (escape(site["source"]),
+                                                                            escape(site["name"])))
         else:
-            out.append('<th scope="col" class="failed" title="%s">%s<span class="tag">failed</span></th>'
+            out.append('<th scope="col" class="site failed" title="%s">%s<span class="tag">failed</span></th>'
                        % (escape(site["error"] or ""), escape(site["name"])))
     out.append('</tr></thead><tbody>')
     for row in report["packages"]:
-        out.append('<tr><th scope="row">%s</th>' % escape(row["name"]))
+        out.append('<tr data-package="%s" data-outdated="%d" data-vulnerable="%d"><th scope="row" class="pkg">%s</th>'
+                   % (escape(row["name"]), row["outdated"], row["vulnerable"], escape(row["name"])))
         if with_newest:
-            out.append('<td>%s</td>' % escape(row["newest"] or "-"))
+            if row["newest"]:
+                out.append('<td class="newest">%s</td>' % escape(row["newest"]))
+            else:
+                out.append('<td class="newest norepo" title="not in the repository" data-sort="~">n/a</td>')
         for site in sites:
             cell = row["sites"].get(site["name"])
             if not site["ok"]:
-                out.append('<td class="unknown">?</td>')
+                out.append('<td class="unknown" title="the site failed">?</td>')
             elif cell is None:
-                out.append('<td class="absent">-</td>')
+                out.append('<td class="absent" title="not installed" data-sort="~">&middot;</td>')
             else:
                 classes = [c for c, on in (("old", cell["outdated"]), ("vuln", cell["vulnerabilities"])) if on]
                 title = "; ".join("%s: %s" % (v["type"], v["url"]) for v in cell["vulnerabilities"])
@@ -346,7 +496,13 @@ def render_html(report: dict) -> str:
                                                    ' title="%s"' % escape(title) if title else "",
                                                    escape(cell["version"]), tags))
         out.append('</tr>')
-    out.append('</tbody></table>')
+    out.append('</tbody><tfoot>')
+    for label, field in (("installed", "packages"), ("outdated", "outdated"), ("vulnerable", "vulnerable")):
+        out.append('<tr><th scope="row" class="pkg">%s</th>%s' % (label, '<td class="newest"></td>'
+                                                                   if with_newest else ""))
+        out += ['<td>%s</td>' % (site[field] if site["ok"] else "?") for site in sites]
+        out.append('</tr>')
+    out.append('</tfoot></table></div>')
     failed = [s for s in sites if not s["ok"]]
     if failed:
         out.append('<h2>Failed sites</h2><ul class="failed">')
@@ -363,6 +519,7 @@ def render_html(report: dict) -> str:
                     escape(x) for x in (name, cell["version"], site, v["type"], name, v["constraint"],
                                         v["url"], v["url"])))
         out.append('</ul>')
+    out.append('<script>%s</script>' % HTML_SCRIPT)
     out.append('</body></html>')
     return "\n".join(out) + "\n"
 
@@ -395,10 +552,24 @@ def write_output(path: str, text: str) -> None:
 
 # -- command line ------------------------------------------------------------------------
 
+SITES_HELP = """The sites file: one site per line, '#' starts a comment line.
+  NAME local:PATH        a pm root on this machine (pm --json list-installed is run on it)
+  NAME cmd:COMMAND ...   a shell command printing pm's --json list-installed document, e.g.
+                         ral cmd:ssh sgm@ce.example.org pm --root /sw/vo --json list-installed
+NAME is unique and has no spaces.  One job per site at a time, --jobs sites at once.
+
+Exit status: 0 every site answered, 1 a site failed (still reported), 2 usage,
+3 a bad or missing sites file, vulnerability list or repository."""
+
+
 def parse_arguments(argv: list):
     import argparse
-    parser = argparse.ArgumentParser(prog="siteStatus.py", description=__doc__.split("\n\n")[0])
-    parser.add_argument("sites", metavar="SITES", help="the sites file")
+    parser = argparse.ArgumentParser(
+        prog="siteStatus.py", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Which version of which package is installed on which site: asks every site "
+                    "of SITES for pm's\nlist of installed packages and renders a package x site table.",
+        epilog=SITES_HELP)
+    parser.add_argument("sites", metavar="SITES", help="the sites file (described below)")
     parser.add_argument("--format", choices=("text", "json", "html"), default="text")
     parser.add_argument("-o", "--output", metavar="FILE", help="write the report here (default: stdout)")
     parser.add_argument("--vulns", metavar="FILE|URL", help="mark versions this vulnerability list names")

@@ -1,0 +1,80 @@
+"""The distribution: a wheel installed with plain ``pip install .`` (not editable) gives
+the whole set of commands — pm, pm-repo-packager, pm-site-status, pm-make-medium — and the
+same tools still run as scripts from a checkout."""
+
+import json
+import os
+import subprocess
+import sys
+import venv
+
+import pytest
+
+from conftest import REPO
+
+CONSOLE_SCRIPTS = ("pm", "pm-repo-packager", "pm-site-status", "pm-make-medium")
+CHECKOUT_SCRIPTS = ("pm.py", "tools/repoPackager.py", "tools/siteStatus.py", "installer/make_medium.py")
+
+
+@pytest.mark.parametrize("script", CHECKOUT_SCRIPTS)
+def test_each_tool_runs_as_a_script_from_a_checkout(script):
+    proc = subprocess.run([sys.executable, str(REPO / script), "--help"], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert "usage:" in proc.stdout
+
+
+def test_pyproject_declares_every_console_script():
+    text = (REPO / "pyproject.toml").read_text()
+    for name in CONSOLE_SCRIPTS:
+        assert "\n%s = " % name in text
+
+
+def test_a_non_editable_pip_install_gives_a_working_set_of_commands(tmp_path):
+    """A copy of the checkout (so that nothing can be found beside it) is installed into
+    a fresh virtual environment; every console script then works from that environment
+    alone, run from an unrelated directory: the packager builds a repository, pm installs
+    from it, the site report reads the root, and the medium builder builds a medium."""
+    source = tmp_path / "source"
+    subprocess.run(["git", "-C", str(REPO), "ls-files", "-z"], check=True, capture_output=True)
+    files = subprocess.run(["git", "-C", str(REPO), "ls-files", "-co", "--exclude-standard", "-z"],
+                           check=True, capture_output=True).stdout.decode().split("\0")
+    for name in filter(None, files):
+        if not (REPO / name).is_file():
+            continue
+        (source / name).parent.mkdir(parents=True, exist_ok=True)
+        (source / name).write_bytes((REPO / name).read_bytes())
+    env_dir = tmp_path / "venv"
+    venv.create(env_dir, with_pip=True)
+    bindir = env_dir / "bin"
+    proc = subprocess.run([str(bindir / "python"), "-m", "pip", "install", "-q", str(source)],
+                          capture_output=True, text=True, cwd=str(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    assert not list((env_dir / "lib").glob("python*/site-packages/__editable__*"))
+    for name in CONSOLE_SCRIPTS:
+        assert (bindir / name).is_file(), name
+    import shutil
+    shutil.rmtree(source)                        # the installed set must stand alone
+    work = tmp_path / "work"
+    work.mkdir()
+    clean_env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PM_ROOT")}
+    clean_env["SOURCE_DATE_EPOCH"] = "0"
+
+    def run(*command):
+        result = subprocess.run([str(bindir / command[0])] + list(command[1:]), capture_output=True,
+                                text=True, cwd=str(work), env=clean_env)
+        assert result.returncode == 0, (command, result.stdout, result.stderr)
+        return result
+
+    for name in CONSOLE_SCRIPTS:
+        assert "usage:" in run(name, "--help").stdout
+    run("pm-repo-packager", "-d", str(work / "repo"), str(REPO / "examples"))
+    (work / "root").mkdir()
+    run("pm", "--root", str(work / "root"), "--repository", str(work / "repo"), "install", "hello")
+    listed = json.loads(run("pm", "--root", str(work / "root"), "--json", "list-installed").stdout)
+    assert "hello" in [row["name"] for row in listed["packages"]]
+    (work / "sites").write_text("node1 local:%s\n" % (work / "root"))
+    report = run("pm-site-status", "--format", "json", str(work / "sites")).stdout
+    assert "hello" in report
+    run("pm-make-medium", "--out", str(work / "medium"), "--repo", str(work / "repo"), "--include", "hello")
+    assert (work / "medium" / "install.py").is_file()
+    assert (work / "medium" / "pm.py").is_file()
