@@ -196,7 +196,7 @@ def test_an_unedited_former_config_file_is_replaced_without_a_pm_save(pm, build,
 def test_a_dry_run_shows_the_pm_save_it_would_write(pm, build, root):
     pm("install", build("app", "1.0", {"/etc/app.conf": "packaged 1\n"}, config=["/etc/app.conf"]))
     (root / "etc/app.conf").write_text("edited\n")
-    result = pm("install", "--dry-run", build("app", "1.1", {"/etc/app.conf": "packaged 2\n"}))
+    result = pm("install", "--dry-run", "-v", build("app", "1.1", {"/etc/app.conf": "packaged 2\n"}))
     assert "  save /etc/app.conf.pm-save" in result.out
     assert not exists(root, "/etc/app.conf.pm-save")
 
