@@ -152,8 +152,8 @@ def test_init_creates_the_schema_with_its_version_and_a_second_init_changes_noth
     result = c.opm("status", expect=1)
     assert "pm opm init" in result.err
     result = c.opm("init", "--json")
-    assert result.json["schema_version"] == 1 and result.json["previous_version"] == 0
-    assert query(oda_url, "SELECT value FROM oda_meta WHERE key = 'schema_version'") == [("1",)]
+    assert result.json["schema_version"] == 2 and result.json["previous_version"] == 0
+    assert query(oda_url, "SELECT value FROM oda_meta WHERE key = 'schema_version'") == [("2",)]
     result = c.opm("init")
     assert "up to date" in result.out
     assert c.opm("progress").out == "cluster progress: none\n"
@@ -162,7 +162,7 @@ def test_init_creates_the_schema_with_its_version_and_a_second_init_changes_noth
 def test_an_oda_of_a_newer_schema_is_refused_not_changed(cluster):
     query(cluster.url, "UPDATE oda_meta SET value = '99' WHERE key = 'schema_version'")
     assert "schema version 99" in cluster.opm("status", expect=1).err
-    assert "knows up to 1" in cluster.opm("init", expect=1).err
+    assert "knows up to 2" in cluster.opm("init", expect=1).err
     assert query(cluster.url, "SELECT value FROM oda_meta WHERE key = 'schema_version'") == [("99",)]
 
 
