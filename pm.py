@@ -6839,6 +6839,10 @@ function applyFilters(){
   document.getElementById('shown').textContent=shown;
 }
 document.querySelectorAll('.filters input').forEach(function(i){i.addEventListener('input',applyFilters);});
+(function(){var h=location.hash.replace(/^#/,'');if(!h){return;}
+  h.split('&').forEach(function(kv){var p=kv.split('=');var i=document.getElementById('f-'+p[0]);
+    if(i&&p.length>1){i.value=decodeURIComponent(p[1]);}});
+  applyFilters();})();
 """
 
 
