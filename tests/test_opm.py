@@ -1161,3 +1161,124 @@ def test_status_json_of_10000_nodes_by_50_packages_stays_under_64_mib(tmp_path):
     with open(out) as f:
         assert len(json.load(f)) == 500_000
     assert peak_kib < 64 * 1024, "peak RSS %d KiB" % peak_kib
+
+
+# -- behind PgBouncer in transaction mode -------------------------------------------------
+
+def free_port():
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class PgBouncer:
+    """A real pgbouncer in pool_mode = transaction on 127.0.0.1, in front of the test
+    PostgreSQL, its database ``oda`` bound to one schema (connect_query sets the
+    search_path on each server connection it opens)."""
+
+    def __init__(self, directory, base, schema, max_client_conn=200, pool_size=4):
+        import shutil
+        from urllib.parse import urlparse
+        binary = shutil.which("pgbouncer") or ("/usr/sbin/pgbouncer" if os.path.exists("/usr/sbin/pgbouncer") else None)
+        if not binary:
+            pytest.skip("PgBouncer tests need pgbouncer (Debian package pgbouncer)")
+        server = urlparse(base)
+        self.port = free_port()
+        directory.mkdir(parents=True, exist_ok=True)
+        users = directory / "users.txt"
+        users.write_text('"%s" ""\n' % (server.username or "postgres"))
+        config = directory / "pgbouncer.ini"
+        config.write_text(
+            "[databases]\noda = host=%s port=%d dbname=%s user=%s connect_query='SET search_path = %s'\n"
+            "[pgbouncer]\nlisten_addr = 127.0.0.1\nlisten_port = %d\nunix_socket_dir =\nauth_type = trust\n"
+            "auth_file = %s\npool_mode = transaction\nmax_client_conn = %d\ndefault_pool_size = %d\n"
+            "ignore_startup_parameters = extra_float_digits\nserver_reset_query =\nlogfile =\npidfile =\n"
+            % (server.hostname, server.port or 5432, server.path.lstrip("/"), server.username or "postgres",
+               schema, self.port, users, max_client_conn, pool_size))
+        command = [binary, str(config)]
+        if os.geteuid() == 0:                 # pgbouncer will not run as root
+            command = [binary, "-u", "postgres", str(config)]
+        self.log = open(directory / "pgbouncer.log", "w")
+        self.proc = subprocess.Popen(command, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.url = "postgresql://%s@127.0.0.1:%d/oda" % (server.username or "postgres", self.port)
+        deadline = time.monotonic() + 20
+        import psycopg
+        while True:
+            try:
+                psycopg.connect(self.url, autocommit=True, prepare_threshold=None).close()
+                return
+            except psycopg.Error:
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    self.stop()
+                    pytest.skip("pgbouncer did not start: %s" % (directory / "pgbouncer.log").read_text()[-300:])
+                time.sleep(0.1)
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()
+
+
+@pytest.fixture
+def pgbouncer_schema(tmp_path):
+    base = postgres_url()
+    if not base:
+        pytest.skip("PgBouncer tests need PM_TEST_POSTGRES_URL (e.g. postgresql://postgres@127.0.0.1:5432/test)")
+    pytest.importorskip("psycopg", reason="PgBouncer tests need psycopg")
+    schema = PostgresSchema(base)
+    bouncers = []
+
+    def start(**kwargs):
+        bouncer = PgBouncer(tmp_path / ("pgbouncer%d" % len(bouncers)), base, schema.schema, **kwargs)
+        bouncers.append(bouncer)
+        return bouncer
+    try:
+        yield start
+    finally:
+        for bouncer in bouncers:
+            bouncer.stop()
+        schema.drop()
+
+
+def test_opm_works_behind_pgbouncer_in_transaction_mode(pgbouncer_schema, tmp_path, build, monkeypatch):
+    bouncer = pgbouncer_schema(pool_size=2)
+    cluster = Cluster(tmp_path, bouncer.url)
+    cluster.opm("init")
+    server = cluster.node("head", "server")
+    clients = [cluster.node("n%d" % i, "client") for i in range(4)]
+    cluster.publish(opkg(build, "foo"))
+    cluster.opm("request", "head", "foo", "post-clients")
+    cluster.opm("progress", "post_install")
+    cluster.sync(server)
+    all_at_once(cluster, [(root, ["opm", "sync", "--wait", "120"]) for root in clients + clients])
+    rows = cluster.rows()
+    assert all(rows[("n%d" % i, "foo")]["current"] == "install-bin-pkgs" for i in range(4))
+    for i, root in enumerate(clients):
+        assert installed(root, "foo")
+        assert [s for s, p, _ in trace(root)].count("api-pre-install") == 1          # nothing done twice
+        assert stages_logged(cluster.events(), "n%d" % i, "foo").count(("up", "install-bin-pkgs")) == 1
+    code, output, log = pm_in_process(monkeypatch, bouncer.url, clients[0], "opm", "sync")
+    assert code == 0, output
+    assert len(statements_sent(log)) <= 4 and all(sql.startswith("SELECT") for sql in statements_sent(log))
+    assert len(cluster.opm("status", "--json").json) == 5                            # a named cursor, in one transaction
+    assert len(cluster.opm("inventory", "--json").json) == 5
+
+
+def test_a_herd_larger_than_pgbouncers_client_limit_retries_and_every_sync_succeeds(pgbouncer_schema, tmp_path):
+    bouncer = pgbouncer_schema(max_client_conn=3, pool_size=2)
+    cluster = Cluster(tmp_path, bouncer.url)
+    cluster.opm("init")
+    roots = [cluster.node("n%02d" % i, "client") for i in range(12)]
+    syncs = [subprocess.Popen([sys.executable, str(PM), "--root", str(root), "opm", "sync", "--deadline", "120"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              env=dict(os.environ, PM_ODA=bouncer.url)) for root in roots]
+    results = [(proc.wait(180), proc.stderr.read()) for proc in syncs]
+    assert [code for code, _ in results] == [0] * len(roots), results
+    log = (tmp_path / "pgbouncer0" / "pgbouncer.log").read_text()
+    assert "no more connections allowed" in log                                       # the herd did hit the limit
