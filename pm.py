@@ -6887,9 +6887,10 @@ def opm_status_html(session: Session, oda: Oda, path: str) -> int:
                 err = sum(r["nodes"] for r in counts if r["stage"] == stage and r["status"] == "error")
                 w("<div class=\"stage\" data-stage=\"%s\"><span class=\"name\">%s</span>"
                   "<span class=\"count\">%d%s</span><div class=\"bar\" title=\"%s: %d ok, %d in error\">"
-                  "<div class=\"ok\" style=\"width:%.2f%%\"></div><div class=\"err\" style=\"width:%.2f%%\"></div>"
+                  "<div class=\"ok\" style=\"width:%.2f%%\"></div><div class=\"err\" style=\"width:%.2f%%%s\"></div>"
                   "</div></div>\n" % (esc(stage, True), esc(stage), ok + err, " (%d err)" % err if err else "",
-                                      esc(stage, True), ok, err, 100.0 * ok / total, 100.0 * err / total))
+                                      esc(stage, True), ok, err, 100.0 * ok / total, 100.0 * err / total,
+                                      ";min-width:4px" if err else ""))
             w("</div>\n")
         if not packages:
             w("<p>The ODA has no package requests.</p>\n")
