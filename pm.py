@@ -4676,29 +4676,16 @@ class Oda:
             " WHERE package_status.requested IN " + lower,
             (node, package, stage, time.time()))
 
-    def assign(self, nodes: list, package: str, stage: str) -> int:
-        """A server's work for other nodes: raise their request for ``package`` to
-        ``stage``, or, for should_not_be_installed, take the package away from those
-        that have it requested.  Returns how many nodes it asked."""
-        import time
-        with self.writing():
-            for node in nodes:
-                if stage == OPM_STAGES[0]:
-                    self.execute("UPDATE package_status SET previous = requested, requested = ?, updated = ?"
-                                 " WHERE node = ? AND package = ? AND requested <> ?",
-                                 (stage, time.time(), node, package, stage))
-                else:
-                    self._raise_request(node, package, stage)
-        return len(nodes)
-
     # The nodes a server's stage works on, as SQL over ``nodes``: every client, the
     # images the server handles.
     CLIENTS = "SELECT name FROM nodes WHERE role = 'client'"
     IMAGES = "SELECT name FROM nodes WHERE role = 'image' AND (server = ? OR server IS NULL)"
 
     def assign_all(self, selection: str, params, package: str, stage: str) -> int:
-        """assign() to every node of ``selection`` (CLIENTS, IMAGES) in one statement,
-        however many they are; returns how many rows it changed."""
+        """A server's work for other nodes, every node of ``selection`` (CLIENTS, IMAGES)
+        in one statement however many they are: raise their request for ``package`` to
+        ``stage``, or, for should_not_be_installed, take the package away from those that
+        have it requested.  Returns how many rows it changed."""
         import time
         if stage == OPM_STAGES[0]:
             self.execute("UPDATE package_status SET previous = requested, requested = ?, updated = ?"
