@@ -523,6 +523,15 @@ def results_section(report, command):
                   % (last["syncs"], last["converged_seconds_after_request"],
                      last["server_sync_with_assignment_seconds"], last["rows_in_error"], last["lost_updates"],
                      last["duplicated_stages"], last["nodes_with_the_package_installed"])]
+    lines += ["", "Notes: a no-op sync on a kept connection is one statement (the schema is checked once per "
+              "connection), on a new one two; the commits counted are those of read-only statements in autocommit "
+              "(pg_stat_database counts them; they write no WAL, see WAL bytes). Server CPU includes forking a "
+              "backend per connection where there is no pooler (the direct herd), and the autovacuum and "
+              "checkpointer of the run. The herd phases start all their threads at a barrier; the direct one "
+              "gets \"too many clients\" beyond max_connections and retries with jittered exponential backoff. "
+              "The converging package has no script: in one process of many threads a fork can hold another "
+              "thread's new script file open, which then cannot be executed (ETXTBSY) - pm's syncs are processes "
+              "of their own. The machine is shared, so latencies and syncs/s vary between runs by 1.5-3x."]
     return "\n".join(lines) + "\n"
 
 
