@@ -4257,7 +4257,7 @@ ODA_MIGRATIONS = [
         # the hot queries: nodes by role, rows by package and stage, rows by status
         # (the errors), events by time (pruning)
         "CREATE INDEX nodes_by_role ON nodes (role, name)",
-        "CREATE INDEX package_status_by_stage ON package_status (package, current, status)",
+        "CREATE INDEX package_status_by_stage ON package_status (package, current, status, requested)",
         "CREATE INDEX package_status_by_status ON package_status (status, node)",
         "CREATE INDEX events_by_time ON events (time)",
     ],
@@ -5121,6 +5121,8 @@ class OpmSync:
             entry["stages"].append(stage)
             entry["current"] = stage
             self.out.result("%s %s: %s%s" % (name, package, stage, " (%s)" % detail if detail else ""))
+            if stage == row["requested"]:
+                return                    # at its request (a request changed since is the next sync's)
 
     def _stage_up(self, node: dict, package: str, stage: str, root_path: str) -> str:
         """Carry out ``stage`` on the node; returns what was done, for the event log."""
