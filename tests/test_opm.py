@@ -1269,9 +1269,14 @@ def test_a_herd_larger_than_pgbouncers_client_limit_retries_and_every_sync_succe
     cluster = Cluster(tmp_path, bouncer.url)
     cluster.opm("init")
     roots = [cluster.node("n%02d" % i, "client") for i in range(12)]
+    import psycopg
+    holders = [psycopg.connect(bouncer.url, autocommit=True) for _ in range(3)]   # PgBouncer is full
     syncs = [subprocess.Popen([sys.executable, str(PM), "--root", str(root), "opm", "sync", "--deadline", "120"],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                               env=dict(os.environ, PM_ODA=bouncer.url)) for root in roots]
+    time.sleep(3)
+    for conn in holders:
+        conn.close()                      # the herd gets in as the clients leave
     results = [(proc.wait(180), proc.stderr.read()) for proc in syncs]
     assert [code for code, _ in results] == [0] * len(roots), results
     log = (tmp_path / "pgbouncer0" / "pgbouncer.log").read_text()
