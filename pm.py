@@ -135,6 +135,16 @@ RESERVED_DIRS = ("/var/lib/pm", "/var/cache/pm")
 # The suffix of the packaged version of a config file kept beside a modified one.
 CONFIG_NEW_SUFFIX = ".pm-new"
 
+# The ODA under a fleet (SPEC §11): a sync retries a server that refuses or is full, and
+# operators' views stream their rows, so that neither depends on the fleet's size.
+OPM_SYNC_DEADLINE = 300.0             # seconds a sync retries an ODA that refuses or is full (--deadline)
+ODA_BACKOFF_FIRST = 0.05              # seconds before the first retry; doubled each time, jittered
+ODA_BACKOFF_MAX = 5.0                 # the longest wait between two retries
+ODA_LOCK_POLL = 0.05                  # seconds between two tries of a node's lock another sync holds
+ODA_FETCH_ROWS = 2000                 # rows a streaming view (status, inventory, log) fetches at a time
+ODA_INSERT_ROWS = 150                 # rows in one INSERT statement (SQLite allows 999 parameters)
+MAX_HTML_ROWS = 10_000                # nodes in error or on their way a fleet page lists
+
 
 # =============================================================================
 # 2. Output, hashing and small helpers
@@ -5824,7 +5834,7 @@ STAGE_SCRIPTS = {"run-configurator": ("api-pre-configure", "api-post-configure")
 
 OPM_CONF = "/etc/opm.conf"
 ODA_FILE = DB_DIR + "/oda.sqlite"
-ODA_SCHEMA_VERSION = 1
+ODA_SCHEMA_VERSION = 2
 SQLITE_BUSY_SECONDS = 120      # how long an SQLite ODA write waits for another writer
 
 
@@ -5874,12 +5884,51 @@ ODA_MIGRATIONS = [
         "CREATE TABLE sync_locks (node TEXT PRIMARY KEY, host TEXT NOT NULL,"
         " pid INTEGER NOT NULL, started TEXT NOT NULL, since DOUBLE PRECISION NOT NULL)",
     ],
+    [
+        # the digest of the inventory last written: a sync rewrites it only when it changed
+        "ALTER TABLE nodes ADD COLUMN inventory_digest TEXT",
+        # the hot queries: nodes by role, rows by package and stage, rows by status
+        # (the errors), events by time (pruning)
+        "CREATE INDEX nodes_by_role ON nodes (role, name)",
+        "CREATE INDEX package_status_by_stage ON package_status (package, current, status, requested)",
+        "CREATE INDEX package_status_by_status ON package_status (status, node)",
+        "CREATE INDEX events_by_time ON events (time)",
+    ],
 ]
 assert len(ODA_MIGRATIONS) == ODA_SCHEMA_VERSION
 
 
 class OdaError(PmError):
-    """The ODA could not be reached or answered with an error."""
+    """The ODA could not be reached or answered with an error; ``sqlstate`` is the
+    server's error code, when it gave one."""
+
+    def __init__(self, message: str, sqlstate: str | None = None):
+        super().__init__(message)
+        self.sqlstate = sqlstate
+
+
+# Errors a busy server gives that are over when the herd has passed: too many clients,
+# out of connection slots, starting up or shutting down, a serialization failure, a
+# deadlock.  A connection refused (a restart, a full listen queue) gives no code.
+ODA_RETRY_SQLSTATES = ("53300", "53400", "57P01", "57P03", "08001", "08004", "08006", "40001", "40P01")
+ODA_RETRY_MESSAGES = ("connection refused", "too many clients", "remaining connection slots",
+                      "no more connections allowed", "the database system is starting up",
+                      "the database system is shutting down", "server closed the connection",
+                      "pgbouncer cannot connect to server", "server login has been failing")
+
+
+def oda_retryable(error: OdaError) -> bool:
+    if error.sqlstate in ODA_RETRY_SQLSTATES:
+        return True
+    message = error.message.lower()
+    return any(text in message for text in ODA_RETRY_MESSAGES)
+
+
+def backoff_delay(attempt: int) -> float:
+    """The wait before retry number ``attempt`` (0, 1, ...): exponential, capped, and
+    jittered (a random half to whole of it) so that a herd spreads out."""
+    import random
+    return min(ODA_BACKOFF_MAX, ODA_BACKOFF_FIRST * 2 ** min(attempt, 30)) * random.uniform(0.5, 1.0)
 
 
 def redacted_url(url: str) -> str:
@@ -5914,14 +5963,26 @@ class Oda:
     ``?`` placeholders; the PostgreSQL dialect turns them into ``%s``.  Every write runs
     in ``with oda.writing():`` (BEGIN IMMEDIATE on SQLite, a transaction on PostgreSQL);
     single-row statements touch only their own columns, so that a sync and an admin's
-    request never overwrite each other."""
+    request never overwrite each other.
 
-    def __init__(self, url: str, create: bool = False):
+    No state is kept in the server's session between transactions (no session locks, no
+    prepared statements, nothing SET), so that the ODA works behind a pooler such as
+    PgBouncer in transaction mode.  Within ``deadline`` seconds, connecting to a server
+    that refuses or is full, and statements that lost a serialization race, are retried
+    with jittered exponential backoff."""
+
+    def __init__(self, url: str, create: bool = False, deadline: float = 0.0):
         import socket
+        import time
         self.url = url
         self.host = socket.gethostname()
         self.started = _process_start(os.getpid())
-        self._advisory: dict[str, int] = {}
+        self.deadline = time.monotonic() + max(0.0, deadline)
+        self.statements = 0           # statements sent on this connection (for tests and benchmarks)
+        self.rowcount = 0             # rows the last statement changed
+        self._transaction = False     # inside writing() or a stage's transaction
+        self._schema_checked = False
+        self._schema_name: str | None = None
         if url.startswith("sqlite:"):
             self.dialect = "sqlite"
             self._connect_sqlite(url, create)
@@ -5964,51 +6025,124 @@ class Oda:
     def _connect_postgresql(self, url: str) -> None:
         psycopg = lazy_import("psycopg", "a PostgreSQL ODA")
         self.errors = (psycopg.Error,)
-        try:
-            self.conn = psycopg.connect(url, autocommit=True)
-        except psycopg.Error as e:
-            raise OdaError("cannot connect to the ODA at %s: %s"
-                           % (redacted_url(url), " ".join(str(e).split()))) from None
+        # prepare_threshold=None: no server-side prepared statements, which a pooler in
+        # transaction mode would hand to another client's session.  The application name
+        # tells who holds a node's lock (pg_stat_activity).
+        name = ("pm pid %d on %s" % (os.getpid(), self.host))[:63]
+        attempt = 0
+        while True:
+            try:
+                self.conn = psycopg.connect(url, autocommit=True, prepare_threshold=None,
+                                            application_name=name)
+                return
+            except psycopg.Error as e:
+                error = OdaError("cannot connect to the ODA at %s: %s"
+                                 % (redacted_url(url), " ".join(str(e).split())), getattr(e, "sqlstate", None))
+            self._wait_to_retry(error, attempt)
+            attempt += 1
+
+    def _wait_to_retry(self, error: OdaError, attempt: int) -> None:
+        """Sleep before another try, or raise ``error`` when it is not worth retrying or
+        the deadline has passed."""
+        import time
+        delay = backoff_delay(attempt)
+        if not oda_retryable(error) or time.monotonic() + delay > self.deadline:
+            raise error
+        time.sleep(delay)
 
     def close(self) -> None:
-        try:
-            for node in list(self._advisory):
-                self.unlock_node(node)
-        except OdaError:
-            pass                  # the connection is gone, and its locks with it
         self.conn.close()
 
     # -- statements ---------------------------------------------------------------------
 
-    def execute(self, sql: str, params=()) -> list:
-        """Run one statement; its rows (tuples), or [] when it returns none."""
+    def _dialect_sql(self, sql: str) -> str:
         if self.dialect == "postgresql":
-            sql = sql.replace("?", "%s").replace("{serial}", "BIGINT GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY")
-        else:
-            sql = sql.replace("{serial}", "INTEGER PRIMARY KEY AUTOINCREMENT")
+            return sql.replace("?", "%s").replace("{serial}", "BIGINT GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY")
+        return sql.replace("{serial}", "INTEGER PRIMARY KEY AUTOINCREMENT")
+
+    def _error(self, e) -> OdaError:
+        return OdaError("the ODA at %s: %s" % (redacted_url(self.url), " ".join(str(e).split())),
+                        getattr(e, "sqlstate", None))
+
+    def execute(self, sql: str, params=()) -> list:
+        """Run one statement; its rows (tuples), or [] when it returns none.  Outside a
+        transaction, a statement that lost a serialization race or a deadlock is run
+        again (it did nothing)."""
+        sql = self._dialect_sql(sql)
+        attempt = 0
+        while True:
+            self.statements += 1
+            try:
+                cursor = self.conn.execute(sql, tuple(params))
+                self.rowcount = cursor.rowcount
+                return cursor.fetchall() if cursor.description else []
+            except self.errors as e:
+                error = self._error(e)
+            if self._transaction or error.sqlstate not in ("40001", "40P01"):
+                raise error
+            self._wait_to_retry(error, attempt)
+            attempt += 1
+
+    def stream(self, sql: str, params=()):
+        """The rows of one query, fetched ODA_FETCH_ROWS at a time (a server-side cursor on
+        PostgreSQL, SQLite's own stepping): memory does not grow with the result."""
+        sql = self._dialect_sql(sql)
+        self.statements += 1
         try:
-            cursor = self.conn.execute(sql, tuple(params))
-            return cursor.fetchall() if cursor.description else []
+            if self.dialect == "sqlite":
+                cursor = self.conn.execute(sql, tuple(params))
+                while True:
+                    rows = cursor.fetchmany(ODA_FETCH_ROWS)
+                    if not rows:
+                        return
+                    yield from rows
+            else:
+                with self.conn.transaction():
+                    with self.conn.cursor(name="pm_stream") as cursor:
+                        cursor.itersize = ODA_FETCH_ROWS
+                        cursor.execute(sql, tuple(params))
+                        yield from cursor
         except self.errors as e:
-            raise OdaError("the ODA at %s: %s" % (redacted_url(self.url), " ".join(str(e).split()))) from None
+            raise self._error(e) from None
 
     def writing(self):
-        """A write transaction: committed when the block ends, rolled back on error."""
+        """A write transaction: committed when the block ends, rolled back on error.
+        Inside another transaction (a stage's), it is part of that one."""
         import contextlib
 
         @contextlib.contextmanager
         def transaction():
+            if self._transaction:
+                yield
+                return
             self.execute("BEGIN IMMEDIATE" if self.dialect == "sqlite" else "BEGIN")
+            self._transaction = True
             try:
                 yield
             except BaseException:
+                self._transaction = False
                 try:
                     self.execute("ROLLBACK")
                 except OdaError:
                     pass          # the connection is gone: the server rolled back
                 raise
+            self._transaction = False
             self.execute("COMMIT")
         return transaction()
+
+    def atomically(self, work):
+        """``work()`` in one write transaction, run again from the start when it lost a
+        serialization race or a deadlock (until the deadline); its result."""
+        attempt = 0
+        while True:
+            try:
+                with self.writing():
+                    return work()
+            except OdaError as e:
+                if self._transaction or e.sqlstate not in ("40001", "40P01"):
+                    raise
+                self._wait_to_retry(e, attempt)
+                attempt += 1
 
     # -- schema -------------------------------------------------------------------------
 
@@ -6021,8 +6155,14 @@ class Oda:
         """The schema version of the ODA; 0 when pm's tables are not there."""
         if not self._has_table("oda_meta"):
             return 0
-        rows = self.execute("SELECT value FROM oda_meta WHERE key = 'schema_version'")
-        return int(rows[0][0]) if rows else 0
+        return self._version_value(self.execute("SELECT value FROM oda_meta WHERE key = 'schema_version'"))
+
+    def _version_value(self, rows) -> int:
+        try:
+            return int(rows[0][0]) if rows else 0
+        except (TypeError, ValueError):
+            raise InvalidInput("the ODA at %s has a schema version that is not a number: %r"
+                               % (redacted_url(self.url), rows[0][0])) from None
 
     def migrate(self) -> int:
         """Create or upgrade the schema to ODA_SCHEMA_VERSION in one transaction; returns
@@ -6044,12 +6184,23 @@ class Oda:
         return old
 
     def require_schema(self) -> "Oda":
-        version = self.schema_version()
+        """Check the schema version, once per connection, in one statement; an ODA of an
+        older version pm knows is upgraded (as pm opm init would)."""
+        if self._schema_checked:
+            return self
+        try:
+            version = self._version_value(self.execute("SELECT value FROM oda_meta WHERE key = 'schema_version'"))
+        except OdaError:
+            version = self.schema_version()       # no oda_meta: not an ODA, or an empty one
+        if 0 < version < ODA_SCHEMA_VERSION:
+            self.migrate()
+            version = self.schema_version()
         if version != ODA_SCHEMA_VERSION:
             what = "has no pm schema" if version == 0 else \
                 "has schema version %d, this pm uses %d" % (version, ODA_SCHEMA_VERSION)
             hint = "; pm opm init creates it" if version < ODA_SCHEMA_VERSION else ""
             raise Refused("the ODA at %s %s%s" % (redacted_url(self.url), what, hint))
+        self._schema_checked = True
         return self
 
     # -- nodes --------------------------------------------------------------------------
@@ -6068,7 +6219,34 @@ class Oda:
 
     def images_of(self, server: str) -> list:
         """The images a server's sync handles: those given to it, and those of no server."""
-        return [n for n in self.nodes("image") if n["server"] in (None, server)]
+        rows = self.execute("SELECT %s FROM nodes WHERE role = 'image' AND (server = ? OR server IS NULL)"
+                            " ORDER BY name" % ", ".join(self.NODE_COLUMNS), (server,))
+        return [dict(zip(self.NODE_COLUMNS, row)) for row in rows]
+
+    def sync_view(self, name: str) -> dict | None:
+        """What a sync of ``name`` needs, in one query: the node (with the digest of its
+        inventory), the cluster progress and its rows; None when there is no such node."""
+        return next(iter(self._sync_views("n.name = ?", (name,))), None)
+
+    def images_view(self, server: str) -> list:
+        """sync_view of every image ``server`` handles, in one query."""
+        return self._sync_views("n.role = 'image' AND (n.server = ? OR n.server IS NULL)", (server,))
+
+    def _sync_views(self, where: str, params) -> list:
+        views: dict = {}
+        rows = self.execute(
+            "SELECT %s, n.inventory_digest, p.step, %s FROM nodes n JOIN cluster_progress p ON p.id = 1"
+            " LEFT JOIN package_status s ON s.node = n.name WHERE %s ORDER BY n.name, s.package"
+            % (", ".join("n." + c for c in self.NODE_COLUMNS),
+               ", ".join("s." + c for c in self.ROW_COLUMNS), where), params)
+        width = len(self.NODE_COLUMNS)
+        for row in rows:
+            node = dict(zip(self.NODE_COLUMNS, row[:width]))
+            view = views.setdefault(node["name"], {"node": node, "inventory_digest": row[width],
+                                                   "progress": row[width + 1], "rows": []})
+            if row[width + 2] is not None:
+                view["rows"].append(dict(zip(self.ROW_COLUMNS, row[width + 2:])))
+        return list(views.values())
 
     def add_node(self, name: str, role: str, image_path: str | None, server: str | None) -> None:
         import time
@@ -6083,9 +6261,13 @@ class Oda:
                     self._raise_request(name, package, "install-bin-pkgs")
 
     def remove_node(self, name: str) -> None:
+        """Remove the node with everything the ODA keeps of it: its rows and inventory
+        (by cascade), its events and its lock row."""
         with self.writing():
             if not self.node(name):
                 raise Refused("node %s is not in the ODA" % name)
+            self.execute("DELETE FROM events WHERE node = ?", (name,))
+            self.execute("DELETE FROM sync_locks WHERE node = ?", (name,))
             self.execute("DELETE FROM nodes WHERE name = ?", (name,))
 
     # -- package rows -------------------------------------------------------------------
@@ -6102,6 +6284,13 @@ class Oda:
         rows = self.execute("SELECT %s FROM package_status WHERE node = ? AND package = ?"
                             % ", ".join(self.ROW_COLUMNS), (node, package))
         return dict(zip(self.ROW_COLUMNS, rows[0])) if rows else None
+
+    def stage_view(self, node: str, package: str) -> tuple | None:
+        """(row, cluster progress) in one query, or None when the row is gone."""
+        rows = self.execute("SELECT %s, p.step FROM package_status s JOIN cluster_progress p ON p.id = 1"
+                            " WHERE s.node = ? AND s.package = ?"
+                            % ", ".join("s." + c for c in self.ROW_COLUMNS), (node, package))
+        return (dict(zip(self.ROW_COLUMNS, rows[0][:-1])), rows[0][-1]) if rows else None
 
     def request(self, node: str, package: str, stage: str) -> None:
         """Ask for ``stage``; the request it replaces becomes ``previous``."""
@@ -6130,20 +6319,34 @@ class Oda:
             " WHERE package_status.requested IN " + lower,
             (node, package, stage, time.time()))
 
-    def assign(self, nodes: list, package: str, stage: str) -> int:
-        """A server's work for other nodes: raise their request for ``package`` to
-        ``stage``, or, for should_not_be_installed, take the package away from those
-        that have it requested.  Returns how many nodes it asked."""
+    # The nodes a server's stage works on, as SQL over ``nodes``: every client, the
+    # images the server handles.
+    CLIENTS = "SELECT name FROM nodes WHERE role = 'client'"
+    IMAGES = "SELECT name FROM nodes WHERE role = 'image' AND (server = ? OR server IS NULL)"
+
+    def assign_all(self, selection: str, params, package: str, stage: str) -> int:
+        """A server's work for other nodes, every node of ``selection`` (CLIENTS, IMAGES)
+        in one statement however many they are: raise their request for ``package`` to
+        ``stage``, or, for should_not_be_installed, take the package away from those that
+        have it requested.  Returns how many rows it changed."""
         import time
-        with self.writing():
-            for node in nodes:
-                if stage == OPM_STAGES[0]:
-                    self.execute("UPDATE package_status SET previous = requested, requested = ?, updated = ?"
-                                 " WHERE node = ? AND package = ? AND requested <> ?",
-                                 (stage, time.time(), node, package, stage))
-                else:
-                    self._raise_request(node, package, stage)
-        return len(nodes)
+        if stage == OPM_STAGES[0]:
+            self.execute("UPDATE package_status SET previous = requested, requested = ?, updated = ?"
+                         " WHERE package = ? AND requested <> ? AND node IN (%s)" % selection,
+                         (stage, time.time(), package, stage) + tuple(params))
+        else:
+            lower = _in_list(OPM_STAGES[:stage_index(stage)])
+            self.execute(
+                "INSERT INTO package_status (node, package, requested, current, status, updated)"
+                " SELECT name, ?, ?, 'should_not_be_installed', 'ok', ? FROM (%s) AS chosen WHERE true"
+                " ON CONFLICT (node, package) DO UPDATE SET previous = package_status.requested,"
+                " requested = excluded.requested, updated = excluded.updated"
+                " WHERE package_status.requested IN %s" % (selection, lower),
+                (package, stage, time.time()) + tuple(params))
+        return max(self.rowcount, 0)
+
+    def count_of(self, selection: str, params=()) -> int:
+        return self.execute("SELECT count(*) FROM (%s) AS chosen" % selection, params)[0][0]
 
     def assigned_packages(self) -> list:
         """Packages a server has taken past post-clients: every client should have them."""
@@ -6191,10 +6394,60 @@ class Oda:
     EVENT_COLUMNS = ("id", "time", "node", "package", "stage", "direction", "outcome", "detail", "host", "pid")
 
     def events(self, node: str | None = None) -> list:
+        return list(self.stream_events(node))
+
+    def stream_events(self, node: str | None = None):
         sql = "SELECT %s FROM events" % ", ".join(self.EVENT_COLUMNS)
-        rows = self.execute(sql + " WHERE node = ? ORDER BY id", (node,)) if node else \
-            self.execute(sql + " ORDER BY id")
-        return [dict(zip(self.EVENT_COLUMNS, row)) for row in rows]
+        rows = self.stream(sql + " WHERE node = ? ORDER BY id", (node,)) if node else \
+            self.stream(sql + " ORDER BY id")
+        return (dict(zip(self.EVENT_COLUMNS, row)) for row in rows)
+
+    def prune_events(self, before: float, node: str | None = None) -> int:
+        """Delete the events older than ``before`` (a time stamp), of one node or all;
+        how many it deleted."""
+        if node is None:
+            self.execute("DELETE FROM events WHERE time < ?", (before,))
+        else:
+            self.execute("DELETE FROM events WHERE node = ? AND time < ?", (node, before))
+        return max(self.rowcount, 0)
+
+    # -- operators' views: streamed, or aggregated by the server --------------------------
+
+    def stream_rows(self, node: str | None = None):
+        sql = "SELECT %s FROM package_status" % ", ".join(self.ROW_COLUMNS)
+        rows = self.stream(sql + " WHERE node = ? ORDER BY package", (node,)) if node else \
+            self.stream(sql + " ORDER BY node, package")
+        return (dict(zip(self.ROW_COLUMNS, row)) for row in rows)
+
+    def row_widths(self, node: str | None = None) -> tuple:
+        """How many rows there are and the longest node, package, requested and current
+        (for a table printed as it streams)."""
+        sql = "SELECT count(*), max(length(node)), max(length(package)), max(length(requested))," \
+              " max(length(current)) FROM package_status"
+        row = self.execute(sql + " WHERE node = ?", (node,))[0] if node else self.execute(sql)[0]
+        return tuple(value or 0 for value in row)
+
+    def summary(self, node: str | None = None) -> list:
+        """Per package and stage reached: how many rows are there, in error or not, and
+        how many of them are at their request; rows in error first."""
+        sql = "SELECT package, current, status, count(*)," \
+              " sum(CASE WHEN requested = current THEN 1 ELSE 0 END) FROM package_status"
+        group = " GROUP BY package, current, status"
+        rows = self.execute(sql + " WHERE node = ?" + group, (node,)) if node else self.execute(sql + group)
+        result = [{"package": package, "stage": stage, "status": status, "nodes": count, "done": int(done or 0)}
+                  for package, stage, status, count, done in rows]
+        result.sort(key=lambda r: (r["status"] != "error", r["package"], stage_index(r["stage"])))
+        return result
+
+    def stream_attention(self, limit: int):
+        """The rows in error, then those not yet at their request, at most ``limit``."""
+        return (dict(zip(self.ROW_COLUMNS, row)) for row in self.stream(
+            "SELECT %s FROM package_status WHERE status = 'error' OR requested <> current"
+            " ORDER BY CASE WHEN status = 'error' THEN 0 ELSE 1 END, node, package LIMIT ?"
+            % ", ".join(self.ROW_COLUMNS), (limit,)))
+
+    def attention_count(self) -> int:
+        return self.execute("SELECT count(*) FROM package_status WHERE status = 'error' OR requested <> current")[0][0]
 
     # -- cluster progress and inventory -------------------------------------------------
 
@@ -6206,58 +6459,155 @@ class Oda:
         with self.writing():
             self.execute("UPDATE cluster_progress SET step = ?, updated = ? WHERE id = 1", (step, time.time()))
 
-    def write_inventory(self, node: str, packages: dict) -> None:
-        """Replace the node's inventory by ``packages`` (the records of its database)."""
+    @staticmethod
+    def inventory_digest(packages: dict) -> str:
+        """A digest of an inventory: equal digests, equal inventories."""
+        import json
+        records = [[name, packages[name]["version"], packages[name]["state"], packages[name].get("reason")]
+                   for name in sorted(packages)]
+        return sha256_bytes(json.dumps(records).encode("utf-8")).hex()
+
+    def write_inventory(self, node: str, packages: dict, known_digest: str | None = None) -> bool:
+        """Replace the node's inventory by ``packages`` (the records of its database),
+        unless its digest is ``known_digest`` (the one on the node row): then nothing is
+        written.  Whether it wrote."""
         import time
-        with self.writing():
+        digest = self.inventory_digest(packages)
+        if digest == known_digest:
+            return False
+
+        def work():
             self.execute("DELETE FROM inventory WHERE node = ?", (node,))
-            for name in sorted(packages):
-                record = packages[name]
-                self.execute("INSERT INTO inventory (node, package, version, state, reason) VALUES (?, ?, ?, ?, ?)",
-                             (node, name, record["version"], record["state"], record.get("reason")))
-            self.execute("UPDATE nodes SET synced = ? WHERE name = ?", (time.time(), node))
+            names = sorted(packages)
+            for start in range(0, len(names), ODA_INSERT_ROWS):
+                chunk = names[start:start + ODA_INSERT_ROWS]
+                values = []
+                for name in chunk:
+                    record = packages[name]
+                    values += [node, name, record["version"], record["state"], record.get("reason")]
+                self.execute("INSERT INTO inventory (node, package, version, state, reason) VALUES "
+                             + ", ".join(["(?, ?, ?, ?, ?)"] * len(chunk)), values)
+            self.execute("UPDATE nodes SET synced = ?, inventory_digest = ? WHERE name = ?",
+                         (time.time(), digest, node))
+        self.atomically(work)
+        return True
 
     def inventory(self, node: str) -> dict:
-        return {name: {"version": version, "state": state, "reason": reason}
-                for name, version, state, reason in self.execute(
-                    "SELECT package, version, state, reason FROM inventory WHERE node = ? ORDER BY package", (node,))}
+        return {row["package"]: {"version": row["version"], "state": row["state"], "reason": row["reason"]}
+                for row in self.stream_inventory(node)}
+
+    INVENTORY_COLUMNS = ("node", "package", "version", "state", "reason")
+
+    def stream_inventory(self, node: str | None = None):
+        """Every node's inventory (or one node's), in one query."""
+        sql = "SELECT %s FROM inventory" % ", ".join(self.INVENTORY_COLUMNS)
+        rows = self.stream(sql + " WHERE node = ? ORDER BY package", (node,)) if node else \
+            self.stream(sql + " ORDER BY node, package")
+        return (dict(zip(self.INVENTORY_COLUMNS, row)) for row in rows)
 
     # -- node locks ---------------------------------------------------------------------
     #
-    # PostgreSQL: a session advisory lock, released by the server when the connection
-    # ends, whatever happens to the process.  SQLite (one machine): a row in sync_locks
-    # naming the holder's host, pid and process start, taken over once that process is
-    # gone.  The row also names the holder on PostgreSQL, for the message.
+    # PostgreSQL: each stage runs in a transaction that takes the node's transaction-
+    # scoped advisory lock first (pg_try_advisory_xact_lock), so that nothing outlives the
+    # transaction: a pooler may hand the session to another client afterwards, and a
+    # killed sync's lock goes with its transaction.  The holder is named by its
+    # connection's application name.  SQLite (one machine): a row in sync_locks naming
+    # the holder's host, pid and process start, taken over once that process is gone;
+    # taking and releasing it update the row in place (pid 0: free).  A sync that finds
+    # nothing to do takes no lock at all.
 
     def _lock_key(self, name: str) -> int:
         schema = self.execute("SELECT current_schema()")[0][0] if self.dialect == "postgresql" else ""
         digest = sha256_bytes(("%s\0%s" % (schema, name)).encode("utf-8"))
         return int.from_bytes(digest[:8], "big", signed=True)
 
-    def lock_node(self, name: str, wait: float) -> None:
-        """Take the node's sync lock, waiting up to ``wait`` seconds; LockHeld after that."""
+    def _node_keys(self, name: str) -> tuple:
+        """The two 31-bit keys of the node's advisory lock (in the schema in use)."""
+        if self._schema_name is None:
+            self._schema_name = self.execute("SELECT current_schema()")[0][0] or ""
+        digest = sha256_bytes(("%s\0node\0%s" % (self._schema_name, name)).encode("utf-8"))
+        return (int.from_bytes(digest[:4], "big") & 0x7FFFFFFF, int.from_bytes(digest[4:8], "big") & 0x7FFFFFFF)
+
+    def stage_transaction(self, name: str, wait: float | None):
+        """A block in which one stage of ``name`` runs, holding its lock.  PostgreSQL: one
+        transaction holding the node's advisory lock, committed at the end (the stage's
+        row and event with it); LockHeld past ``wait`` seconds (None: wait as long as
+        the other's stage takes).  SQLite: the node lock is held for the whole sync
+        (lock_node), each write is its own transaction."""
+        import contextlib
         import time
+
+        @contextlib.contextmanager
+        def block():
+            if self.dialect == "sqlite":
+                yield
+                return
+            keys = self._node_keys(name)
+            deadline = time.monotonic() + max(0.0, wait or 0.0)
+            while True:
+                self.execute("BEGIN")
+                self._transaction = True
+                try:
+                    if wait is None:
+                        self.execute("SELECT pg_advisory_xact_lock(?, ?)", keys)
+                        taken = True
+                    else:
+                        taken = self.execute("SELECT pg_try_advisory_xact_lock(?, ?)", keys)[0][0]
+                except BaseException:
+                    self._transaction = False
+                    self.execute("ROLLBACK")
+                    raise
+                if taken:
+                    break
+                self._transaction = False
+                self.execute("ROLLBACK")
+                holder = self._lock_holder(keys)
+                if time.monotonic() >= deadline:
+                    raise LockHeld("node %s is being synced by %s; try again or use --wait SECONDS" % (name, holder))
+                time.sleep(ODA_LOCK_POLL)
+            try:
+                yield
+            except BaseException:
+                self._transaction = False
+                try:
+                    self.execute("ROLLBACK")
+                except OdaError:
+                    pass
+                raise
+            self._transaction = False
+            self.execute("COMMIT")
+        return block()
+
+    def _lock_holder(self, keys: tuple) -> str:
+        rows = self.execute(
+            "SELECT a.application_name FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid"
+            " WHERE l.locktype = 'advisory' AND l.granted AND l.database = (SELECT oid FROM pg_database"
+            " WHERE datname = current_database()) AND l.classid = ?::bigint::oid AND l.objid = ?::bigint::oid"
+            " AND l.objsubid = 2", keys)
+        holder = rows[0][0] if rows else ""
+        return holder[len("pm "):] if holder.startswith("pm pid ") else "another pm process"
+
+    def lock_node(self, name: str, wait: float) -> None:
+        """Take the node's sync lock, waiting up to ``wait`` seconds; LockHeld after that.
+        PostgreSQL: nothing to do here (stage_transaction locks)."""
+        import time
+        if self.dialect == "postgresql":
+            return
         deadline = time.monotonic() + max(0.0, wait)
-        key = self._lock_key(name) if self.dialect == "postgresql" else None
         while True:
-            holder = self._try_lock(name, key)
+            holder = self._try_lock(name)
             if holder is None:
                 return
             if time.monotonic() >= deadline:
                 raise LockHeld("node %s is being synced by %s; try again or use --wait SECONDS" % (name, holder))
-            time.sleep(0.05)
+            time.sleep(ODA_LOCK_POLL)
 
-    def _try_lock(self, name: str, key: int | None) -> str | None:
-        """Take the lock now; None when taken, else who holds it."""
+    def _try_lock(self, name: str) -> str | None:
+        """Take the SQLite lock row now; None when taken, else who holds it."""
         import time
-        if key is not None:
-            if not self.execute("SELECT pg_try_advisory_lock(?)", (key,))[0][0]:
-                rows = self.execute("SELECT host, pid FROM sync_locks WHERE node = ?", (name,))
-                return "pid %s on %s" % (rows[0][1], rows[0][0]) if rows else "another pm process"
-            self._advisory[name] = key
         with self.writing():
             rows = self.execute("SELECT host, pid, started FROM sync_locks WHERE node = ?", (name,))
-            if rows and key is None:
+            if rows and rows[0][1]:
                 host, pid, started = rows[0]
                 if host != self.host or _process_alive(pid, started):
                     return "pid %s on %s" % (pid, host)
@@ -6268,13 +6618,9 @@ class Oda:
         return None
 
     def unlock_node(self, name: str) -> None:
-        try:
-            self.execute("DELETE FROM sync_locks WHERE node = ? AND host = ? AND pid = ?",
+        if self.dialect == "sqlite":
+            self.execute("UPDATE sync_locks SET pid = 0 WHERE node = ? AND host = ? AND pid = ?",
                          (name, self.host, os.getpid()))
-        finally:
-            key = self._advisory.pop(name, None)
-            if key is not None:
-                self.execute("SELECT pg_advisory_unlock(?)", (key,))
 
 
 def read_opm_conf(root: Root) -> tuple | None:
@@ -6300,87 +6646,126 @@ class OpmSync:
     ``actions.uninstall(root_path, package)`` do it as one pm transaction on that root,
     raising PmError when it fails (the command layer supplies them)."""
 
-    def __init__(self, oda: Oda, actions, out: Output, wait: float):
+    def __init__(self, oda: Oda, actions, out: Output, wait: float, retention: float | None = None):
         self.oda, self.actions, self.out, self.wait = oda, actions, out, wait
+        self.retention = retention        # seconds of events to keep, or None to keep them all
         self.report: list[dict] = []
         self.busy: list[str] = []         # nodes or roots left alone because another pm held them
+        self.stages_run = 0
+        self.held: set = set()            # nodes whose lock this sync has had: it waits for it again
 
-    def sync(self, node: dict, root_path: str) -> None:
-        """Sync ``node`` (installing under ``root_path``, or under its image path for an
-        image); a server then syncs its images."""
-        self.oda.lock_node(node["name"], self.wait)
-        try:
-            self._sync_locked(node, root_path)
-        finally:
-            self.oda.unlock_node(node["name"])
+    def sync(self, view: dict, root_path: str) -> None:
+        """Sync the node of ``view`` (Oda.sync_view), installing under ``root_path``, or
+        under its image path for an image; a server then syncs its images.  A node with
+        nothing to do costs no write: no lock, and its inventory is written only when it
+        changed."""
+        import time
+        node = view["node"]
+        self._sync_view(view, root_path, False)
         if node["role"] == "server":
-            for image in self.oda.images_of(node["name"]):
-                try:
-                    self.oda.lock_node(image["name"], self.wait)
-                except LockHeld as e:
-                    self.out.warn(e.message + "; its rows were left for now")
-                    self.busy.append(image["name"])
-                    continue
-                try:
-                    self._sync_locked(image, image["image_path"])
-                finally:
-                    self.oda.unlock_node(image["name"])
+            for image in self.oda.images_view(node["name"]):
+                self._sync_view(image, image["node"]["image_path"], True)
+        if self.retention is not None and self.stages_run:
+            self.oda.prune_events(time.time() - self.retention, None if node["role"] == "server" else node["name"])
 
-    def _sync_locked(self, node: dict, root_path: str) -> None:
+    def _sync_view(self, view: dict, root_path: str, image_of_server: bool) -> None:
+        node = view["node"]
+        name = node["name"]
         if node["role"] == "image":
             root_path = node["image_path"]
-        for row in self.oda.rows(node["name"]):
-            entry = {"node": node["name"], "package": row["package"], "from": row["current"],
-                     "requested": row["requested"], "stages": [], "waiting_for": None}
+        todo = []
+        for row in view["rows"]:
+            entry = {"node": name, "package": row["package"], "from": row["current"],
+                     "requested": row["requested"], "stages": [], "waiting_for": None,
+                     "current": row["current"], "status": row["status"], "error": row["error"]}
             self.report.append(entry)
             if row["status"] == "error":
                 self.out.say("%s %s: skipped: in error since an earlier sync (%s); pm opm clear %s %s"
-                             % (node["name"], row["package"], row["error"], node["name"], row["package"]))
-            elif row["requested"] != row["current"]:
-                self._walk(node, row["package"], root_path, entry)
-            final = self.oda.row(node["name"], row["package"]) or row
-            entry.update(current=final["current"], status=final["status"], error=final["error"])
-        self._write_inventory(node, root_path)
+                             % (name, row["package"], row["error"], name, row["package"]))
+            elif row["requested"] != row["current"] and self._gate_open(name, row, view["progress"], entry):
+                todo.append(entry)
+        if todo:
+            try:
+                self.oda.lock_node(name, self.wait)
+                try:
+                    for entry in todo:
+                        self._walk(node, entry["package"], root_path, entry)
+                finally:
+                    self.oda.unlock_node(name)
+            except LockHeld as e:
+                if not image_of_server:
+                    raise
+                self.out.warn(e.message + "; its rows were left for now")
+                self.busy.append(name)
+        self._write_inventory(node, root_path, view["inventory_digest"])
+
+    def _gate_open(self, name: str, row: dict, progress: str, entry: dict) -> bool:
+        """Whether the row's next stage may run at this cluster progress; says why not."""
+        current, requested = stage_index(row["current"]), stage_index(row["requested"])
+        stage = OPM_STAGES[current + 1] if requested > current else row["requested"]
+        gate = STAGE_GATES[stage]
+        if CLUSTER_STEPS.index(progress) >= CLUSTER_STEPS.index(gate):
+            return True
+        entry["waiting_for"] = gate
+        self.out.say("%s %s: %s waits for the cluster to reach %s (it is at %s)"
+                     % (name, row["package"], stage, gate, progress))
+        return False
 
     def _walk(self, node: dict, package: str, root_path: str, entry: dict) -> None:
-        """Step the row toward its request one stage at a time, re-reading it and the
-        cluster progress before each stage (an admin may change either meanwhile)."""
+        """Step the row toward its request one stage at a time, each stage in its own
+        stage_transaction, re-reading the row and the cluster progress first (an admin
+        or another sync may have changed either meanwhile)."""
         name = node["name"]
         while True:
-            row = self.oda.row(name, package)
-            if row is None or row["status"] == "error" or row["requested"] == row["current"]:
-                return
-            current, requested = stage_index(row["current"]), stage_index(row["requested"])
-            up = requested > current
-            stage = OPM_STAGES[current + 1] if up else row["requested"]
-            gate = STAGE_GATES[stage]
-            progress = self.oda.progress()
-            if CLUSTER_STEPS.index(progress) < CLUSTER_STEPS.index(gate):
-                entry["waiting_for"] = gate
-                self.out.say("%s %s: %s waits for the cluster to reach %s (it is at %s)"
-                             % (name, package, stage, gate, progress))
-                return
-            direction = "up" if up else "down"
-            try:
-                if up:
-                    detail = self._stage_up(node, package, stage, root_path)
-                else:
-                    detail = self._stage_down(node, package, row["current"], stage, root_path)
-            except LockHeld as e:         # another pm command works on the root: not an error of the row
-                self.out.warn("%s %s: %s left for the next sync: %s" % (name, package, stage, e.message))
-                entry["waiting_for"] = "the lock of " + root_path
-                self.busy.append(root_path)
-                return
-            except (PmError, OSError) as e:
-                message = e.message if isinstance(e, PmError) else \
-                    "%s%s" % (e.strerror or e, ": " + e.filename if getattr(e, "filename", None) else "")
-                self.oda.fail(name, package, stage, direction, message)
-                self.out.say("pm: error: %s %s: %s failed: %s (skipped until pm opm clear %s %s)"
-                             % (name, package, stage, message, name, package))
-                return
-            self.oda.reach(name, package, stage, direction, detail)
+            # Once this sync has had the node's lock, another sync may take it between
+            # two stages (PostgreSQL): this one then waits for that stage, not fails.
+            with self.oda.stage_transaction(name, None if name in self.held else self.wait):
+                self.held.add(name)
+                found = self.oda.stage_view(name, package)
+                if found is None:
+                    return
+                row, progress = found
+                entry.update(current=row["current"], status=row["status"], error=row["error"])
+                if row["status"] == "error" or row["requested"] == row["current"]:
+                    return
+                current, requested = stage_index(row["current"]), stage_index(row["requested"])
+                up = requested > current
+                stage = OPM_STAGES[current + 1] if up else row["requested"]
+                gate = STAGE_GATES[stage]
+                if CLUSTER_STEPS.index(progress) < CLUSTER_STEPS.index(gate):
+                    entry["waiting_for"] = gate
+                    self.out.say("%s %s: %s waits for the cluster to reach %s (it is at %s)"
+                                 % (name, package, stage, gate, progress))
+                    return
+                direction = "up" if up else "down"
+                try:
+                    if up:
+                        detail = self._stage_up(node, package, stage, root_path)
+                    else:
+                        detail = self._stage_down(node, package, row["current"], stage, root_path)
+                except LockHeld as e:     # another pm command works on the root: not an error of the row
+                    self.out.warn("%s %s: %s left for the next sync: %s" % (name, package, stage, e.message))
+                    entry["waiting_for"] = "the lock of " + root_path
+                    self.busy.append(root_path)
+                    return
+                except (PmError, OSError) as e:
+                    if isinstance(e, OdaError):
+                        raise
+                    message = e.message if isinstance(e, PmError) else \
+                        "%s%s" % (e.strerror or e, ": " + e.filename if getattr(e, "filename", None) else "")
+                    self.oda.fail(name, package, stage, direction, message)
+                    self.stages_run += 1
+                    entry.update(status="error", error=message)
+                    self.out.say("pm: error: %s %s: %s failed: %s (skipped until pm opm clear %s %s)"
+                                 % (name, package, stage, message, name, package))
+                    return
+                self.oda.reach(name, package, stage, direction, detail)
+                self.stages_run += 1
             entry["stages"].append(stage)
+            entry["current"] = stage
             self.out.result("%s %s: %s%s" % (name, package, stage, " (%s)" % detail if detail else ""))
+            if stage == row["requested"]:
+                return                    # at its request (a request changed since is the next sync's)
 
     def _stage_up(self, node: dict, package: str, stage: str, root_path: str) -> str:
         """Carry out ``stage`` on the node; returns what was done, for the event log."""
@@ -6397,13 +6782,13 @@ class OpmSync:
         if stage == "install-bin-pkgs":
             images = [i["name"] for i in self.oda.images_of(node["name"])]
             if images:
-                self.oda.assign(images, package, stage)
+                self.oda.assign_all(Oda.IMAGES, (node["name"],), package, stage)
                 done.append("gave it to images " + ", ".join(images))
         if stage == "post-clients":
-            clients = [c["name"] for c in self.oda.nodes("client")]
-            if clients:
-                self.oda.assign(clients, package, "install-bin-pkgs")
-                done.append("gave it to %d client%s" % (len(clients), "" if len(clients) == 1 else "s"))
+            # one statement for every client, however many there are
+            given = self.oda.assign_all(Oda.CLIENTS, (), package, "install-bin-pkgs")
+            if given:
+                done.append("gave it to %d client%s" % (given, "" if given == 1 else "s"))
         return ", ".join(done)
 
     def _stage_down(self, node: dict, package: str, current: str, stage: str, root_path: str) -> str:
@@ -6417,10 +6802,10 @@ class OpmSync:
         self.actions.uninstall(root_path, package)
         done = ["uninstalled"]
         if role == "server":
-            others = [n["name"] for n in self.oda.images_of(node["name"]) + self.oda.nodes("client")]
-            if others:
-                self.oda.assign(others, package, OPM_STAGES[0])
-                done.append("took it back from " + ", ".join(others))
+            taken = self.oda.assign_all(Oda.IMAGES, (node["name"],), package, OPM_STAGES[0]) + \
+                self.oda.assign_all(Oda.CLIENTS, (), package, OPM_STAGES[0])
+            if taken:
+                done.append("took it back from %d node%s" % (taken, "" if taken == 1 else "s"))
         return ", ".join(done)
 
     @staticmethod
@@ -6449,9 +6834,10 @@ class OpmSync:
             raise Refused(error)
         return True
 
-    def _write_inventory(self, node: dict, root_path: str) -> None:
-        """Write back what is installed under the node's root (nothing when it has no
-        root yet, as an image whose directory is still to be made)."""
+    def _write_inventory(self, node: dict, root_path: str, known_digest: str | None) -> None:
+        """Write back what is installed under the node's root when it differs from what
+        the ODA has (nothing when it has no root yet, as an image whose directory is
+        still to be made)."""
         if not os.path.isdir(root_path):
             return
         root = Root(root_path)
@@ -6459,7 +6845,7 @@ class OpmSync:
             packages = Database(root).load().packages
         finally:
             root.close()
-        self.oda.write_inventory(node["name"], packages)
+        self.oda.write_inventory(node["name"], packages, known_digest)
 
 
 # =============================================================================
@@ -8395,14 +8781,19 @@ def oda_url(session: Session, args) -> str:
     return url or "sqlite://" + session.root.host_path(ODA_FILE)
 
 
-def open_oda(session: Session, args) -> Oda:
+def open_oda(session: Session, args, deadline: float = 0.0) -> Oda:
     url = oda_url(session, args)
     if url == "sqlite://" + session.root.host_path(ODA_FILE):
         try:
             session.root.dir_fd(DB_DIR)        # no symbolic link on the way to the ODA file
         except FileNotFoundError:
             pass
-    return Oda(url).require_schema()
+    oda = Oda(url, deadline=deadline)
+    try:
+        return oda.require_schema()
+    except BaseException:
+        oda.close()
+        raise
 
 
 def with_oda(handler):
@@ -8532,51 +8923,276 @@ def print_table(out: Output, headings: tuple, rows: list) -> None:
         out.result("  ".join(str(cell).ljust(width) for cell, width in zip(line, widths)).rstrip())
 
 
+class JsonList:
+    """A command's JSON document, ``{KEY: [...], "warnings": [...]}`` like every other
+    command's, with the list written to stdout one item at a time (a listing of any
+    length in bounded memory); ``progress``, when given, adds the cluster progress."""
+
+    def __init__(self, out: Output, key: str, progress=None):
+        self.out, self.key, self.progress, self.count = out, key, progress, 0
+        self.active = out.json_mode
+
+    def add(self, item: dict) -> None:
+        if self.active:
+            import json
+            sys.stdout.write(("{%s: [\n  " % json.dumps(self.key) if self.count == 0 else ",\n  ")
+                             + json.dumps(item, sort_keys=True, default=str, allow_nan=False))
+        self.count += 1
+
+    def close(self) -> None:
+        if self.active:
+            import json
+            tail = {"warnings": self.out.warnings}
+            if self.progress is not None:
+                tail["progress"] = self.progress()
+            sys.stdout.write(("{%s: []" % json.dumps(self.key) if self.count == 0 else "\n]")
+                             + "".join(", %s: %s" % (json.dumps(k), json.dumps(v)) for k, v in sorted(tail.items()))
+                             + "}\n")
+
+
+def print_streamed_table(out: Output, headings: tuple, widths: tuple, rows) -> None:
+    """print_table for rows that stream: the column widths come from the ODA beforehand
+    (the last column is not padded)."""
+    widths = [max(len(h), w) for h, w in zip(headings, widths)]
+    out.result("  ".join(str(cell).ljust(width) for cell, width in zip(headings, widths)).rstrip())
+    for line in rows:
+        out.result("  ".join(str(cell).ljust(width) for cell, width in zip(line, widths)).rstrip())
+
+
 @with_oda
 def cmd_opm_status(session: Session, args, oda: Oda) -> int:
-    rows = [_status_json(row) for row in oda.rows(getattr(args, "node", None))]
-    if rows:
-        print_table(session.out, ("NODE", "PACKAGE", "REQUESTED", "CURRENT", "STATUS", "ERROR"),
-                    [(r["node"], r["package"], r["requested"], r["current"], r["status"], r["error"] or "")
-                     for r in rows])
+    node = getattr(args, "node", None)
+    if getattr(args, "html", None):
+        return opm_status_html(session, oda, args.html)
+    if getattr(args, "summary", False):
+        return opm_status_summary(session, oda, node)
+    count, *widths = oda.row_widths(node)
+    listing = JsonList(session.out, "rows", progress=oda.progress)
+    if count:
+        def lines():
+            for row in oda.stream_rows(node):
+                listing.add(_status_json(row))
+                yield (row["node"], row["package"], row["requested"], row["current"], row["status"],
+                       row["error"] or "")
+        if session.out.json_mode:
+            for _ in lines():
+                pass
+        else:
+            print_streamed_table(session.out, ("NODE", "PACKAGE", "REQUESTED", "CURRENT", "STATUS", "ERROR"),
+                                 tuple(widths) + (5, 0), lines())
+    else:
+        session.out.say("the ODA has no package requests")
+    listing.close()
+    session.out.say("cluster progress: %s" % oda.progress())
+    return EXIT_OK
+
+
+def opm_status_summary(session: Session, oda: Oda, node: str | None) -> int:
+    """Per package and stage reached: how many nodes, in error or not, errors first."""
+    summary = oda.summary(node)
+    if summary:
+        print_table(session.out, ("STATUS", "PACKAGE", "STAGE", "NODES", "AT-REQUEST"),
+                    [(r["status"], r["package"], r["stage"], r["nodes"], r["done"]) for r in summary])
     else:
         session.out.say("the ODA has no package requests")
     session.out.say("cluster progress: %s" % oda.progress())
-    return finish(session, rows, EXIT_OK)
+    return finish(session, summary, EXIT_OK)
+
+
+FLEET_PAGE_STYLE = """
+body{font:14px/1.4 sans-serif;margin:1.5em;color:#222;background:#fff}
+h1{font-size:1.4em;margin:0 0 .3em}h2{font-size:1.15em;margin:1.2em 0 .4em}
+.meta{color:#555}.filters{margin:1em 0;padding:.6em;background:#f3f3f3;border-radius:4px}
+.filters input{margin-right:1em;padding:.2em .4em}
+.pkg{margin:.8em 0;padding:.5em .8em;border:1px solid #ddd;border-radius:4px}
+.pkg h3{margin:0 0 .4em;font-size:1.05em}.bad{color:#b00020}
+.stage{display:flex;align-items:center;margin:2px 0}
+.stage .name{width:13em;font-family:monospace}.stage .count{width:9em;text-align:right;padding-right:.6em}
+.bar{flex:1;height:14px;background:#eee;border-radius:3px;overflow:hidden;display:flex}
+.bar .ok{background:#2e7d32}.bar .err{background:#c62828}
+table{border-collapse:collapse;width:100%}th,td{text-align:left;padding:3px 6px;border-bottom:1px solid #e5e5e5}
+th{background:#fafafa}tr.error td{color:#b00020}.hidden{display:none}
+"""
+
+FLEET_PAGE_SCRIPT = """
+function applyFilters(){
+  var n=document.getElementById('f-node').value.trim().toLowerCase();
+  var p=document.getElementById('f-package').value.trim().toLowerCase();
+  var s=document.getElementById('f-stage').value.trim().toLowerCase();
+  var shown=0;
+  document.querySelectorAll('#rows tbody tr').forEach(function(tr){
+    var ok=(!n||tr.dataset.node.toLowerCase().indexOf(n)>=0)&&(!p||tr.dataset.package.toLowerCase().indexOf(p)>=0)
+      &&(!s||tr.dataset.stage.toLowerCase().indexOf(s)>=0);
+    tr.classList.toggle('hidden',!ok); if(ok){shown++;}
+  });
+  document.querySelectorAll('.pkg').forEach(function(div){
+    div.classList.toggle('hidden',!!p&&div.dataset.package.toLowerCase().indexOf(p)<0);
+    div.querySelectorAll('.stage').forEach(function(st){
+      st.classList.toggle('hidden',!!s&&st.dataset.stage.toLowerCase().indexOf(s)<0);
+    });
+  });
+  document.getElementById('shown').textContent=shown;
+}
+document.querySelectorAll('.filters input').forEach(function(i){i.addEventListener('input',applyFilters);});
+(function(){var h=location.hash.replace(/^#/,'');if(!h){return;}
+  h.split('&').forEach(function(kv){var p=kv.split('=');var i=document.getElementById('f-'+p[0]);
+    if(i&&p.length>1){i.value=decodeURIComponent(p[1]);}});
+  applyFilters();})();
+"""
+
+
+def opm_status_html(session: Session, oda: Oda, path: str) -> int:
+    """A self-contained fleet page (no external assets): per package, the nodes at each
+    stage as bars; the rows in error with their messages, then those on their way;
+    filters by node, package and stage.  Written as it streams, then renamed in place."""
+    import html
+    import time
+    esc = html.escape
+    summary = oda.summary()
+    progress = oda.progress()
+    attention = oda.attention_count()
+    packages: dict = {}
+    for r in summary:
+        packages.setdefault(r["package"], []).append(r)
+    target = os.path.abspath(path)
+    temporary = os.path.join(os.path.dirname(target), STAGING_PREFIX + os.path.basename(target))
+    with open(temporary, "w", encoding="utf-8") as f:
+        w = f.write
+        w("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>pm opm: fleet status</title>"
+          "<style>%s</style></head><body>\n" % FLEET_PAGE_STYLE)
+        total_rows = sum(r["nodes"] for r in summary)
+        errors = sum(r["nodes"] for r in summary if r["status"] == "error")
+        w("<h1>Fleet status</h1><p class=\"meta\">Cluster progress: <b>%s</b> &middot; %d package rows, "
+          "<span class=\"%s\">%d in error</span>, %d not yet at their request &middot; generated %s</p>\n"
+          % (esc(progress), total_rows, "bad" if errors else "", errors, attention - errors,
+             esc(time.strftime("%Y-%m-%d %H:%M:%S"))))
+        w("<div class=\"filters\">Filter: node <input id=\"f-node\" placeholder=\"node\"> package "
+          "<input id=\"f-package\" placeholder=\"package\"> stage <input id=\"f-stage\" placeholder=\"stage\">"
+          "</div>\n<h2>Packages</h2>\n")
+        for package in sorted(packages):
+            counts = packages[package]
+            total = sum(r["nodes"] for r in counts)
+            bad = sum(r["nodes"] for r in counts if r["status"] == "error")
+            done = sum(r["done"] for r in counts if r["status"] == "ok")
+            w("<div class=\"pkg\" data-package=\"%s\"><h3>%s <span class=\"meta\">%d nodes, %d at their request"
+              "%s</span></h3>\n" % (esc(package, True), esc(package), total, done,
+                                    ", <span class=\"bad\">%d in error</span>" % bad if bad else ""))
+            for stage in OPM_STAGES:
+                ok = sum(r["nodes"] for r in counts if r["stage"] == stage and r["status"] == "ok")
+                err = sum(r["nodes"] for r in counts if r["stage"] == stage and r["status"] == "error")
+                w("<div class=\"stage\" data-stage=\"%s\"><span class=\"name\">%s</span>"
+                  "<span class=\"count\">%d%s</span><div class=\"bar\" title=\"%s: %d ok, %d in error\">"
+                  "<div class=\"ok\" style=\"width:%.2f%%\"></div><div class=\"err\" style=\"width:%.2f%%%s\"></div>"
+                  "</div></div>\n" % (esc(stage, True), esc(stage), ok + err, " (%d err)" % err if err else "",
+                                      esc(stage, True), ok, err, 100.0 * ok / total, 100.0 * err / total,
+                                      ";min-width:4px" if err else ""))
+            w("</div>\n")
+        if not packages:
+            w("<p>The ODA has no package requests.</p>\n")
+        w("<h2>Nodes in error, then on their way</h2><p class=\"meta\"><span id=\"shown\">%d</span> shown of %d%s</p>\n"
+          % (min(attention, MAX_HTML_ROWS), attention,
+             " (the first %d are listed)" % MAX_HTML_ROWS if attention > MAX_HTML_ROWS else ""))
+        w("<table id=\"rows\"><thead><tr><th>Node</th><th>Package</th><th>Stage</th><th>Requested</th>"
+          "<th>Status</th><th>Error</th></tr></thead><tbody>\n")
+        for row in oda.stream_attention(MAX_HTML_ROWS):
+            w("<tr class=\"%s\" data-node=\"%s\" data-package=\"%s\" data-stage=\"%s\"><td>%s</td><td>%s</td>"
+              "<td>%s</td><td>%s</td><td>%s</td><td>%s</td></tr>\n"
+              % (esc(row["status"], True), esc(row["node"], True), esc(row["package"], True),
+                 esc(row["current"], True), esc(row["node"]), esc(row["package"]), esc(row["current"]),
+                 esc(row["requested"]), esc(row["status"]), esc(row["error"] or "")))
+        w("</tbody></table>\n<script>%s</script>\n</body></html>\n" % FLEET_PAGE_SCRIPT)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(temporary, target)
+    session.out.result("wrote the fleet page %s (%d packages, %d rows in error or on their way)"
+                       % (target, len(packages), attention))
+    return finish(session, {"html": target, "packages": len(packages), "listed": min(attention, MAX_HTML_ROWS),
+                            "attention": attention}, EXIT_OK)
 
 
 @with_oda
 def cmd_opm_inventory(session: Session, args, oda: Oda) -> int:
-    names = [args.node] if getattr(args, "node", None) else [n["name"] for n in oda.nodes()]
-    rows = []
-    for name in names:
-        for package, record in oda.inventory(name).items():
-            rows.append(dict(record, node=name, package=package))
-            session.out.result("%s %s (%s)%s" % (name, package, record["version"], "" if record["state"] ==
-                                                 STATE_INSTALLED else " [config remaining]"))
-    return finish(session, {"inventory": rows}, EXIT_OK)
+    listing = JsonList(session.out, "inventory")
+    for row in oda.stream_inventory(getattr(args, "node", None)):
+        listing.add(row)
+        session.out.result("%s %s (%s)%s" % (row["node"], row["package"], row["version"], "" if row["state"] ==
+                                             STATE_INSTALLED else " [config remaining]"))
+    listing.close()
+    return EXIT_OK
+
+
+def parse_log_date(text: str) -> float:
+    """``YYYY-MM-DD`` or ``YYYY-MM-DD HH:MM[:SS]`` (or with a T), local time, as a time stamp."""
+    import time
+    for form in ("%Y-%m-%d", "%Y-%m-%d %H:%M", "%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M", "%Y-%m-%dT%H:%M:%S"):
+        try:
+            return time.mktime(time.strptime(text, form))
+        except (ValueError, OverflowError):
+            continue
+    raise UsageError("bad date %r: expected YYYY-MM-DD or YYYY-MM-DD HH:MM[:SS]" % text)
+
+
+def log_retention(session: Session) -> float | None:
+    """``log_retention_days = N`` of pm.conf in seconds, or None when not set."""
+    value = read_settings(session.root).get("log_retention_days")
+    if value is None:
+        return None
+    try:
+        days = float(value)
+    except ValueError:
+        days = -1.0
+    if not days > 0 or days > 100_000:
+        raise InvalidInput("%s: log_retention_days must be a positive number of days, not %r"
+                           % (session.root.host_path(PM_CONF), value))
+    return days * 86400
 
 
 @with_oda
 def cmd_opm_log(session: Session, args, oda: Oda) -> int:
     import time
-    events = oda.events(getattr(args, "node", None))
-    for e in events:
+    node = getattr(args, "node", None)
+    before = getattr(args, "prune_before", None)
+    if before is not None:
+        cutoff = parse_log_date(before)
+        pruned = oda.prune_events(cutoff, node)
+        session.out.result("pruned %d event%s before %s%s" % (pruned, "" if pruned == 1 else "s", before,
+                                                               " of " + node if node else ""))
+        return finish(session, {"pruned": pruned, "before": cutoff, "node": node}, EXIT_OK)
+    listing = JsonList(session.out, "events")
+    for e in oda.stream_events(node):
+        listing.add(dict(e, time=_json_time(e["time"])))
         session.out.result("%s %s %s %s %s %s%s" % (
             time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(e["time"])), e["node"], e["package"],
             e["direction"], e["stage"], e["outcome"], ": " + e["detail"] if e["detail"] else ""))
-    return finish(session, {"events": [dict(e, time=_json_time(e["time"])) for e in events]}, EXIT_OK)
+    listing.close()
+    return EXIT_OK
 
 
-@with_oda
-def cmd_opm_sync(session: Session, args, oda: Oda) -> int:
+def cmd_opm_sync(session: Session, args) -> int:
+    import random
+    import time
     conf = read_opm_conf(session.root)
     name = getattr(args, "node", None) or (conf[1] if conf else None)
     if name is None:
         raise Refused("%s does not say which node this is; write it or give --node NAME"
                       % session.root.host_path(OPM_CONF))
     _check_node_name(name)
-    node = oda.node(name)
+    retention = log_retention(session)
+    splay, deadline = getattr(args, "splay", 0.0), getattr(args, "deadline", OPM_SYNC_DEADLINE)
+    if not (0 <= splay <= 86400 and 0 <= deadline <= 86400):
+        raise UsageError("--splay and --deadline are seconds, from 0 to 86400")
+    if splay:
+        time.sleep(random.uniform(0, splay))     # nodes started at once by cron spread out
+    oda = open_oda(session, args, deadline)
+    try:
+        return _opm_sync(session, args, oda, conf, name, retention)
+    finally:
+        oda.close()
+
+
+def _opm_sync(session: Session, args, oda: Oda, conf, name: str, retention: float | None) -> int:
+    view = oda.sync_view(name)
+    node = view["node"] if view else None
     if node is None:
         raise Refused("node %s is not in the ODA (pm opm node add %s --role ...)" % (name, name))
     if conf and conf[1] == name and conf[0] != node["role"]:
@@ -8585,8 +9201,8 @@ def cmd_opm_sync(session: Session, args, oda: Oda) -> int:
     if conf and conf[1] != name and node["role"] != "image":
         raise Refused("this root is node %s (%s); syncing %s here would install its packages into it"
                       % (conf[1], session.root.host_path(OPM_CONF), name))
-    sync = OpmSync(oda, SessionActions(session), session.out, session.args.wait)
-    sync.sync(node, session.root.path)
+    sync = OpmSync(oda, SessionActions(session), session.out, session.args.wait, retention)
+    sync.sync(view, session.root.path)
     errors = [r for r in sync.report if r["status"] == "error"]
     if not sync.report:
         session.out.say("%s has no package requests" % name)
@@ -8974,16 +9590,27 @@ def add_opm_commands(command, common, oda_option) -> None:
                "carry out this node's requests (the node named in etc/opm.conf, or --node); "
                "--wait also waits for another sync of the node")
     sync.add_argument("--node", default=argparse.SUPPRESS, metavar="NAME", help="the node or image to sync")
+    sync.add_argument("--splay", type=float, default=argparse.SUPPRESS, metavar="SECONDS",
+                      help="first sleep a random time up to this long (nodes started at once by cron spread out)")
+    sync.add_argument("--deadline", type=float, default=argparse.SUPPRESS, metavar="SECONDS",
+                      help="retry an ODA that refuses or is full this long, with backoff (default %d)"
+                           % OPM_SYNC_DEADLINE)
     clear = sub(opm_commands, "clear", cmd_opm_clear, "clear a package's error so that syncs retry it")
     clear.add_argument("node", metavar="NODE")
     clear.add_argument("package", metavar="PACKAGE")
     status = sub(opm_commands, "status", cmd_opm_status, "show the requests and stages of every node's packages")
     status.add_argument("--node", default=argparse.SUPPRESS, metavar="NAME", help="only this node's rows")
+    status.add_argument("--summary", action="store_true", default=argparse.SUPPRESS,
+                        help="per package and stage: how many nodes, errors first")
+    status.add_argument("--html", default=argparse.SUPPRESS, metavar="FILE",
+                        help="write a self-contained fleet page (stage bars, nodes in error, filters)")
     inventory = sub(opm_commands, "inventory", cmd_opm_inventory,
                     "show what the last syncs found installed on each node and image")
     inventory.add_argument("--node", default=argparse.SUPPRESS, metavar="NAME", help="only this node")
     log = sub(opm_commands, "log", cmd_opm_log, "show the event log of stage runs")
     log.add_argument("--node", default=argparse.SUPPRESS, metavar="NAME", help="only this node's events")
+    log.add_argument("--prune-before", default=argparse.SUPPRESS, metavar="DATE",
+                     help="delete the events before DATE (YYYY-MM-DD[ HH:MM[:SS]], local time)")
 
 
 def _command_word(argv: list) -> str | None:

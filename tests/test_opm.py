@@ -129,7 +129,7 @@ class Cluster:
         return self.sync(root, expect=expect)
 
     def rows(self):
-        return {(r["node"], r["package"]): r for r in self.opm("status", "--json").json}
+        return {(r["node"], r["package"]): r for r in self.opm("status", "--json").json["rows"]}
 
     def row(self, node, package):
         return self.rows()[(node, package)]
@@ -152,8 +152,8 @@ def test_init_creates_the_schema_with_its_version_and_a_second_init_changes_noth
     result = c.opm("status", expect=1)
     assert "pm opm init" in result.err
     result = c.opm("init", "--json")
-    assert result.json["schema_version"] == 1 and result.json["previous_version"] == 0
-    assert query(oda_url, "SELECT value FROM oda_meta WHERE key = 'schema_version'") == [("1",)]
+    assert result.json["schema_version"] == 2 and result.json["previous_version"] == 0
+    assert query(oda_url, "SELECT value FROM oda_meta WHERE key = 'schema_version'") == [("2",)]
     result = c.opm("init")
     assert "up to date" in result.out
     assert c.opm("progress").out == "cluster progress: none\n"
@@ -162,7 +162,7 @@ def test_init_creates_the_schema_with_its_version_and_a_second_init_changes_noth
 def test_an_oda_of_a_newer_schema_is_refused_not_changed(cluster):
     query(cluster.url, "UPDATE oda_meta SET value = '99' WHERE key = 'schema_version'")
     assert "schema version 99" in cluster.opm("status", expect=1).err
-    assert "knows up to 1" in cluster.opm("init", expect=1).err
+    assert "knows up to 2" in cluster.opm("init", expect=1).err
     assert query(cluster.url, "SELECT value FROM oda_meta WHERE key = 'schema_version'") == [("99",)]
 
 
@@ -256,14 +256,14 @@ def test_status_is_a_table_for_people_and_a_list_of_rows_in_json(cluster):
     assert [line.split() for line in lines[1:]] == [
         ["n1", "foo", "post-install", "should_not_be_installed", "ok"],
         ["n2", "bar", "install-bin-pkgs", "should_not_be_installed", "ok"]]
-    rows = cluster.opm("status", "--json").json
+    rows = cluster.opm("status", "--json").json["rows"]
     assert isinstance(rows, list)
     assert [{k: r[k] for k in ("node", "package", "requested", "current", "status", "error")} for r in rows] == [
         {"node": "n1", "package": "foo", "requested": "post-install", "current": "should_not_be_installed",
          "status": "ok", "error": None},
         {"node": "n2", "package": "bar", "requested": "install-bin-pkgs", "current": "should_not_be_installed",
          "status": "ok", "error": None}]
-    assert [r["node"] for r in cluster.opm("status", "--json", "--node", "n2").json] == ["n2"]
+    assert [r["node"] for r in cluster.opm("status", "--json", "--node", "n2").json["rows"]] == ["n2"]
 
 
 def test_removing_a_node_removes_its_rows(cluster):
@@ -731,3 +731,554 @@ def test_dozens_of_nodes_sync_at_once_on_postgresql_with_nothing_lost(tmp_path, 
         sync_many_at_once(cluster, build, clients=30)
     finally:
         schema.drop()
+
+
+# -- a fleet: a no-op sync is one read, server work is set-based, views stream -------------
+
+def load_pm():
+    """pm.py as a module of this process (to count the statements it sends)."""
+    import importlib.util
+    if "pm" in sys.modules:
+        return sys.modules["pm"]
+    spec = importlib.util.spec_from_file_location("pm", str(PM))
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["pm"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+class CountingConnection:
+    """A DB-API connection that records every statement sent through it."""
+
+    def __init__(self, conn, log):
+        self._conn, self._log = conn, log
+
+    def execute(self, sql, params=()):
+        self._log.append((sql, tuple(params)))
+        return self._conn.execute(sql, params)
+
+    def close(self):
+        if hasattr(self._conn, "total_changes"):
+            self._log.append(("-- total_changes", (self._conn.total_changes,)))
+        return self._conn.close()
+
+    def __getattr__(self, name):
+        return getattr(self._conn, name)
+
+
+def pm_in_process(monkeypatch, url, root, *args):
+    """Run pm in this process on ``url``: (exit code, stdout, the statements it sent)."""
+    import contextlib
+    import io
+    pm = load_pm()
+    log = []
+    original = pm.Oda.__init__
+
+    def counting_init(self, *a, **kw):
+        original(self, *a, **kw)
+        self.conn = CountingConnection(self.conn, log)
+    monkeypatch.setattr(pm.Oda, "__init__", counting_init)
+    monkeypatch.setenv("PM_ODA", url)
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = pm.main(["--root", str(root)] + list(args))
+    monkeypatch.setattr(pm.Oda, "__init__", original)
+    assert code is not None
+    return code, out.getvalue() + err.getvalue(), log
+
+
+def statements_sent(log):
+    return [sql for sql, _ in log if not sql.startswith("--")]
+
+
+def sqlite_changes(log):
+    return sum(params[0] for sql, params in log if sql == "-- total_changes")
+
+
+def row_versions(url, node):
+    """Something that changes whenever a row of the node is written (PostgreSQL: xmin)."""
+    if url.startswith("sqlite:"):
+        return None
+    return (query(url, "SELECT xmin::text, synced FROM nodes WHERE name = ?", (node,)),
+            query(url, "SELECT package, xmin::text FROM package_status WHERE node = ? ORDER BY package", (node,)),
+            query(url, "SELECT package, xmin::text FROM inventory WHERE node = ? ORDER BY package", (node,)))
+
+
+def test_a_no_op_sync_sends_at_most_four_statements_all_reads_and_writes_no_row(cluster, build, monkeypatch):
+    client = cluster.node("n1", "client")
+    cluster.publish(opkg(build, "foo"), opkg(build, "bar"))
+    cluster.opm("request", "n1", "foo", "install-bin-pkgs")
+    cluster.opm("request", "n1", "bar", "install-bin-pkgs")
+    cluster.opm("progress", "build_image")
+    cluster.sync(client)
+    cluster.sync(client)                 # the inventory digest is on the node row now
+    before = row_versions(cluster.url, "n1")
+    events = len(cluster.events())
+    code, output, log = pm_in_process(monkeypatch, cluster.url, client, "opm", "sync")
+    assert code == 0, output
+    sent = statements_sent(log)
+    assert len(sent) <= 4, sent
+    assert all(sql.lstrip().upper().startswith("SELECT") for sql in sent), sent   # no BEGIN, no write
+    assert sqlite_changes(log) == 0
+    assert row_versions(cluster.url, "n1") == before
+    assert len(cluster.events()) == events
+    assert [r["current"] for r in cluster.opm("status", "--json", "--node", "n1").json["rows"]] == ["install-bin-pkgs"] * 2
+
+
+def test_the_inventory_is_written_only_when_it_changed(cluster, build, monkeypatch):
+    client = cluster.node("n1", "client")
+    cluster.publish(opkg(build, "foo"))
+    cluster.walk(client, "n1", "foo", "install-bin-pkgs", "build_image")
+    extra = build("local", "2.0", {"/local": "x"})
+    cluster.pm(client, "install", str(extra))           # installed by hand, outside OPM
+    code, output, log = pm_in_process(monkeypatch, cluster.url, client, "opm", "sync")
+    assert code == 0, output
+    assert any(sql.startswith("INSERT INTO inventory") for sql in statements_sent(log))
+    inventory = cluster.opm("inventory", "--json").json["inventory"]
+    assert [(r["node"], r["package"], r["version"]) for r in inventory] == [("n1", "foo", "1.0"), ("n1", "local", "2.0")]
+    code, output, log = pm_in_process(monkeypatch, cluster.url, client, "opm", "sync")
+    assert not [sql for sql in statements_sent(log) if "inventory" in sql and not sql.startswith("SELECT")]
+
+
+def test_a_sync_that_does_a_stage_still_takes_the_nodes_lock_and_commits_each_stage(cluster, build, monkeypatch):
+    client = cluster.node("n1", "client")
+    cluster.publish(build("foo", "1.0", {"/usr/share/foo/foo": "foo"}))
+    cluster.opm("request", "n1", "foo", "install-bin-pkgs")
+    cluster.opm("progress", "build_image")
+    code, output, log = pm_in_process(monkeypatch, cluster.url, client, "opm", "sync")
+    assert code == 0, output
+    sent = statements_sent(log)
+    if cluster.url.startswith("sqlite:"):
+        assert any("INSERT INTO sync_locks" in sql for sql in sent)
+        assert not any(sql.startswith("DELETE FROM sync_locks") for sql in sent)   # released in place
+        assert query(cluster.url, "SELECT pid FROM sync_locks WHERE node = 'n1'") == [(0,)]
+    else:
+        assert sum("advisory_xact_lock" in sql for sql in sent) == 3                 # one per stage
+        assert not any("pg_advisory_lock" in sql or "pg_try_advisory_lock" in sql for sql in sent)
+        assert not any("sync_locks" in sql for sql in sent)
+    assert sent.count("COMMIT") >= 3
+    assert cluster.row("n1", "foo")["current"] == "install-bin-pkgs"
+
+
+def test_the_server_gives_a_package_to_every_client_in_one_statement(cluster, build, monkeypatch):
+    server = cluster.node("head", "server")
+    for i in range(6):
+        cluster.opm("node", "add", "c%d" % i, "--role", "client")
+    cluster.publish(build("extra", "1.0", {"/usr/share/extra/extra": "x"}))
+    cluster.opm("request", "head", "extra", "post-clients")
+    cluster.opm("progress", "post_install")
+    code, output, log = pm_in_process(monkeypatch, cluster.url, server, "opm", "sync")
+    assert code == 0, output
+    assignments = [sql for sql in statements_sent(log) if sql.startswith("INSERT INTO package_status")]
+    assert len(assignments) == 1 and "gave it to 6 clients" in output
+    rows = cluster.rows()
+    assert all(rows[("c%d" % i, "extra")]["requested"] == "install-bin-pkgs" for i in range(6))
+
+
+def test_inventory_of_every_node_is_one_query(cluster, build, monkeypatch):
+    roots = [cluster.node("n%d" % i, "client") for i in range(3)]
+    cluster.publish(opkg(build, "foo"))
+    for i, root in enumerate(roots):
+        cluster.walk(root, "n%d" % i, "foo", "install-bin-pkgs", "build_image")
+    code, output, log = pm_in_process(monkeypatch, cluster.url, cluster.admin, "opm", "inventory")
+    assert code == 0
+    assert output.splitlines() == ["n%d foo (1.0)" % i for i in range(3)]
+    assert len([sql for sql in statements_sent(log) if "inventory" in sql]) <= 1   # PostgreSQL: a named cursor
+
+
+def test_removing_a_node_removes_its_rows_inventory_and_events(cluster, build):
+    client = cluster.node("n1", "client")
+    cluster.publish(opkg(build, "foo"))
+    cluster.walk(client, "n1", "foo", "install-bin-pkgs", "build_image")
+    assert cluster.events("n1") and cluster.opm("inventory", "--json").json["inventory"]
+    cluster.opm("node", "remove", "n1")
+    for table in ("package_status", "inventory", "events", "sync_locks"):
+        assert query(cluster.url, "SELECT count(*) FROM %s WHERE node = 'n1'" % table) == [(0,)], table
+
+
+def test_log_prune_before_deletes_older_events_only(cluster, build):
+    client = cluster.node("n1", "client")
+    cluster.publish(opkg(build, "foo"))
+    cluster.walk(client, "n1", "foo", "install-bin-pkgs", "build_image")
+    count = len(cluster.events())
+    query(cluster.url, "UPDATE events SET time = ? WHERE id IN (SELECT min(id) FROM events)",
+          (time.mktime((2020, 1, 1, 0, 0, 0, 0, 0, -1)),))
+    result = cluster.opm("log", "--prune-before", "2021-06-01", "--json")
+    assert result.json["pruned"] == 1
+    assert len(cluster.events()) == count - 1
+    assert cluster.opm("log", "--prune-before", "yesterday", expect=2).code == 2
+
+
+def test_log_retention_days_in_pm_conf_prunes_a_nodes_old_events_when_it_syncs(cluster, build):
+    client = cluster.node("n1", "client")
+    cluster.publish(opkg(build, "foo"))
+    cluster.walk(client, "n1", "foo", "run-configurator", "build_image")
+    query(cluster.url, "UPDATE events SET time = time - 40 * 86400")
+    (client / "etc/pm").mkdir(parents=True, exist_ok=True)
+    with open(client / "etc/pm/pm.conf", "a") as f:
+        f.write("log_retention_days = 30\n")
+    cluster.walk(client, "n1", "foo", "install-bin-pkgs", "build_image")
+    assert stages_logged(cluster.events(), "n1", "foo") == [("up", "install-bin-pkgs")]
+    (client / "etc/pm/pm.conf").write_text("log_retention_days = soon\n")
+    assert "log_retention_days" in cluster.sync(client, expect=3).err
+
+
+def test_an_oda_of_schema_version_1_is_upgraded_in_place_and_keeps_its_rows(tmp_path):
+    path = tmp_path / "oda.sqlite"
+    pm = load_pm()
+    conn = sqlite3.connect(str(path), isolation_level=None)
+    for statement in pm.ODA_MIGRATIONS[0]:
+        conn.execute(statement.replace("{serial}", "INTEGER PRIMARY KEY AUTOINCREMENT"))
+    conn.execute("INSERT INTO oda_meta VALUES ('schema_version', '1')")
+    conn.execute("INSERT INTO nodes (name, role, added) VALUES ('n1', 'client', 0)")
+    conn.execute("INSERT INTO package_status (node, package, requested, current, updated)"
+                 " VALUES ('n1', 'foo', 'install-bin-pkgs', 'should_not_be_installed', 0)")
+    conn.close()
+    c = Cluster(tmp_path, "sqlite://" + str(path))
+    assert [r["package"] for r in c.opm("status", "--json").json["rows"]] == ["foo"]
+    assert query(c.url, "SELECT value FROM oda_meta WHERE key = 'schema_version'") == [("2",)]
+    assert query(c.url, "SELECT inventory_digest FROM nodes") == [(None,)]
+    assert "up to date" in c.opm("init").out
+
+
+def test_a_sync_against_an_oda_that_refuses_connections_retries_until_its_deadline(root):
+    (root / "etc").mkdir(exist_ok=True)
+    (root / "etc/opm.conf").write_text("client\nn1\n")
+    started = time.monotonic()
+    result = run_pm(root, "opm", "sync", "--deadline", "1.5", "--oda", "postgresql://postgres@127.0.0.1:1/none")
+    assert result.code == 1 and "cannot connect" in result.err and "Traceback" not in result.err
+    assert time.monotonic() - started >= 1.0               # it retried, not gave up at once
+    assert run_pm(root, "opm", "sync", "--splay", "-1", "--oda", "sqlite:///nowhere").code == 2
+
+
+# -- a generated fleet: summary, query plans, the fleet page, bounded memory -----------------
+
+def generate_fleet(url, nodes, packages, errors=3):
+    """An ODA of ``nodes`` clients (n00000...) and a server, each client with ``packages``
+    rows (most at their request, some on their way, ``errors`` in error), an inventory
+    and two events per client."""
+    names = ["n%05d" % i for i in range(nodes)]
+    stages = ["install-bin-pkgs", "install-bin-pkgs", "install-bin-pkgs", "run-configurator"]
+    node_rows = [(n, "client", 0.0) for n in names] + [("head", "server", 0.0)]
+    status_rows, inventory_rows, event_rows = [], [], []
+    for i, n in enumerate(names):
+        for p in range(packages):
+            bad = i * packages + p < errors
+            status_rows.append((n, "pkg%02d" % p, "install-bin-pkgs", stages[(i + p) % 4], "error" if bad else "ok",
+                                "api-post-install exited with 1 on %s" % n if bad else None, 0.0))
+            inventory_rows.append((n, "pkg%02d" % p, "1.0", "installed"))
+        event_rows += [(0.0, n, "pkg00", "install-bin-pkgs", "up", "ok"), (1.0, n, "pkg01", "post-image", "up", "ok")]
+    statements = [("INSERT INTO nodes (name, role, added) VALUES (?, ?, ?)", node_rows),
+                  ("INSERT INTO package_status (node, package, requested, current, status, error, updated)"
+                   " VALUES (?, ?, ?, ?, ?, ?, ?)", status_rows),
+                  ("INSERT INTO inventory (node, package, version, state) VALUES (?, ?, ?, ?)", inventory_rows),
+                  ("INSERT INTO events (time, node, package, stage, direction, outcome) VALUES (?, ?, ?, ?, ?, ?)",
+                   event_rows)]
+    if url.startswith("sqlite:"):
+        conn = sqlite3.connect(url[len("sqlite://"):])
+        with conn:
+            for sql, rows in statements:
+                conn.executemany(sql, rows)
+            conn.execute("ANALYZE")
+        conn.close()
+        return
+    import psycopg
+    with psycopg.connect(url, autocommit=True) as conn:
+        for sql, rows in statements:
+            table, columns = sql.split(" (", 1)[0][len("INSERT INTO "):], sql.split("(", 1)[1].split(")")[0]
+            with conn.cursor().copy("COPY %s (%s) FROM STDIN" % (table, columns)) as copy:
+                for row in rows:
+                    copy.write_row(row)
+        conn.execute("VACUUM ANALYZE")
+
+
+@pytest.fixture
+def fleet(tmp_path, oda_url):
+    c = Cluster(tmp_path, oda_url)
+    c.opm("init")
+    generate_fleet(oda_url, 10_000, 3)
+    return c
+
+
+def explain(url, sql, params):
+    if url.startswith("sqlite:"):
+        return "\n".join(str(r[-1]) for r in query(url, "EXPLAIN QUERY PLAN " + sql, params))
+    return "\n".join(r[0] for r in query(url, "EXPLAIN " + sql, params))
+
+
+def full_scans(url, plan):
+    """The lines of a plan that read one of the fleet's tables whole (cluster_progress
+    and oda_meta hold a row or two)."""
+    import re
+    if url.startswith("sqlite:"):
+        return [line for line in plan.splitlines() if line.startswith("SCAN ") and "USING" not in line
+                and not re.match(r"SCAN (p|cluster_progress|oda_meta|CONSTANT ROW)$", line.strip())]
+    return [line for line in plan.splitlines()
+            if re.search(r"Seq Scan on (package_status|inventory|events|nodes)\b", line)]
+
+
+def test_the_hot_queries_of_a_10000_node_oda_use_indexes(fleet, monkeypatch, tmp_path):
+    """The statements pm itself sends for a node's sync, a stage, the server's
+    assignment (to images; to every client is a whole-table statement by nature), the
+    packages servers have given out, one node's status, inventory and log - each
+    EXPLAINed on the generated fleet: no big table is read whole."""
+    url = fleet.url
+    root = tmp_path / "n04242"
+    (root / "etc").mkdir(parents=True)
+    (root / "etc/opm.conf").write_text("client\nn04242\n")
+    fleet.opm("progress", "none")
+    captured = []
+    for args in [("opm", "sync"), ("opm", "status", "--node", "n04242"), ("opm", "inventory", "--node", "n04242"),
+                 ("opm", "log", "--node", "n04242")]:
+        code, output, log = pm_in_process(monkeypatch, url, root, *args)
+        assert code == 0, output
+        captured += log
+    pm = load_pm()
+    oda = pm.Oda(url)
+    oda.conn = CountingConnection(oda.conn, captured)
+    oda.stage_view("n04242", "pkg00")
+    oda.images_of("head")
+    with oda.writing():
+        oda.assign_all(pm.Oda.IMAGES, ("head",), "pkg00", "install-bin-pkgs")
+    oda.reach("n04242", "pkg00", "install-bin-pkgs", "up", "")
+    oda.assigned_packages()
+    oda.close()
+    checked = 0
+    for sql, params in captured:
+        if sql.startswith(("--", "BEGIN", "COMMIT", "ROLLBACK", "PRAGMA")) or "current_schema" in sql:
+            continue
+        if "pg_locks" in sql or "advisory" in sql:
+            continue
+        if sql.startswith("SELECT value FROM oda_meta"):
+            continue                       # a table of a few rows
+        plan = explain(url, sql.replace("%s", "?"), params)
+        assert not full_scans(url, plan), (sql, plan)
+        checked += 1
+    assert checked >= 8
+
+
+def test_status_summary_counts_per_package_and_stage_with_errors_first(fleet, monkeypatch):
+    code, output, log = pm_in_process(monkeypatch, fleet.url, fleet.admin, "opm", "status", "--summary", "--json")
+    assert code == 0
+    summary = json.loads(output[:output.rindex("]") + 1])
+    assert summary[0]["status"] == "error" and sum(r["nodes"] for r in summary if r["status"] == "error") == 3
+    assert sum(r["nodes"] for r in summary) == 30_000
+    foo = {(r["stage"], r["status"]): r for r in summary if r["package"] == "pkg00"}
+    assert foo[("install-bin-pkgs", "ok")]["done"] == foo[("install-bin-pkgs", "ok")]["nodes"]
+    assert foo[("run-configurator", "ok")]["done"] == 0
+    assert len([sql for sql in statements_sent(log) if "package_status" in sql]) == 1
+    text = fleet.opm("status", "--summary").out.splitlines()
+    assert text[0].split() == ["STATUS", "PACKAGE", "STAGE", "NODES", "AT-REQUEST"] and text[1].startswith("error")
+
+
+def test_status_text_streams_as_an_aligned_table(cluster):
+    cluster.opm("node", "add", "a-long-node-name", "--role", "client")
+    cluster.opm("node", "add", "n", "--role", "client")
+    cluster.opm("request", "a-long-node-name", "foo", "install-bin-pkgs")
+    cluster.opm("request", "n", "barbazquux", "should_be_installed")
+    lines = cluster.opm("status").out.splitlines()
+    assert lines[0].split() == ["NODE", "PACKAGE", "REQUESTED", "CURRENT", "STATUS", "ERROR"]
+    assert len({line.index(line.split()[1], len(line.split()[0])) for line in lines}) == 1   # one column start
+
+
+def chromium():
+    import shutil
+    path = shutil.which("chromium") or shutil.which("chromium-browser")
+    if not path:
+        pytest.skip("the fleet page test needs chromium (Debian package chromium)")
+    return path
+
+
+def run_chromium(tmp_path, *args):
+    profile = tmp_path / "chromium-profile"
+    profile.mkdir(exist_ok=True)
+    return subprocess.run([chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                           "--no-first-run", "--user-data-dir=%s" % profile] + list(args),
+                          capture_output=True, text=True, timeout=180)
+
+
+def png_size(path):
+    import struct
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    return struct.unpack(">II", data[16:24])
+
+
+def check_fleet_page(cluster, tmp_path, nodes, packages):
+    page = tmp_path / "fleet.html"
+    result = cluster.opm("status", "--html", str(page), "--json")
+    assert result.json["packages"] == packages
+    text = page.read_text()
+    assert "<script src" not in text and "<link" not in text and "url(" not in text and "@import" not in text
+    dom = run_chromium(tmp_path, "--dump-dom", page.as_uri())
+    assert dom.returncode == 0, dom.stderr
+    assert dom.stdout.count('class="pkg"') == packages
+    assert dom.stdout.count('<tr class="error"') == 3
+    assert "api-post-install exited with 1 on n00000" in dom.stdout
+    filtered = run_chromium(tmp_path, "--dump-dom", page.as_uri() + "#node=n00002&stage=run-configurator")
+    rows = [line for line in filtered.stdout.splitlines() if line.startswith("<tr class=")]
+    visible = [line for line in rows if "hidden" not in line]
+    assert visible and all('data-node="n00002"' in line and 'data-stage="run-configurator"' in line for line in visible)
+    shot = tmp_path / ("fleet-%d.png" % nodes)
+    result = run_chromium(tmp_path, "--screenshot=%s" % shot, "--window-size=1200,900", page.as_uri())
+    assert result.returncode == 0 and shot.exists(), result.stderr
+    assert png_size(shot) == (1200, 900) and shot.stat().st_size > 10_000     # drawn, not blank
+    return shot
+
+
+def test_the_fleet_page_of_10_nodes_shows_stage_bars_errors_and_filters_in_chromium(tmp_path, oda_url):
+    c = Cluster(tmp_path, oda_url)
+    c.opm("init")
+    generate_fleet(oda_url, 10, 2)
+    check_fleet_page(c, tmp_path, 10, 2)
+
+
+@pytest.mark.slow
+def test_the_fleet_page_of_10000_nodes_renders_in_chromium(fleet, tmp_path):
+    check_fleet_page(fleet, tmp_path, 10_000, 3)
+
+
+@pytest.mark.slow
+def test_status_json_of_10000_nodes_by_50_packages_stays_under_64_mib(tmp_path):
+    url = "sqlite://" + str(tmp_path / "oda.sqlite")
+    c = Cluster(tmp_path, url)
+    c.opm("init")
+    generate_fleet(url, 10_000, 50)
+    out = tmp_path / "status.json"
+    probe = ("import resource, subprocess, sys\n"
+             "with open(sys.argv[1], 'wb') as f:\n"
+             "    code = subprocess.run(sys.argv[2:], stdout=f).returncode\n"
+             "print(code, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n")
+    result = subprocess.run([sys.executable, "-c", probe, str(out), sys.executable, str(PM), "--root", str(c.admin),
+                             "--oda", url, "opm", "status", "--json"], capture_output=True, text=True, timeout=600)
+    code, peak_kib = map(int, result.stdout.split())
+    assert code == 0, result.stderr
+    with open(out) as f:
+        assert len(json.load(f)["rows"]) == 500_000
+    assert peak_kib < 64 * 1024, "peak RSS %d KiB" % peak_kib
+
+
+# -- behind PgBouncer in transaction mode -------------------------------------------------
+
+def free_port():
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class PgBouncer:
+    """A real pgbouncer in pool_mode = transaction on 127.0.0.1, in front of the test
+    PostgreSQL, its database ``oda`` bound to one schema (connect_query sets the
+    search_path on each server connection it opens)."""
+
+    def __init__(self, directory, base, schema, max_client_conn=200, pool_size=4):
+        import shutil
+        from urllib.parse import urlparse
+        binary = shutil.which("pgbouncer") or ("/usr/sbin/pgbouncer" if os.path.exists("/usr/sbin/pgbouncer") else None)
+        if not binary:
+            pytest.skip("PgBouncer tests need pgbouncer (Debian package pgbouncer)")
+        server = urlparse(base)
+        self.port = free_port()
+        directory.mkdir(parents=True, exist_ok=True)
+        users = directory / "users.txt"
+        users.write_text('"%s" ""\n' % (server.username or "postgres"))
+        config = directory / "pgbouncer.ini"
+        config.write_text(
+            "[databases]\noda = host=%s port=%d dbname=%s user=%s connect_query='SET search_path = %s'\n"
+            "[pgbouncer]\nlisten_addr = 127.0.0.1\nlisten_port = %d\nunix_socket_dir =\nauth_type = trust\n"
+            "auth_file = %s\npool_mode = transaction\nmax_client_conn = %d\ndefault_pool_size = %d\n"
+            "ignore_startup_parameters = extra_float_digits\nserver_reset_query =\nlogfile =\npidfile =\n"
+            % (server.hostname, server.port or 5432, server.path.lstrip("/"), server.username or "postgres",
+               schema, self.port, users, max_client_conn, pool_size))
+        command = [binary, str(config)]
+        if os.geteuid() == 0:                 # pgbouncer will not run as root
+            command = [binary, "-u", "postgres", str(config)]
+        self.log = open(directory / "pgbouncer.log", "w")
+        self.proc = subprocess.Popen(command, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.url = "postgresql://%s@127.0.0.1:%d/oda" % (server.username or "postgres", self.port)
+        deadline = time.monotonic() + 20
+        import psycopg
+        while True:
+            try:
+                psycopg.connect(self.url, autocommit=True, prepare_threshold=None).close()
+                return
+            except psycopg.Error:
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    self.stop()
+                    pytest.skip("pgbouncer did not start: %s" % (directory / "pgbouncer.log").read_text()[-300:])
+                time.sleep(0.1)
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()
+
+
+@pytest.fixture
+def pgbouncer_schema(tmp_path):
+    base = postgres_url()
+    if not base:
+        pytest.skip("PgBouncer tests need PM_TEST_POSTGRES_URL (e.g. postgresql://postgres@127.0.0.1:5432/test)")
+    pytest.importorskip("psycopg", reason="PgBouncer tests need psycopg")
+    schema = PostgresSchema(base)
+    bouncers = []
+
+    def start(**kwargs):
+        bouncer = PgBouncer(tmp_path / ("pgbouncer%d" % len(bouncers)), base, schema.schema, **kwargs)
+        bouncers.append(bouncer)
+        return bouncer
+    try:
+        yield start
+    finally:
+        for bouncer in bouncers:
+            bouncer.stop()
+        schema.drop()
+
+
+def test_opm_works_behind_pgbouncer_in_transaction_mode(pgbouncer_schema, tmp_path, build, monkeypatch):
+    bouncer = pgbouncer_schema(pool_size=2)
+    cluster = Cluster(tmp_path, bouncer.url)
+    cluster.opm("init")
+    server = cluster.node("head", "server")
+    clients = [cluster.node("n%d" % i, "client") for i in range(4)]
+    cluster.publish(opkg(build, "foo"))
+    cluster.opm("request", "head", "foo", "post-clients")
+    cluster.opm("progress", "post_install")
+    cluster.sync(server)
+    all_at_once(cluster, [(root, ["opm", "sync", "--wait", "120"]) for root in clients + clients])
+    rows = cluster.rows()
+    assert all(rows[("n%d" % i, "foo")]["current"] == "install-bin-pkgs" for i in range(4))
+    for i, root in enumerate(clients):
+        assert installed(root, "foo")
+        assert [s for s, p, _ in trace(root)].count("api-pre-install") == 1          # nothing done twice
+        assert stages_logged(cluster.events(), "n%d" % i, "foo").count(("up", "install-bin-pkgs")) == 1
+    code, output, log = pm_in_process(monkeypatch, bouncer.url, clients[0], "opm", "sync")
+    assert code == 0, output
+    assert len(statements_sent(log)) <= 4 and all(sql.startswith("SELECT") for sql in statements_sent(log))
+    assert len(cluster.opm("status", "--json").json["rows"]) == 5                            # a named cursor, in one transaction
+    assert len(cluster.opm("inventory", "--json").json["inventory"]) == 5
+
+
+def test_a_herd_larger_than_pgbouncers_client_limit_retries_and_every_sync_succeeds(pgbouncer_schema, tmp_path):
+    bouncer = pgbouncer_schema(max_client_conn=3, pool_size=2)
+    cluster = Cluster(tmp_path, bouncer.url)
+    cluster.opm("init")
+    roots = [cluster.node("n%02d" % i, "client") for i in range(12)]
+    import psycopg
+    holders = [psycopg.connect(bouncer.url, autocommit=True) for _ in range(3)]   # PgBouncer is full
+    syncs = [subprocess.Popen([sys.executable, str(PM), "--root", str(root), "opm", "sync", "--deadline", "120"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              env=dict(os.environ, PM_ODA=bouncer.url)) for root in roots]
+    time.sleep(3)
+    for conn in holders:
+        conn.close()                      # the herd gets in as the clients leave
+    results = [(proc.wait(180), proc.stderr.read()) for proc in syncs]
+    assert [code for code, _ in results] == [0] * len(roots), results
+    log = (tmp_path / "pgbouncer0" / "pgbouncer.log").read_text()
+    assert "no more connections allowed" in log                                       # the herd did hit the limit
