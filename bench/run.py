@@ -2,17 +2,26 @@
 """Run every pm benchmark side by side and write bench/RESULTS.md.
 
 usage: python bench/run.py [--runs N] [--quick] [--out bench/RESULTS.md] [--only NAME,...]
+                           [--no-installed] [--dir DIR]
 
   --runs N     runs per measurement; the median is reported (default 5)
   --quick      smoke check: 2 runs and smaller sizes
   --out FILE   where to write the report (default bench/RESULTS.md)
   --only LIST  run only these benchmarks (comma-separated): install, upgrade, uninstall,
                list, startup, memory, resolve, oda
+  --no-installed  leave out pm as installed (see below)
+  --dir DIR    where to work (default /dev/shm, a tmpfs, where there is one)
 
 Every pm command runs as a new process with this interpreter, timed with the wall clock
 around the whole process.  pm runs from its compiled bytecode, `import pm; pm.main()`, the
 way the /usr/bin/pm launcher of an installed pm runs it (the installer ships pm.py with its
-.pyc); the start-up rows also show `python pm.py`, which compiles pm.py on every start.  Each timed run
+.pyc); the start-up rows also show `python pm.py`, which compiles pm.py on every start.
+pm --version and list-installed also run as pm is installed: /usr/bin/pm of the pm package
+that installer/make_medium.py builds (installed by the medium's install.py into a root of
+its own), and the console script of a `pip install` into a venv the benchmark makes; their
+floor is that venv's `python -c pass`.  install, upgrade and uninstall compare pm with
+dpkg, pacman (installed with apt-get where missing; skipped, with a note, unless root) and
+tar on the same tree.  Each timed run
 gets a fresh root prepared outside the timed part; the page cache is flushed (sync) before
 every timed command.  Peak memory is the pm process's own max RSS (os.wait4 in a small process that forks it).  All work is
 done in a temporary directory under /var/tmp, removed at the end.
@@ -188,8 +197,8 @@ class Context:
     deleting many files makes the next ones slow to create (on a filesystem mounted
     with ``discard``, much slower), which would blur the runs that follow."""
 
-    def __init__(self, runs, quick, work):
-        self.runs, self.quick, self.work = runs, quick, work
+    def __init__(self, runs, quick, work, installed=True):
+        self.runs, self.quick, self.work, self.installed = runs, quick, work, installed
         self._big = None
         self._counter = 0
         self._pacman = self._launcher = self._console = None
@@ -272,13 +281,14 @@ class Context:
 
 # The console script a pip install could have (see RESULTS.md): sh starts the venv's
 # python isolated, and the script adds the site-packages directories itself, without
-# reading their .pth files.
+# reading their .pth files (with -S, sys.prefix is not the venv's: site sets that).
 ISOLATED_SCRIPT = '''#!/bin/sh
 """exec" "${0%/*}/python3" -I -S "$0" "$@"
 """
+import os
 import site
 import sys
-sys.path[0:0] = site.getsitepackages()
+sys.path[0:0] = site.getsitepackages([os.path.dirname(os.path.dirname(sys.executable)), sys.prefix])
 from pm import main
 sys.exit(main())
 '''
@@ -301,6 +311,8 @@ def installed_forms(ctx):
     The launcher's first line runs ``python3`` from PATH: the venv's, so that one
     interpreter is both the floor and pm's."""
     forms, envs, notes, floor = {}, {}, [], None
+    if not ctx.installed:
+        return forms, envs, [PY, "-c", "pass"], PY, ["not measured (--no-installed)"]
     try:
         python, script, isolated = ctx.console()
         forms["console"], forms["isolated"], floor = [script], [isolated], [python, "-c", "pass"]
@@ -799,6 +811,9 @@ def main(argv=None):
     parser.add_argument("--quick", action="store_true", help="2 runs and smaller sizes: a smoke check")
     parser.add_argument("--out", default=os.path.join(HERE, "RESULTS.md"), help="the report (default bench/RESULTS.md)")
     parser.add_argument("--only", default="", help="comma-separated: " + ",".join(BENCHMARKS))
+    parser.add_argument("--no-installed", action="store_true",
+                        help="leave out the rows of pm as installed (the pm package's launcher, pip's console "
+                             "script): building the package and a venv takes a minute")
     parser.add_argument("--dir", default=None,
                         help="where to work (default /dev/shm, a tmpfs, where there is one; else /var/tmp)")
     args = parser.parse_args(argv)
@@ -816,7 +831,7 @@ def main(argv=None):
     load_start = "%.2f" % os.getloadavg()[0]
     base = args.dir or default_work_base()
     work = tempfile.mkdtemp(prefix="pm-bench-", dir=base)
-    ctx = Context(args.runs, args.quick, work)
+    ctx = Context(args.runs, args.quick, work, installed=not args.no_installed)
     results, failures = [], []
     try:
         compile_pm()
