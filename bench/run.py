@@ -712,7 +712,7 @@ def table_rows(results):
         if r.error:
             rows.append([r.name, "FAILED", r.error, "", "", "FAILED"])
             continue
-        compared = "; ".join("%s %s" % (label, fmt(value, r.unit)) for label, value in r.compared) or "-"
+        compared = "; ".join("%s %s" % (entry[0], fmt(entry[1], r.unit)) for entry in r.compared) or "-"
         ratios = "; ".join("%s %.2f" % (label, value) for label, value in r.ratios()) or "-"
         target = "; ".join(("" if what == "pm" else what + " ") + most for what, most, _, _ in r.verdicts()) or "-"
         rows.append([r.name, fmt(r.pm, r.unit) if r.pm is not None else "skipped", compared, ratios, target, r.met()])
