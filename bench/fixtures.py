@@ -168,3 +168,65 @@ def synthesize_dpkg_db(admin, packages):
             f.write("\n".join(sorted(lines)) + "\n")
     with open(os.path.join(admin, "status"), "w") as f:
         f.write("\n".join(stanzas))
+
+
+# -- pacman ------------------------------------------------------------------------------
+
+PACMAN_PACKAGE = "pacman-package-manager"      # Debian's name for Arch Linux's pacman
+
+
+def pacman_missing():
+    """None when pacman can run here, else why not.  pacman installs and removes only as
+    root; where it is missing and this is root, it is installed (apt-get) first."""
+    if os.geteuid() != 0:
+        return "pacman -U and -R run only as root, and this benchmark is not"
+    if not shutil.which("pacman"):
+        env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+        try:
+            run(["apt-get", "install", "-y", "-q", PACMAN_PACKAGE], env=env)
+        except (OSError, RuntimeError) as e:
+            return "pacman is not installed and apt-get install %s failed (%s)" % (PACMAN_PACKAGE, e)
+        if not shutil.which("pacman"):
+            return "apt-get install %s gave no pacman command" % PACMAN_PACKAGE
+    return None
+
+
+def pacman_version():
+    """"pacman 6.0.2 (libalpm 13.0.2)" from ``pacman --version`` (whose first lines are a
+    drawing), or "pacman"."""
+    import re
+    try:
+        text = subprocess.run(["pacman", "--version"], capture_output=True, text=True).stdout
+    except OSError:
+        return "pacman"
+    found = re.search(r"Pacman v(\S+) - libalpm v(\S+)", text)
+    return "pacman %s (libalpm %s)" % found.groups() if found else "pacman"
+
+
+def build_pacman(datadir, name, version, path):
+    """A plain, uncompressed pacman package of the same DATA tree: ``.PKGINFO`` first
+    (pacman reads it before anything else), then the tree, no install scriptlet."""
+    infodir = path + ".info"
+    os.makedirs(infodir, exist_ok=True)
+    size = sum(os.lstat(os.path.join(d, n)).st_size for d, _, names in os.walk(datadir) for n in names)
+    with open(os.path.join(infodir, ".PKGINFO"), "w") as f:
+        f.write("pkgname = %s\npkgbase = %s\npkgver = %s-1\npkgdesc = benchmark package %s\n"
+                "url = https://example.org/\nbuilddate = 0\npackager = pm bench <bench@example.org>\n"
+                "size = %d\narch = any\nlicense = MIT\n" % (name, name, version, name, size))
+    run(["tar", "--sort=name", "--owner=0", "--group=0", "--numeric-owner", "-cf", path,
+         "-C", infodir, ".PKGINFO", "-C", datadir] + sorted(os.listdir(datadir)))
+    shutil.rmtree(infodir)
+    return path
+
+
+def init_pacman_root(root):
+    """pacman's database directory in ``root`` (pacman creates the rest)."""
+    os.makedirs(os.path.join(root, "var/lib/pacman"), exist_ok=True)
+
+
+def pacman_argv(root, *args):
+    """pacman on ``root`` only: its own database there, no configuration file (so no
+    repositories, hooks or signature keys of the host), no log, no scriptlets, no
+    questions."""
+    return ["pacman", "--root", root, "--dbpath", os.path.join(root, "var/lib/pacman"), "--config", "/dev/null",
+            "--logfile", "/dev/null", "--noconfirm", "--noscriptlet", "--noprogressbar"] + list(args)

@@ -2,17 +2,26 @@
 """Run every pm benchmark side by side and write bench/RESULTS.md.
 
 usage: python bench/run.py [--runs N] [--quick] [--out bench/RESULTS.md] [--only NAME,...]
+                           [--no-installed] [--dir DIR]
 
   --runs N     runs per measurement; the median is reported (default 5)
   --quick      smoke check: 2 runs and smaller sizes
   --out FILE   where to write the report (default bench/RESULTS.md)
   --only LIST  run only these benchmarks (comma-separated): install, upgrade, uninstall,
                list, startup, memory, resolve, oda
+  --no-installed  leave out pm as installed (see below)
+  --dir DIR    where to work (default /dev/shm, a tmpfs, where there is one)
 
 Every pm command runs as a new process with this interpreter, timed with the wall clock
 around the whole process.  pm runs from its compiled bytecode, `import pm; pm.main()`, the
 way the /usr/bin/pm launcher of an installed pm runs it (the installer ships pm.py with its
-.pyc); the start-up rows also show `python pm.py`, which compiles pm.py on every start.  Each timed run
+.pyc); the start-up rows also show `python pm.py`, which compiles pm.py on every start.
+pm --version and list-installed also run as pm is installed: /usr/bin/pm of the pm package
+that installer/make_medium.py builds (installed by the medium's install.py into a root of
+its own), and the console script of a `pip install` into a venv the benchmark makes; their
+floor is that venv's `python -c pass`.  install, upgrade and uninstall compare pm with
+dpkg, pacman (installed with apt-get where missing; skipped, with a note, unless root) and
+tar on the same tree.  Each timed run
 gets a fresh root prepared outside the timed part; the page cache is flushed (sync) before
 every timed command.  Peak memory is the pm process's own max RSS (os.wait4 in a small process that forks it).  All work is
 done in a temporary directory under /var/tmp, removed at the end.
@@ -52,26 +61,52 @@ class BenchError(Exception):
 
 
 class Result:
-    """One row of the table: pm's figure, what it is compared with, and the target
-    (pm must stay below it).  ``unit`` is "s", "MiB" or "syncs/s"."""
+    """One row of the table: pm's figure, what it is compared with, and the targets:
+    ``target``, the most pm's own figure may be, and ``targets``, [(ratio, most)], the
+    most each ratio may be (pm/dpkg <= 0.6...).  ``unit`` is "s", "MiB" or "syncs/s"."""
 
-    def __init__(self, name, pm, unit, compared=(), target=None, notes=""):
+    def __init__(self, name, pm, unit, compared=(), target=None, notes="", targets=()):
         self.name, self.pm, self.unit = name, pm, unit
-        self.compared = list(compared)      # [(label, value)]
+        self.compared = list(compared)      # [(label, value)] or [(label, value, ratio name)]
         self.target, self.notes = target, notes
+        self.targets = list(targets)
         self.error = None
 
     def ratios(self):
-        if self.unit == "syncs/s":
+        """[(name, pm / other)]: the name is "pm/" and the label's first word, unless
+        the compared entry names its ratio itself."""
+        if self.unit == "syncs/s" or self.pm is None:
             return []
-        return [("pm/" + label.split()[0], self.pm / value) for label, value in self.compared if value]
+        return [(entry[2] if len(entry) > 2 else "pm/" + entry[0].split()[0], self.pm / entry[1])
+                for entry in self.compared if entry[1]]
+
+    def verdicts(self):
+        """[(what, target, measured, verdict)]: one row per target."""
+        rows = []
+        if self.target is not None:
+            rows.append(("pm", "<= " + fmt(self.target, self.unit), fmt(self.pm, self.unit),
+                         verdict(self.pm, self.target)))
+        ratios = dict(self.ratios())
+        for name, most in self.targets:
+            value = ratios.get(name)
+            rows.append((name, "<= %.2f" % most, "-" if value is None else "%.2f" % value,
+                         "not measured" if value is None else verdict(value, most)))
+        return rows
 
     def met(self):
         if self.error:
             return "FAILED"
-        if self.target is None:
+        verdicts = [v[3] for v in self.verdicts() if v[3] != "not measured"]
+        if not verdicts:
             return "-"
-        return "yes" if self.pm < self.target else "no"
+        return "yes" if all(v == "met" for v in verdicts) else "no"
+
+
+def verdict(value, most):
+    """"met" when ``value`` <= ``most``, else by how much it is missed."""
+    if value is None:
+        return "not measured"
+    return "met" if value <= most else "missed by %.0f%%" % ((value / most - 1) * 100)
 
 
 def fmt(value, unit):
@@ -94,8 +129,8 @@ def warm(path):
             pass
 
 
-def measure(argv, sync=True):
-    """Run ``argv`` once: (wall seconds, stdout bytes).  Raises
+def measure(argv, sync=True, env=None):
+    """Run ``argv`` once (with ``env``, else this environment): (wall seconds, stdout bytes).  Raises
     BenchError with the last line of its stderr when it exits non-zero.  Every existing
     file named in ``argv`` (the archive a tool reads) is read first, into the cache."""
     if sync:
@@ -105,7 +140,7 @@ def measure(argv, sync=True):
             warm(arg)
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         started = time.perf_counter()
-        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=err)
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=err, env=env)
         proc.wait()
         seconds = time.perf_counter() - started
         if proc.returncode != 0:
@@ -162,26 +197,67 @@ class Context:
     deleting many files makes the next ones slow to create (on a filesystem mounted
     with ``discard``, much slower), which would blur the runs that follow."""
 
-    def __init__(self, runs, quick, work):
-        self.runs, self.quick, self.work = runs, quick, work
+    def __init__(self, runs, quick, work, installed=True):
+        self.runs, self.quick, self.work, self.installed = runs, quick, work, installed
         self._big = None
         self._counter = 0
+        self._pacman = self._launcher = self._console = None
+
+    def pacman_missing(self):
+        """None when the pacman rows can run, else why they are skipped."""
+        if self._pacman is None:
+            self._pacman = [F.pacman_missing()]
+        return self._pacman[0]
 
     def path(self, name):
         return os.path.join(self.work, name)
 
-    def fresh_root(self, dpkg=False):
-        """A new empty directory (with a dpkg admin dir when ``dpkg``)."""
+    def fresh_root(self, dpkg=False, pacman=False):
+        """A new empty directory (with a dpkg admin dir when ``dpkg``, pacman's database
+        directory when ``pacman``)."""
         self._counter += 1
         root = self.path("root%04d" % self._counter)
         os.makedirs(root)
         if dpkg:
             F.init_dpkg_root(root)
+        if pacman:
+            F.init_pacman_root(root)
         return root
+
+    def launcher(self):
+        """pm as the pm package installs it: the installer medium that
+        installer/make_medium.py builds from this pm.py, installed with its install.py
+        into a root of its own; returns that root's usr/bin/pm (run through its first
+        line, as a user runs it).  Built once."""
+        if self._launcher is None:
+            medium, tool = self.path("medium"), self.path("pm-root")
+            F.run([PY, os.path.join(REPO, "installer", "make_medium.py"), "--out", medium, "-q"])
+            F.run([PY, os.path.join(medium, "install.py"), "--root", tool])
+            self._launcher = os.path.join(tool, "usr", "bin", "pm")
+        return self._launcher
+
+    def console(self):
+        """pm as ``pip install`` gives it: a venv made from this interpreter, pm installed
+        into it from this checkout (not editable).  Returns (the venv's python, its
+        ``pm`` console script, the same venv's ``pm-isolated``: the console script this
+        report proposes, started with -I -S).  Built once; raises RuntimeError when pip
+        cannot install pm (no package index for setuptools, msgpack...)."""
+        if self._console is None:
+            venv = self.path("venv")
+            F.run([PY, "-m", "venv", venv])
+            python = os.path.join(venv, "bin", "python")
+            F.run([python, "-m", "pip", "install", "-q", "--disable-pip-version-check", REPO])
+            isolated = os.path.join(venv, "bin", "pm-isolated")
+            with open(isolated, "w") as f:
+                f.write(ISOLATED_SCRIPT)
+            os.chmod(isolated, 0o755)
+            self._console = (python, os.path.join(venv, "bin", "pm"), isolated)
+        return self._console
 
     def big(self):
         """The 5,000-file package, version 1 and 2 (half the files changed), as a pm
-        package, a plain tar of DATA and an uncompressed .deb."""
+        package, a plain tar of DATA, an uncompressed .deb and (where pacman runs) an
+        uncompressed pacman package."""
         if self._big is None:
             files, megabytes = (1000, 5) if self.quick else (5000, 25)
             layout = F.file_layout(files, 100, megabytes * F.MIB, seed=1)
@@ -196,8 +272,26 @@ class Context:
                 fx["tar%d" % v] = F.build_tar(os.path.join(src, "DATA"), self.path("big%d.tar" % v))
                 fx["deb%d" % v] = F.build_deb(os.path.join(src, "DATA"), "big", version, self.work,
                                               self.path("big_%s_all.deb" % version))
+                if not self.pacman_missing():
+                    fx["pac%d" % v] = F.build_pacman(os.path.join(src, "DATA"), "big", version,
+                                                     self.path("big-%s-1-any.pkg.tar" % version))
             self._big = fx
         return self._big
+
+
+# The console script a pip install could have (see RESULTS.md): sh starts the venv's
+# python isolated, and the script adds the site-packages directories itself, without
+# reading their .pth files (with -S, sys.prefix is not the venv's: site sets that).
+ISOLATED_SCRIPT = '''#!/bin/sh
+"""exec" "${0%/*}/python3" -I -S "$0" "$@"
+"""
+import os
+import site
+import sys
+sys.path[0:0] = site.getsitepackages([os.path.dirname(os.path.dirname(sys.executable)), sys.prefix])
+from pm import main
+sys.exit(main())
+'''
 
 
 def count_files(top):
@@ -211,22 +305,78 @@ def check(condition, message):
 
 # -- the benchmarks -----------------------------------------------------------------------
 
+def installed_forms(ctx):
+    """The installed pm: ({form: argv prefix}, {form: environment}, the floor's argv,
+    the venv's python, [notes on what could not be made]).
+    The launcher's first line runs ``python3`` from PATH: the venv's, so that one
+    interpreter is both the floor and pm's."""
+    forms, envs, notes, floor = {}, {}, [], None
+    if not ctx.installed:
+        return forms, envs, [PY, "-c", "pass"], PY, ["not measured (--no-installed)"]
+    try:
+        python, script, isolated = ctx.console()
+        forms["console"], forms["isolated"], floor = [script], [isolated], [python, "-c", "pass"]
+    except RuntimeError as e:
+        notes.append("no venv with pm (pip install failed: %s): no console script rows" % e)
+        python = PY
+    try:
+        forms["launcher"] = [ctx.launcher()]
+        envs["launcher"] = dict(os.environ, PATH=os.path.dirname(python) + os.pathsep + os.environ.get("PATH", ""))
+    except RuntimeError as e:
+        notes.append("no pm package (installer/make_medium.py or install.py failed: %s): no launcher rows" % e)
+    return forms, envs, floor or [PY, "-c", "pass"], python, notes
+
+
+INSTALLED_LABELS = {"launcher": "/usr/bin/pm of the pm package",
+                    "console": "pip console script",
+                    "isolated": "console script started -I -S, proposed"}
+
+
 def bench_startup(ctx):
-    """pm --version and list-installed on an empty root, against a bare Python start."""
+    """pm --version and list-installed on an empty root, against a bare Python start;
+    pm --version also as it is installed (the pm package's launcher, pip's console
+    script) against the same interpreter's -c pass."""
     empty = ctx.fresh_root()
+    forms, envs, venv_floor, venv_python, form_notes = installed_forms(ctx)
     cases = {"pm --version": pm_argv(empty, "--version"),
              "pm list-installed": pm_argv(empty, "list-installed"),
              "script": [PY, PM, "--version"],
-             "python -c pass": [PY, "-c", "pass"]}
+             "python -c pass": [PY, "-c", "pass"],
+             "venv -c pass": venv_floor,
+             "venv -I -S -c pass": [venv_floor[0], "-I", "-S", "-c", "pass"]}
+    for form, prefix in forms.items():
+        cases[form] = prefix + ["--version"]
     runs = ctx.runs * 3
     times = {label: [] for label in cases}
-    for argv in cases.values():
-        measure(argv)                                   # warm-up, not counted
+    for label, argv in cases.items():
+        out = measure(argv, env=envs.get(label))[1]     # warm-up, not counted
+        check(label not in forms or out.decode().strip() == "pm " + pm_version(),
+              "%s --version said %r" % (label, out[:60]))
     for _ in range(runs):
         for label, argv in cases.items():
-            times[label].append(measure(argv, sync=False)[0])
+            times[label].append(measure(argv, sync=False, env=envs.get(label))[0])
     check(not os.listdir(empty), "pm list-installed wrote into an empty root")
     floor = median(times["python -c pass"])
+    installed = []
+    for form in ("launcher", "console", "isolated"):
+        if form not in forms:
+            installed.append(Result("start-up: pm --version (%s)" % INSTALLED_LABELS[form], None, "s",
+                                    targets=[("pm/python", 1.4)], notes="; ".join(form_notes)))
+            continue
+        installed.append(Result(
+            "start-up: pm --version (%s)" % INSTALLED_LABELS[form], median(times[form]), "s",
+            [("python -c pass", median(times["venv -c pass"])),
+             ("python -I -S -c pass", median(times["venv -I -S -c pass"]), "pm/isolated-python")],
+            targets=[("pm/python", 1.4)] if form != "isolated" else ()))
+    installed[0].notes = (
+        "installed forms: %d runs each, interleaved with the rows above; the floor is `python -c pass` of the "
+        "interpreter pm runs on, a venv made from %s with pm pip-installed into it (not editable). The launcher "
+        "is /usr/bin/pm of the pm package that installer/make_medium.py builds from this pm.py, installed with "
+        "the medium's install.py into a root of its own and run through its first line (`#!/bin/sh` execs "
+        "`python3 -I -S`; python3 is the venv's, first on PATH). The console script is the one pip wrote "
+        "(`#!VENV/bin/python`, `import re`, `from pm import main`). The proposed one is a script of the same "
+        "venv that sh starts with `-I -S` and that adds `site.getsitepackages()` to sys.path itself (no "
+        ".pth files read)%s." % (runs, os.path.basename(PY), "; " + "; ".join(form_notes) if form_notes else ""))
     note = ("start-up rows: %d runs each after one warm-up, interleaved; floor: `%s -c pass` (same interpreter, "
             "with site). pm runs from its .pyc, as the /usr/bin/pm launcher runs it; the `python pm.py` row runs "
             "the same `--version` as a script, which Python compiles on every start (no .pyc for __main__): "
@@ -237,7 +387,15 @@ def bench_startup(ctx):
             Result("start-up: pm list-installed (empty root)", median(times["pm list-installed"]), "s",
                    [("python -c pass", floor)]),
             Result("start-up: python pm.py --version (no .pyc)", median(times["script"]), "s",
-                   [("python -c pass", floor)])]
+                   [("python -c pass", floor)])] + installed
+
+
+def pm_version():
+    with open(PM, encoding="utf-8") as f:
+        for line in f:
+            if line.startswith("__version__ = "):
+                return line.split('"')[1]
+    return "?"
 
 
 def bench_resolve(ctx):
@@ -252,20 +410,35 @@ def bench_resolve(ctx):
                    target=report.get("target_s", 0.3), notes=note)]
 
 
+def pacman_note(ctx):
+    missing = ctx.pacman_missing()
+    return (" pacman: skipped, %s." % missing) if missing else (
+        " %s installs an uncompressed .pkg.tar of the same tree (`.PKGINFO` first, no scriptlet), "
+        "as `%s`." % (F.pacman_version(), " ".join(F.pacman_argv("R", "-U", "x.pkg.tar"))))
+
+
+def compared_with_pacman(m, *labels):
+    return [(label, m[label]) for label in labels if label in m]
+
+
 def bench_install(ctx):
-    """Install into an empty root: pm vs tar -xf vs dpkg -i, and both with unsafe I/O."""
+    """Install into an empty root: pm vs tar -xf vs dpkg -i vs pacman -U, and pm and
+    dpkg with unsafe I/O."""
     fx = ctx.big()
     cases = {
         "pm": lambda r: pm_argv(r, "install", fx["pm1"]),
         "tar -xf": lambda r: ["tar", "-xf", fx["tar1"], "-C", r],
         "dpkg -i": lambda r: F.dpkg_argv(r, "-i", fx["deb1"]),
+        "pacman -U": lambda r: F.pacman_argv(r, "-U", fx["pac1"]),
         "pm --unsafe-io": lambda r: pm_argv(r, "--unsafe-io", "install", fx["pm1"]),
         "dpkg --force-unsafe-io": lambda r: F.dpkg_argv(r, "--force-unsafe-io", "-i", fx["deb1"]),
     }
+    if ctx.pacman_missing():
+        del cases["pacman -U"]
     times, rss = {label: [] for label in cases}, []
     for run in range(ctx.runs):
         for label, argv in cases.items():
-            root = ctx.fresh_root(dpkg=label.startswith("dpkg"))
+            root = ctx.fresh_root(dpkg=label.startswith("dpkg"), pacman=label.startswith("pacman"))
             seconds = measure(argv(root))[0]
             times[label].append(seconds)
             if label == "pm" and run == 0:
@@ -277,10 +450,10 @@ def bench_install(ctx):
     note = ("%d runs, interleaved, each into a fresh empty root, also for the --unsafe-io row. pm installs the plain .tar that "
             "repoPackager writes; tar -xf an uncompressed tar of the same DATA tree; dpkg an uncompressed "
             "(`dpkg-deb -Znone`) .deb of the same tree, no maintainer scripts, so nobody pays for "
-            "decompression. pm's max RSS: %.1f MiB." % (ctx.runs, max(rss) / 1024))
+            "decompression. pm's max RSS: %.1f MiB.%s" % (ctx.runs, max(rss) / 1024, pacman_note(ctx)))
     m = {label: median(values) for label, values in times.items()}
-    return [Result("install (%s)" % what, m["pm"], "s", [("dpkg -i", m["dpkg -i"]), ("tar -xf", m["tar -xf"])],
-                   notes=note),
+    return [Result("install (%s)" % what, m["pm"], "s", compared_with_pacman(m, "dpkg -i", "pacman -U", "tar -xf"),
+                   notes=note, targets=[("pm/dpkg", 0.6), ("pm/pacman", 1.0), ("pm/tar", 2.5)]),
             Result("install --unsafe-io", m["pm --unsafe-io"], "s",
                    [("dpkg --force-unsafe-io", m["dpkg --force-unsafe-io"])])]
 
@@ -292,7 +465,7 @@ def time_prepared(ctx, cases, check_first):
     times = {label: [] for label in cases}
     for run in range(ctx.runs):
         for label, (prepare, timed) in cases.items():
-            root = ctx.fresh_root(dpkg=label.startswith("dpkg"))
+            root = ctx.fresh_root(dpkg=label.startswith("dpkg"), pacman=label.startswith("pacman"))
             measure(prepare(root))
             times[label].append(measure(timed(root))[0])
             if run == 0:
@@ -301,16 +474,20 @@ def time_prepared(ctx, cases, check_first):
 
 
 def bench_upgrade(ctx):
-    """Version 2 (half the files changed) over version 1: pm vs dpkg vs tar -xf."""
+    """Version 2 (half the files changed) over version 1: pm vs dpkg vs pacman vs tar -xf."""
     fx = ctx.big()
     cases = {  # label: (preparation, timed command), both given the root
         "pm": (lambda r: pm_argv(r, "--unsafe-io", "install", fx["pm1"]),
                lambda r: pm_argv(r, "install", fx["pm2"])),
         "dpkg -i": (lambda r: F.dpkg_argv(r, "--force-unsafe-io", "-i", fx["deb1"]),
                     lambda r: F.dpkg_argv(r, "-i", fx["deb2"])),
+        "pacman -U": (lambda r: F.pacman_argv(r, "-U", fx["pac1"]),
+                      lambda r: F.pacman_argv(r, "-U", fx["pac2"])),
         "tar -xf": (lambda r: ["tar", "-xf", fx["tar1"], "-C", r],
                     lambda r: ["tar", "-xf", fx["tar2"], "-C", r]),
     }
+    if ctx.pacman_missing():
+        del cases["pacman -U"]
     sample = fx["layout"][0][0]          # file 0 is one of the changed ones
     with open(os.path.join(fx["src2"], "DATA", sample), "rb") as f:
         expected = f.read()
@@ -319,59 +496,104 @@ def bench_upgrade(ctx):
             check(f.read() == expected, "%s did not upgrade %s" % (label, sample))
     m = time_prepared(ctx, cases, upgraded)
     note = ("%d files, %d of them with new content; %d runs. Version 1 is installed untimed (with unsafe I/O), "
-            "then version 2 timed with the default (safe) I/O; tar -xf of v2 over the v1 tree is the floor." % (
-                fx["files"], len(fx["changed"]), ctx.runs))
+            "then version 2 timed with the default (safe) I/O; tar -xf of v2 over the v1 tree is the floor.%s" % (
+                fx["files"], len(fx["changed"]), ctx.runs, pacman_note(ctx)))
     return [Result("upgrade (half the files changed)", m["pm"], "s",
-                   [("dpkg -i", m["dpkg -i"]), ("tar -xf", m["tar -xf"])], notes=note)]
+                   compared_with_pacman(m, "dpkg -i", "pacman -U", "tar -xf"), notes=note,
+                   targets=[("pm/dpkg", 0.5), ("pm/pacman", 0.7)])]
 
 
 def bench_uninstall(ctx):
-    """Remove the installed package: pm uninstall vs dpkg -r vs rm -rf of the tree."""
+    """Remove the installed package: pm uninstall vs dpkg -r vs pacman -R vs rm -rf of the tree."""
     fx = ctx.big()
     cases = {
         "pm": (lambda r: pm_argv(r, "--unsafe-io", "install", fx["pm1"]),
                lambda r: pm_argv(r, "uninstall", "big")),
         "dpkg -r": (lambda r: F.dpkg_argv(r, "--force-unsafe-io", "-i", fx["deb1"]),
                     lambda r: F.dpkg_argv(r, "-r", "big")),
+        "pacman -R": (lambda r: F.pacman_argv(r, "-U", fx["pac1"]),
+                      lambda r: F.pacman_argv(r, "-R", "big")),
         "rm -rf": (lambda r: ["tar", "-xf", fx["tar1"], "-C", r],
                    lambda r: ["rm", "-rf", os.path.join(r, "usr")]),
     }
+    if ctx.pacman_missing():
+        del cases["pacman -R"]
     def removed(label, root):
         check(not os.path.exists(os.path.join(root, "usr/share/bench")), "%s left files behind" % label)
     m = time_prepared(ctx, cases, removed)
-    note = "%d files; %d runs; the package is installed untimed, then removed timed (default, safe I/O)." % (
-        fx["files"], ctx.runs)
-    return [Result("uninstall", m["pm"], "s", [("dpkg -r", m["dpkg -r"]), ("rm -rf", m["rm -rf"])], notes=note)]
+    note = "%d files; %d runs; the package is installed untimed, then removed timed (default, safe I/O).%s" % (
+        fx["files"], ctx.runs, pacman_note(ctx))
+    return [Result("uninstall", m["pm"], "s", compared_with_pacman(m, "dpkg -r", "pacman -R", "rm -rf"),
+                   notes=note, targets=[("pm/dpkg", 0.8), ("pm/pacman", 1.0)])]
 
 
-def bench_list(ctx):
-    """list-installed on a root with many packages vs dpkg-query -W on the same set."""
-    count, files_each = (200, 100) if ctx.quick else (1000, 100)
-    sources = F.many_small_sources(ctx.path("many-src"), count, files_each, seed=3)
-    packages = ctx.path("many-pkg")
-    F.run([PY, F.PACKAGER, "-d", packages, ctx.path("many-src")])
+def many_installed(ctx, count, files_each, tag):
+    """A root where pm installed ``count`` packages of ``files_each`` files (untimed, in
+    batches of 250); returns (root, [(name, [paths])])."""
+    sources = F.many_small_sources(ctx.path(tag + "-src"), count, files_each, seed=3)
+    packages = ctx.path(tag + "-pkg")
+    F.run([PY, F.PACKAGER, "-d", packages, ctx.path(tag + "-src")])
     tars = sorted(os.path.join(packages, n) for n in os.listdir(packages) if n.endswith(".tar"))
     root = ctx.fresh_root()
     for start in range(0, len(tars), 250):
         measure(pm_argv(root, "--unsafe-io", "install", *tars[start:start + 250]))
+    return root, sources
+
+
+def bench_list(ctx):
+    """list-installed on a root with many packages vs dpkg-query -W on the same set and
+    vs the interpreter's start; the same at ten times the packages (the same number of
+    files in all) against its time at the first size; pm run from the checkout and as
+    it is installed."""
+    (small, files_small), (large, files_large) = ((200, 100), (2000, 10)) if ctx.quick else \
+        ((1000, 100), (10000, 10))
+    root_small, sources = many_installed(ctx, small, files_small, "many")
+    root_large, _ = many_installed(ctx, large, files_large, "more")
     dpkg_root = ctx.fresh_root(dpkg=True)
     admin = os.path.join(dpkg_root, "var/lib/dpkg")
     F.synthesize_dpkg_db(admin, [(name, "1.0.%d" % (i % 7), paths) for i, (name, paths) in enumerate(sources)])
-    cases = {"pm": pm_argv(root, "list-installed"),
-             "dpkg-query -W": ["dpkg-query", "--admindir", admin, "-W"]}
-    for label, argv in cases.items():
-        lines = measure(argv)[1].decode().splitlines()
+    forms, envs, venv_floor, _, form_notes = installed_forms(ctx)
+    cases = {"pm": (pm_argv(root_small, "list-installed"), small),
+             "pm large": (pm_argv(root_large, "list-installed"), large),
+             "dpkg-query -W": (["dpkg-query", "--admindir", admin, "-W"], small),
+             "python -c pass": ([PY, "-c", "pass"], 0),
+             "venv -c pass": (venv_floor, 0)}
+    for form, prefix in forms.items():
+        cases[form] = (prefix + ["--root", root_small, "list-installed"], small)
+        cases[form + " large"] = (prefix + ["--root", root_large, "list-installed"], large)
+    env_of = lambda label: envs.get(label.split()[0])
+    for label, (argv, count) in cases.items():
+        lines = measure(argv, env=env_of(label))[1].decode().splitlines()
         check(len(lines) == count, "%s listed %d packages, not %d" % (label, len(lines), count))
     times = {label: [] for label in cases}
     for _ in range(ctx.runs):
-        for label, argv in cases.items():
-            times[label].append(measure(argv)[0])
+        for label, (argv, _) in cases.items():
+            times[label].append(measure(argv, env=env_of(label))[0])
+    m = {label: median(values) for label, values in times.items()}
     note = ("%d packages of %d files (%d files) installed with pm (untimed, in batches of 250); the dpkg database "
             "with the same names, versions and file lists is synthesized directly (status file + info/NAME.list), "
-            "not installed from .debs. Prepared once; %d runs after one check run." % (
-                count, files_each, count * files_each, ctx.runs))
-    return [Result("list-installed (%d packages, %d files)" % (count, count * files_each),
-                   median(times["pm"]), "s", [("dpkg-query -W", median(times["dpkg-query -W"]))], notes=note)]
+            "not installed from .debs. Prepared once; %d runs after one check run. pm runs from the checkout "
+            "(`python -c 'import pm; pm.main()'`, as the other rows) against that interpreter's `-c pass`, and as "
+            "it is installed (the start-up rows say how) against the venv's `-c pass`." % (
+                small, files_small, small * files_small, ctx.runs))
+    ratio = "%d/%d" % (large, small)
+    results = [Result("list-installed (%d packages, %d files)" % (small, small * files_small), m["pm"], "s",
+                      [("dpkg-query -W", m["dpkg-query -W"]), ("python -c pass", m["python -c pass"])],
+                      targets=[("pm/python", 1.6)], notes=note),
+               Result("list-installed (%d packages, %d files)" % (large, large * files_large), m["pm large"], "s",
+                      [("%d packages" % small, m["pm"], ratio)], targets=[(ratio, 2.0)],
+                      notes="%d packages of %d files: the same number of files as the row above, ten times the "
+                            "packages; the ratio is to the row above." % (large, files_large))]
+    for form in ("launcher", "console", "isolated"):
+        name = "list-installed (%s, %%d packages)" % INSTALLED_LABELS[form]
+        if form not in forms:
+            results.append(Result(name % small, None, "s", targets=[("pm/python", 1.6)], notes="; ".join(form_notes)))
+            continue
+        results.append(Result(name % small, m[form], "s", [("python -c pass", m["venv -c pass"])],
+                              targets=[("pm/python", 1.6)] if form != "isolated" else ()))
+        results.append(Result(name % large, m[form + " large"], "s", [("%d packages" % small, m[form], ratio)],
+                              targets=[(ratio, 2.0)] if form != "isolated" else ()))
+    return results
 
 
 def bench_memory(ctx):
@@ -399,7 +621,7 @@ def bench_memory(ctx):
             "Comparison: the same for a one-file package (%d runs)." % (
                 megabytes, megabytes // 4, fmt(median(big_times), "s"), ctx.runs))
     return [Result("peak RSS, install %s package" % ("1 GiB" if megabytes == 1024 else "%d MiB" % megabytes),
-                   max(big_rss), "MiB", [("tiny package", max(tiny_rss))], target=48, notes=note)]
+                   max(big_rss), "MiB", [("tiny package", max(tiny_rss))], target=32, notes=note)]
 
 
 def bench_oda(ctx):
@@ -461,6 +683,7 @@ def machine(work):
     info["python"] = "%s (%s)" % (platform.python_version(), PY)
     info["dpkg"] = first_line(["dpkg", "--version"])
     info["tar"] = first_line(["tar", "--version"])
+    info["pacman"] = F.pacman_version() if shutil.which("pacman") else "(not installed)"
     fields = first_line(["findmnt", "-n", "-o", "FSTYPE,SOURCE,TARGET,OPTIONS", "-T", work]).split()
     info["filesystem"] = "%s (%s on %s, %s)" % tuple(fields[:4]) if len(fields) >= 4 else "(unknown)"
     info["fsync probe"] = "writing 8 MiB and fsync took %.1f ms in the work dir" % (fsync_probe(work) * 1000)
@@ -489,9 +712,9 @@ def table_rows(results):
         if r.error:
             rows.append([r.name, "FAILED", r.error, "", "", "FAILED"])
             continue
-        compared = "; ".join("%s %s" % (label, fmt(value, r.unit)) for label, value in r.compared) or "-"
+        compared = "; ".join("%s %s" % (entry[0], fmt(entry[1], r.unit)) for entry in r.compared) or "-"
         ratios = "; ".join("%s %.2f" % (label, value) for label, value in r.ratios()) or "-"
-        target = "< %s" % fmt(r.target, r.unit) if r.target is not None else "-"
+        target = "; ".join(("" if what == "pm" else what + " ") + most for what, most, _, _ in r.verdicts()) or "-"
         rows.append([r.name, fmt(r.pm, r.unit) if r.pm is not None else "skipped", compared, ratios, target, r.met()])
     return rows
 
@@ -499,17 +722,30 @@ def table_rows(results):
 HEADER = ["benchmark", "pm (median)", "compared with (median)", "ratio", "target", "met"]
 
 
-def text_table(results):
-    rows = [HEADER] + table_rows(results)
-    widths = [max(len(row[i]) for row in rows) for i in range(len(HEADER))]
+def text_table(results, header=HEADER, rows=None):
+    rows = [header] + (table_rows(results) if rows is None else rows)
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
 
 
-def markdown_table(results):
-    rows = [HEADER, ["---"] * len(HEADER)] + table_rows(results)
+def markdown_table(results, header=HEADER, rows=None):
+    rows = [header, ["---"] * len(header)] + (table_rows(results) if rows is None else rows)
     return "\n".join("| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in rows)
+
+
+TARGET_HEADER = ["benchmark", "target", "measured", "verdict"]
+
+
+def target_rows(results):
+    """One row per target of every result: met, missed by how much, or not measured."""
+    rows = []
+    for r in results:
+        for what, most, measured, said in ([] if r.error else r.verdicts()):
+            rows.append([r.name, (what + " " if what != "pm" else "") + most, measured,
+                         said if r.pm is not None else "not measured (skipped)"])
+    return rows
 
 
 def write_report(path, results, args, info, started, elapsed, load):
@@ -539,7 +775,10 @@ def write_report(path, results, args, info, started, elapsed, load):
             "the whole process, each run in a fresh root prepared outside the timed part, with `sync` before "
             "every timed command. Medians; ratio = pm / the other. Memory is the max RSS of the pm process alone (os.wait4 in a small process that forks it)."
             % command, "",
-            "## Results", "", markdown_table(results), "", "## Notes", ""]
+            "## Results", "", markdown_table(results), "",
+            "## Targets", "", "Every target of issue 14, from the table above (ratios are pm / the other; "
+            "a target is met at or below its figure).", "",
+            markdown_table(results, TARGET_HEADER, target_rows(results)), "", "## Notes", ""]
     for r in results:
         if r.notes or r.error:
             out.append("- **%s**: %s" % (r.name, r.error and "FAILED: " + r.error or r.notes))
@@ -572,6 +811,9 @@ def main(argv=None):
     parser.add_argument("--quick", action="store_true", help="2 runs and smaller sizes: a smoke check")
     parser.add_argument("--out", default=os.path.join(HERE, "RESULTS.md"), help="the report (default bench/RESULTS.md)")
     parser.add_argument("--only", default="", help="comma-separated: " + ",".join(BENCHMARKS))
+    parser.add_argument("--no-installed", action="store_true",
+                        help="leave out the rows of pm as installed (the pm package's launcher, pip's console "
+                             "script): building the package and a venv takes a minute")
     parser.add_argument("--dir", default=None,
                         help="where to work (default /dev/shm, a tmpfs, where there is one; else /var/tmp)")
     args = parser.parse_args(argv)
@@ -589,7 +831,7 @@ def main(argv=None):
     load_start = "%.2f" % os.getloadavg()[0]
     base = args.dir or default_work_base()
     work = tempfile.mkdtemp(prefix="pm-bench-", dir=base)
-    ctx = Context(args.runs, args.quick, work)
+    ctx = Context(args.runs, args.quick, work, installed=not args.no_installed)
     results, failures = [], []
     try:
         compile_pm()
@@ -613,6 +855,8 @@ def main(argv=None):
     elapsed = time.perf_counter() - clock
     load = (load_start, "%.2f" % os.getloadavg()[0])
     print(text_table(results))
+    print()
+    print(text_table(results, TARGET_HEADER, target_rows(results)))
     print("\n%d runs; total %.1f minutes; report: %s" % (args.runs, elapsed / 60, args.out))
     write_report(args.out, results, args, info, started, elapsed, load)
     for failure in failures:

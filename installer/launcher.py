@@ -1,5 +1,13 @@
-#!/usr/bin/env python3
-"""pm's launcher, installed as /usr/bin/pm by the ``pm`` package.
+#!/bin/sh
+"""exec" python3 -I -S "$0" "$@"
+pm's launcher, installed as /usr/bin/pm by the ``pm`` package.
+
+The first two lines start Python isolated (``-I -S``: no site-packages scan, no
+PYTHON* variables, no current directory on sys.path) where ``#!/usr/bin/env python3``
+could pass no options portably: sh runs the ``exec`` line, Python reads it as the start
+of this docstring.  The launcher puts pm's own directories on sys.path itself; the
+site-packages (for the optional psycopg and cryptography) are added only when a module
+is not found in them.
 
 Each pm version lives in its own directory, ``/usr/lib/pm/<version>/`` (``pm.py``, the
 Python packages it needs under ``site/``, and ``CONTENTS``, the size of every file of
@@ -67,10 +75,30 @@ def root_argument(argv):
     return os.environ.get("PM_ROOT") or "/"
 
 
+class SiteOnDemand:
+    """The last import finder: a top-level module found nowhere else (psycopg for a
+    PostgreSQL ODA, cryptography for signatures) is looked for once more after ``site``
+    has added the site-packages directories, which ``-S`` left out to start faster."""
+
+    @staticmethod
+    def find_spec(name, path=None, target=None):
+        if path is not None or SiteOnDemand not in sys.meta_path:
+            return None
+        sys.meta_path.remove(SiteOnDemand)
+        import importlib.machinery
+        import site
+        site.main()
+        return importlib.machinery.PathFinder.find_spec(name)
+
+
 def main():
     library = os.path.join(os.path.dirname(os.path.dirname(os.path.realpath(__file__))), "lib", "pm")
     directory = choose(library)
-    sys.path[0:1] = [directory, os.path.join(directory, "site")]
+    if not (sys.flags.isolated or getattr(sys.flags, "safe_path", False)):
+        del sys.path[0]         # run as `python3 /usr/bin/pm`: Python put /usr/bin first
+    sys.path[0:0] = [directory, os.path.join(directory, "site")]
+    if sys.flags.no_site:
+        sys.meta_path.append(SiteOnDemand)
     # pm's files are all owned by the package: Python must not add __pycache__ beside them.
     sys.dont_write_bytecode = True
     if os.path.lexists(os.path.join(root_argument(sys.argv[1:]), "var/lib/pm/journal")):
