@@ -83,7 +83,6 @@ QUICK_COMMAND_LINES = [
     ["-q", "-q", "list-installed"],
     ["-v", "list-installed", "-q", "--json"],
     ["--json", "list-installed", "--unsafe-io", "--root", "/r", "--root", "/s"],
-    ["--root", "", "list-installed"],
     ["--verbose", "--quiet", "list-installed", "--verbose", "--verbose", "--include-removed"],
 ]
 
@@ -94,6 +93,13 @@ def test_list_installed_command_line_reads_as_argparse_reads_it(argv):
     assert quick is not None and vars(quick) == vars(pm.build_parser().parse_args(argv))
     parsed = pm.parse_arguments(argv)
     assert isinstance(parsed, pm._QuickArguments) and parsed.func is pm.cmd_list_installed
+
+
+def test_an_empty_root_is_a_usage_error_on_the_quick_path_too():
+    argv = ["--root", "", "list-installed"]
+    assert vars(pm._quick_arguments(argv)) == vars(pm.build_parser().parse_args(argv))
+    with pytest.raises(pm.UsageError, match="the root is empty"):
+        pm.parse_arguments(argv)
 
 
 @pytest.mark.parametrize("argv", [["list-installed", "--incl"], ["-qq", "list-installed"], ["list-installed", "x"],
