@@ -2821,21 +2821,24 @@ def _quietly(action, *args):
         return None
 
 
-def _remove_tree(root: Root, path: str) -> None:
-    """Remove the directory ``path`` and everything under it (a directory replaced by
-    a file, after commit; idempotent)."""
+def _tree_removal(root: Root, path: str) -> list:
+    """The steps, ``("unlink" | "rmdir", path)`` children first, that remove the
+    directory ``path`` and everything under it (a directory replaced by a file, after
+    commit); none when it has gone."""
     try:
         children = root.listdir(path)
     except (FileNotFoundError, NotADirectoryError, UnsafePath):
-        return
+        return []
+    steps = []
     for child in children:
         child_path = path.rstrip("/") + "/" + child
         st = _quietly(root.lstat, child_path)
         if st is not None and stat.S_ISDIR(st.st_mode):
-            _remove_tree(root, child_path)
+            steps += _tree_removal(root, child_path)
         else:
-            _quietly(root.unlink, child_path)
-    _quietly(root.rmdir, path)
+            steps.append(("unlink", child_path))
+    steps.append(("rmdir", path))
+    return steps
 
 
 def roll_back(root: Root, journal: dict, out: Output) -> None:
@@ -2892,13 +2895,9 @@ def roll_forward(root: Root, journal: dict, out: Output, progress: Progress | No
             clean("unlink", op[3])
         elif op[0] in ("remove", "aside"):
             clean("unlink", op[2])
-        elif op[0] == "replace-dir":
-            try:
-                _remove_tree(root, op[2])
-            except OSError as e:
-                leftovers.append(["rmdir", op[2]])
-                out.warn("could not remove %s (%s); recorded as a leftover, pm recover tries again"
-                         % (root.host_path(op[2]), e.strerror or e))
+        elif op[0] == "replace-dir":     # each step that fails is a leftover of its own
+            for kind, path in _tree_removal(root, op[2]):
+                clean(kind, path)
         else:
             continue
         if progress:
