@@ -1961,8 +1961,12 @@ class Root:
             os.close(fd)
 
     def read(self, path: str) -> bytes | None:
-        """The content of the file ``path``, or None when it does not exist."""
-        fd = self._open_file(path)
+        """The content of the file ``path``, or None when it (or a directory on the way to
+        it) does not exist."""
+        try:
+            fd = self._open_file(path)
+        except (FileNotFoundError, NotADirectoryError):
+            return None
         if fd is None:
             return None
         try:
@@ -2151,10 +2155,7 @@ def read_settings(root: Root, path: str = PM_CONF) -> dict:
     """``key = value`` settings of a configuration file under the root (``#`` comments,
     blank lines ignored); {} when the file is absent.  A malformed line is InvalidInput
     naming the file and line."""
-    try:
-        data = root.read(path)
-    except (FileNotFoundError, NotADirectoryError):
-        data = None
+    data = root.read(path)
     if data is None:
         return {}
     settings = {}
@@ -2269,10 +2270,7 @@ class Database:
 
     def load(self) -> "Database":
         self.token = self.snapshot_token()
-        try:
-            data = self.root.read(DB_DIR + "/status")
-        except (FileNotFoundError, NotADirectoryError):
-            data = None
+        data = self.root.read(DB_DIR + "/status")
         if data is None:
             return self
         try:
@@ -2985,10 +2983,7 @@ def root_exists(root: Root, path: str) -> bool:
 
 def read_journal(root: Root) -> dict | None:
     """The journal of an interrupted transaction, or None; InvalidInput when damaged."""
-    try:
-        data = root.read(JOURNAL)
-    except (FileNotFoundError, NotADirectoryError):
-        return None
+    data = root.read(JOURNAL)
     if data is None:
         return None
     try:
@@ -4963,10 +4958,7 @@ def read_trust_record(root: Root, source: Source) -> dict | None:
     """What pm last accepted of a source's signed indexes (var/lib/pm/trust/SLUG), or None."""
     import json
     path = TRUST_DIR + "/" + source.slug
-    try:
-        data = root.read(path)
-    except (FileNotFoundError, NotADirectoryError):
-        return None
+    data = root.read(path)
     if data is None:
         return None
     try:
@@ -6638,10 +6630,7 @@ class Oda:
 
 def read_opm_conf(root: Root) -> tuple | None:
     """``(role, name)`` from the root's etc/opm.conf, or None when it has none."""
-    try:
-        data = root.read(OPM_CONF)
-    except (FileNotFoundError, NotADirectoryError):
-        data = None
+    data = root.read(OPM_CONF)
     if data is None:
         return None
     lines = [line.strip() for line in data.decode("utf-8", "replace").splitlines()]
@@ -6834,10 +6823,7 @@ class OpmSync:
             record = Database(root).load().get(package)
             if record is None or record["state"] != STATE_INSTALLED:
                 raise Refused("%s is not installed under %s" % (package, root_path))
-            try:
-                content = root.read(SCRIPTS_DIR + "/" + package + "/" + script)
-            except (FileNotFoundError, NotADirectoryError):
-                content = None
+            content = root.read(SCRIPTS_DIR + "/" + package + "/" + script)
         finally:
             root.close()
         if content is None:
