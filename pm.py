@@ -6482,6 +6482,14 @@ class Oda:
             return False
 
         def work():
+            # The node row locked first: two syncs of one node that both found the
+            # inventory changed write it one after the other, the second seeing the
+            # first's digest (without it, both delete the old rows, and the second's
+            # insert meets the first's committed ones).
+            lock = "" if self.dialect == "sqlite" else " FOR UPDATE"
+            rows = self.execute("SELECT inventory_digest FROM nodes WHERE name = ?" + lock, (node,))
+            if not rows or rows[0][0] == digest:
+                return False
             self.execute("DELETE FROM inventory WHERE node = ?", (node,))
             names = sorted(packages)
             for start in range(0, len(names), ODA_INSERT_ROWS):
@@ -6494,8 +6502,8 @@ class Oda:
                              + ", ".join(["(?, ?, ?, ?, ?)"] * len(chunk)), values)
             self.execute("UPDATE nodes SET synced = ?, inventory_digest = ? WHERE name = ?",
                          (time.time(), digest, node))
-        self.atomically(work)
-        return True
+            return True
+        return self.atomically(work)
 
     def inventory(self, node: str) -> dict:
         return {row["package"]: {"version": row["version"], "state": row["state"], "reason": row["reason"]}

@@ -840,6 +840,47 @@ def test_the_inventory_is_written_only_when_it_changed(cluster, build, monkeypat
     assert not [sql for sql in statements_sent(log) if "inventory" in sql and not sql.startswith("SELECT")]
 
 
+def test_two_syncs_of_one_node_that_both_find_its_inventory_changed_write_it_once(cluster):
+    """The second writer waits for the first's commit and finds the inventory already
+    written (it used to delete the old rows beside the first and meet its new ones)."""
+    import threading
+    pm = load_pm()
+    cluster.node("n1", "client")
+    packages = {"foo": {"version": "1.0", "state": "installed"}, "bar": {"version": "2.0", "state": "installed"}}
+    first, second = pm.Oda(cluster.url, deadline=30), pm.Oda(cluster.url, deadline=30)
+    deleted, go_on = threading.Event(), threading.Event()
+    original = first.execute
+
+    def execute_pausing_after_the_delete(sql, params=()):
+        rows = original(sql, params)
+        if sql.startswith("DELETE FROM inventory"):
+            deleted.set()
+            assert go_on.wait(30)
+        return rows
+    first.execute = execute_pausing_after_the_delete
+    results = {}
+
+    def write(key, oda):
+        try:
+            results[key] = oda.write_inventory("n1", packages)
+        except Exception as e:        # reported by the assertion below
+            results[key] = e
+    threads = [threading.Thread(target=write, args=("first", first))]
+    threads[0].start()
+    assert deleted.wait(30)
+    threads.append(threading.Thread(target=write, args=("second", second)))
+    threads[1].start()
+    threads[1].join(1.0)              # the second is waiting for the first (or done, wrongly)
+    go_on.set()
+    for thread in threads:
+        thread.join(60)
+    first.close()
+    second.close()
+    assert results == {"first": True, "second": False}
+    assert query(cluster.url, "SELECT package, version FROM inventory WHERE node = ? ORDER BY package",
+                 ("n1",)) == [("bar", "2.0"), ("foo", "1.0")]
+
+
 def test_a_sync_that_does_a_stage_still_takes_the_nodes_lock_and_commits_each_stage(cluster, build, monkeypatch):
     client = cluster.node("n1", "client")
     cluster.publish(build("foo", "1.0", {"/usr/share/foo/foo": "foo"}))
