@@ -90,6 +90,7 @@ MAX_MANIFEST_ITEMS = 20_000           # values in the whole manifest
 MAX_MANIFEST_STRING = 64 * 1024       # one string value
 MAX_MANIFEST_INTEGER = 2 ** 63 - 1    # Lua integers are 64-bit; the database (msgpack) holds no more
 MAX_SCRIPT_BYTES = 1024 * 1024        # one CONTROL script, held in memory
+MAX_SUMS_BYTES = 128 * 1024 * 1024    # CONTROL/sums: a line per file (read line by line)
 MAX_SCRIPT_LINE = 64 * 1024           # bytes of one line a script prints, relayed at a time
 MAX_MEMBERS = 500_000                 # members in one archive
 MAX_PATH_BYTES = 4096                 # PATH_MAX
@@ -134,6 +135,7 @@ STAGING_PREFIX = ".~pm."
 RESERVED_DIRS = ("/var/lib/pm", "/var/cache/pm")
 # The suffix of the packaged version of a config file kept beside a modified one.
 CONFIG_NEW_SUFFIX = ".pm-new"
+SUMS = "sums"   # CONTROL/sums: "SHA256 MODE SIZE /path" for every regular file of DATA/
 
 # The ODA under a fleet (SPEC §11): a sync retries a server that refuses or is full, and
 # operators' views stream their rows, so that neither depends on the fleet's size.
@@ -1163,11 +1165,12 @@ class Member:
     """One entry of a package's DATA/ tree: ``path`` is absolute within the root
     (``/usr/bin/x``); ``kind`` is ``f`` (file), ``d`` (directory) or ``l`` (symlink)."""
 
-    __slots__ = ("path", "kind", "mode", "size", "link", "mtime")
+    __slots__ = ("path", "kind", "mode", "size", "link", "mtime", "digest")
 
     def __init__(self, path, kind, mode, size, link, mtime):
         self.path, self.kind, self.mode, self.size, self.link, self.mtime = \
             path, kind, mode, size, link, mtime
+        self.digest = None      # the sha256 CONTROL/sums gives for a file, when it has one
 
 
 def _tar_number(field: bytes, what: str) -> int:
@@ -1528,6 +1531,7 @@ class Package:
         total = count = 0
         late_config = False
         is_config = None
+        sums = None
         self._headers: list[list] = []    # every entry's headers, for stream() to compare
         stream = open_tar_stream(self.file)
         reader = TarReader(stream)
@@ -1571,9 +1575,12 @@ class Package:
                     seen["CONTROL/" + name] = kind
                     if kind != "f":
                         raise self.fail("CONTROL/%s is not a regular file" % name)
-                    limit = MAX_MANIFEST_BYTES if name == "manifest" else MAX_SCRIPT_BYTES
+                    limit = {"manifest": MAX_MANIFEST_BYTES, SUMS: MAX_SUMS_BYTES}.get(name, MAX_SCRIPT_BYTES)
                     if entry.size > limit:
                         raise self.fail("CONTROL/%s is larger than %d bytes" % (name, limit))
+                    if name == SUMS:
+                        sums = self._read_sums(reader)
+                        continue
                     content = b"".join(reader.data())
                     if name == "manifest":
                         try:
@@ -1589,6 +1596,8 @@ class Package:
         if self.manifest is None:
             raise self.fail("no CONTROL/manifest: not a pm package")
         self._check_tree(seen)
+        if sums is not None:
+            self._attach_sums(sums)
         self.name = self.manifest["package"]
         self.version = Version.parse(self.manifest["version"])
         if late_config:
@@ -1597,6 +1606,48 @@ class Package:
             if path + CONFIG_NEW_SUFFIX in seen:
                 raise self.fail("%s is a member, but pm keeps the packaged version of the config file "
                                 "%s there" % (path + CONFIG_NEW_SUFFIX, path))
+
+    def _read_sums(self, reader: TarReader) -> dict:
+        """CONTROL/sums, read a line at a time: {path: (sha256, mode, size)}."""
+        import itertools
+        sums, rest, number = {}, b"", 0
+        for chunk in itertools.chain(reader.data(), (b"\n",)):
+            lines = (rest + chunk).split(b"\n")
+            rest = lines.pop()
+            if len(rest) > MAX_PATH_BYTES + 100:
+                raise self.fail("CONTROL/%s has a line longer than %d bytes" % (SUMS, MAX_PATH_BYTES + 100))
+            for line in lines:
+                number += 1
+                if not line:
+                    continue
+                fields = line.split(b" ", 3)
+                try:
+                    if len(fields) != 4 or len(fields[0]) != 64 or not fields[1].isdigit() \
+                            or not fields[2].isdigit():
+                        raise ValueError
+                    path = fields[3].decode("utf-8")
+                    record = (bytes.fromhex(fields[0].decode("ascii")), int(fields[1], 8), int(fields[2]))
+                except ValueError:
+                    raise self.fail("CONTROL/%s line %d is not 'SHA256 MODE SIZE /path'" % (SUMS, number)) from None
+                if path in sums:
+                    raise self.fail("CONTROL/%s lists %s twice" % (SUMS, path[:200]))
+                sums[path] = record
+        return sums
+
+    def _attach_sums(self, sums: dict) -> None:
+        """Give each file member the digest CONTROL/sums records for it; a line naming
+        anything but a file of the package, or another mode or size, refuses it."""
+        for member in self.members:
+            record = sums.pop(member.path, None) if member.kind == "f" else None
+            if record is None:
+                continue
+            digest, mode, size = record
+            if (mode, size) != (member.mode, member.size):
+                raise self.fail("CONTROL/%s gives %s mode %o and %d bytes; the archive has %o and %d"
+                                % (SUMS, member.path, mode, size, member.mode, member.size))
+            member.digest = digest
+        if sums:
+            raise self.fail("CONTROL/%s lists %s, which is not a file of the package" % (SUMS, next(iter(sums))[:200]))
 
     @staticmethod
     def _digest(reader: TarReader) -> bytes:
@@ -2516,7 +2567,15 @@ class Transaction:
     ``["aside", path, backup]`` (a file or link renamed away while staging, so that a
     directory can be made there) · ``["replace-dir", path, backup]`` (a directory, all of
     whose content this command removes, renamed away before a file takes its place;
-    removed with its content after commit).
+    removed with its content after commit) · ``["delete", path]`` (a file or link
+    unlinked after the commit: one system call per removed file, as dpkg removes; a
+    kill after the commit is rolled forward) · ``["keep", path]`` (a file an upgrade
+    leaves as it is: its packaged sha256, size and mode are those already installed and
+    on disk; nothing is done to it, before or after the commit).
+
+    Removals are ``delete`` unless the transaction also sets paths aside or replaces a
+    directory (a path type change): then they are ``remove``, renamed away before the
+    commit, so that nothing after the commit unlinks a path another operation reused.
     """
 
     def __init__(self, root: Root, db: Database, out: Output, sync: bool = True):
@@ -2551,7 +2610,17 @@ class Transaction:
         self.byte_puts.append((staged, data, mode))
 
     def remove(self, path: str) -> None:
-        self.ops.append(["remove", path, self._staged(path, ".old")])
+        self.ops.append(["delete", path])
+
+    def keep(self, path: str) -> None:
+        self.ops.append(["keep", path])
+
+    def _removals_before_commit(self) -> None:
+        """With a path type change in the transaction, removals happen before the commit
+        (renamed away, see the class docstring)."""
+        if any(op[0] in ("aside", "replace-dir") for op in self.ops):
+            self.ops = [["remove", op[1], self._staged(op[1], ".old")] if op[0] == "delete" else op
+                        for op in self.ops]
 
     def rmdir_later(self, path: str) -> None:
         self.ops.append(["rmdir", path])
@@ -2576,6 +2645,7 @@ class Transaction:
         """Stage, apply and commit, ending with the database ``packages`` and
         ``pending`` scripts.  On an error before the commit everything is rolled back
         and the error raised; after it, the change stands and the error says so."""
+        self._removals_before_commit()
         for attempt in (1, 2):
             try:
                 self._write_journal()
@@ -2614,7 +2684,7 @@ class Transaction:
                 if progress:
                     progress.phase("syncing")
                 fsync_dir(self.root.dir_fd(DB_DIR))
-            old_files = sum(1 for op in self.ops if op[0] == "remove" or (op[0] == "put" and op[3] is not None))
+            old_files = sum(1 for op in self.ops if op[0] in ("remove", "delete") or (op[0] == "put" and op[3] is not None))
             if progress and old_files:
                 progress.phase("removing old files", old_files, "files")
             roll_forward(self.root, self._journal_dict(), self.out, progress)
@@ -2657,6 +2727,9 @@ class Transaction:
                 else:
                     digest, size = _write_new_file(dir_fd, name, member.mode,
                                                    progress.counting(chunks) if progress else chunks, member.mtime)
+                    if member.digest is not None and digest != member.digest:
+                        raise package.fail("%s does not match the sha256 CONTROL/%s gives for it"
+                                           % (member.path, SUMS))
                     if entry is not None:
                         entry.digest, entry.size = digest, size
                 root.trim()
@@ -2704,7 +2777,8 @@ class Transaction:
         if self.sync:
             devices = {}       # a directory (by path: descriptors are not held) per filesystem
             gone = tuple(op[1] + "/" for op in self.ops if op[0] == "replace-dir")
-            for parent in sorted({parent_of(op[1]) for op in self.ops if op[0] != "rmdir"}) + [DB_DIR]:
+            for parent in sorted({parent_of(op[1]) for op in self.ops
+                                  if op[0] not in ("rmdir", "delete", "keep")}) + [DB_DIR]:
                 if gone and (parent + "/").startswith(gone):
                     continue                 # moved away with the directory replaced
                 devices.setdefault(os.fstat(root.dir_fd(parent)).st_dev, parent)
@@ -2893,6 +2967,8 @@ def roll_forward(root: Root, journal: dict, out: Output, progress: Progress | No
             clean("unlink", op[3])
         elif op[0] in ("remove", "aside"):
             clean("unlink", op[2])
+        elif op[0] == "delete":
+            clean("unlink", op[1])
         elif op[0] == "replace-dir":     # each step that fails is a leftover of its own
             for kind, path in _tree_removal(root, op[2]):
                 clean(kind, path)
@@ -3009,7 +3085,7 @@ def _check_journal(journal) -> None:
             reserved = paths[1:]
         elif kind in ("remove", "aside", "replace-dir") and len(op) == 3:
             paths, reserved = [op[1], op[2]], [op[2]]
-        elif kind in ("mkdir", "rmdir") and len(op) == (3 if kind == "mkdir" else 2):
+        elif kind in ("mkdir", "rmdir", "delete", "keep") and len(op) == (3 if kind == "mkdir" else 2):
             paths, reserved = [op[1]], []
         elif kind == "chmod" and len(op) == 4 and all(isinstance(m, int) and 0 <= m <= 0o7777 for m in op[2:]):
             paths, reserved = [op[1]], []
@@ -3495,6 +3571,11 @@ class Planner:
             else:
                 if path in old_config and owner == name and st is not None and stat.S_ISREG(st.st_mode):
                     self._save_edit(change, path, old_entries.get(path), st, conflicts)
+                elif owner == name and self._unchanged(member, old_entries.get(path), st):
+                    entries[path] = FileEntry("f", member.mode, member.size, member.digest)
+                    tx.keep(path)
+                    change.steps.append(("unchanged", path))
+                    continue
                 entry = entries[path] = FileEntry(member.kind, member.mode, member.size, None, member.link)
                 tx.put_member(path, package, member, st is not None, entry if member.kind == "f" else None)
                 change.steps.append(("replace" if st is not None else "write", path))
@@ -3516,6 +3597,17 @@ class Planner:
             change.steps.append(("remove", path))
         change.gone_dirs = [p for p, e in old_entries.items() if e.kind == "d" and p not in entries]
         change.entries = entries
+
+    def _unchanged(self, member: Member, before: FileEntry | None, st) -> bool:
+        """Whether an upgrade can leave the file at ``member.path`` as it is: the package
+        records its sha256 (CONTROL/sums), which is the one installed before, with the
+        same mode and size, and the file on disk still has that content and mode."""
+        return (member.kind == "f" and member.digest is not None and before is not None
+                and before.kind == "f" and before.digest == member.digest
+                and (before.mode, before.size) == (member.mode, member.size)
+                and st is not None and stat.S_ISREG(st.st_mode)
+                and (stat.S_IMODE(st.st_mode), st.st_size) == (member.mode, member.size)
+                and self.root.digest(member.path) == member.digest)
 
     def _save_edit(self, change: Change, path: str, before, st, conflicts: list) -> None:
         """A former config file the new version ships as a plain file: an edit made to

@@ -141,6 +141,19 @@ def manifest_text(manifest, syntax="lua"):
     return "{\n  %s,\n}\n" % fields
 
 
+def sums_text(files):
+    """CONTROL/sums as repoPackager writes it: ``SHA256 MODE SIZE /path`` per file."""
+    import hashlib
+    lines = []
+    for target, entry in sorted(files.items()):
+        if isinstance(entry, (Dir, Link)):
+            continue
+        entry = entry if isinstance(entry, File) else File(entry)
+        lines.append("%s %04o %d %s\n" % (hashlib.sha256(entry.content).hexdigest(), entry.mode,
+                                           len(entry.content), target))
+    return "".join(lines)
+
+
 def add_member(tar, name, entry, mtime=1_700_000_000):
     info = tarfile.TarInfo(name)
     info.mtime = mtime
@@ -159,7 +172,8 @@ def add_member(tar, name, entry, mtime=1_700_000_000):
 
 class PackageBuilder:
     """``build(name, version, files={path: content|File|Dir|Link}, config=[...], ...)``
-    writes a package archive and returns its path."""
+    writes a package archive and returns its path (``sums=True``: with CONTROL/sums, as
+    repoPackager writes packages)."""
 
     def __init__(self, directory):
         self.directory = Path(directory)
@@ -181,7 +195,7 @@ class PackageBuilder:
 
     def build(self, name, version="1.0", files=None, config=None, deps=None, conflicts=None,
               provides=None, scripts=None, syntax="lua", dot_prefix=False, compress=None,
-              filename=None, manifest=None, **extra):
+              filename=None, manifest=None, sums=False, **extra):
         manifest = manifest if manifest is not None else self.manifest(
             name, version, config, deps, conflicts, provides, **extra)
         self.count += 1
@@ -194,6 +208,8 @@ class PackageBuilder:
             add_member(tar, prefix + "CONTROL/manifest", File(text))
             for script, content in (scripts or {}).items():
                 add_member(tar, prefix + "CONTROL/" + script, File(content, 0o755))
+            if sums:            # True: the files' own; a string: that text
+                add_member(tar, prefix + "CONTROL/sums", File(sums if isinstance(sums, str) else sums_text(files or {})))
             for target, entry in sorted((files or {}).items()):
                 add_member(tar, prefix + "DATA" + target, entry)
         data = raw.getvalue()

@@ -82,7 +82,7 @@ def test_packages_are_sorted_ustar_without_dot_slash_owned_by_root_with_normal_m
     with tarfile.open(tmp_path / "repo/tool-1.0.tar") as tar:
         members = tar.getmembers()
     names = [m.name for m in members]
-    assert names == ["CONTROL", "CONTROL/api-post-install", "CONTROL/manifest", "DATA", "DATA/usr",
+    assert names == ["CONTROL", "CONTROL/api-post-install", "CONTROL/manifest", "CONTROL/sums", "DATA", "DATA/usr",
                      "DATA/usr/bin", "DATA/usr/bin/tool", "DATA/usr/share", "DATA/usr/share/tool",
                      "DATA/usr/share/tool/a", "DATA/usr/share/tool/b", "DATA/usr/share/tool/deep",
                      "DATA/usr/share/tool-data", "DATA/usr/share/tool-data/x"]
@@ -92,6 +92,22 @@ def test_packages_are_sorted_ustar_without_dot_slash_owned_by_root_with_normal_m
     assert modes["DATA/usr/bin/tool"] == 0o755 and modes["DATA/usr/share/tool/a"] == 0o644
     assert modes["DATA/usr/share/tool/deep"] == 0o755
     assert {(m.uid, m.gid, m.uname, m.gname, m.mtime) for m in members} == {(0, 0, "", "", 1700000000)}
+
+
+def test_packages_record_each_files_sha256_mode_and_size_in_control_sums(tmp_path):
+    import hashlib
+    source = tree(tmp_path / "src", {"package": "tool", "version": "1.0"},
+                  {"/usr/bin/tool": "#!/bin/sh\n", "/usr/share/tool/a b": "with a space", "/usr/lib/l": "l"})
+    (source / "DATA/usr/bin/tool").chmod(0o755)
+    os.symlink("tool", source / "DATA/usr/bin/alias")
+    package("-d", tmp_path / "repo", source)
+    with tarfile.open(tmp_path / "repo/tool-1.0.tar") as tar:
+        sums = tar.extractfile("CONTROL/sums").read().decode()
+
+    def line(path, data, mode):
+        return "%s %04o %d %s" % (hashlib.sha256(data).hexdigest(), mode, len(data), path)
+    assert sums.splitlines() == [line("/usr/bin/tool", b"#!/bin/sh\n", 0o755), line("/usr/lib/l", b"l", 0o644),
+                                 line("/usr/share/tool/a b", b"with a space", 0o644)]
 
 
 def test_a_path_too_long_for_ustar_still_builds_and_installs(tmp_path, pm, root):

@@ -49,8 +49,9 @@ class Operations:
 
     def __init__(self, tmp_path, build, count):
         self.tmp = tmp_path
-        self.v1 = build("app", "1.0", version_1(count), config=[CONF])
-        self.v2 = build("app", "2.0", version_2(count), config=[CONF])
+        # with CONTROL/sums, as repoPackager builds them: the upgrade keeps the unchanged half
+        self.v1 = build("app", "1.0", version_1(count), config=[CONF], sums=True)
+        self.v2 = build("app", "2.0", version_2(count), config=[CONF], sums=True)
         # an upgrade turning its directory test/ into test -> test2
         self.dir_1 = build("pkg", "1.0", dict({"/test/sub/deep": "d", "/test2/x": "x"},
                                               **{"/test/file%02d" % i: "f%d" % i for i in range(count)}))

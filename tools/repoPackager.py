@@ -457,8 +457,31 @@ def source_date_epoch():
     return int(text)
 
 
-def write_tar(out, content, mtime):
-    """Write the package as a reproducible tar stream to the binary file ``out``."""
+def add_sums(content):
+    """Record CONTROL/sums (pm.SUMS): ``SHA256 MODE SIZE /path`` for every regular file of
+    DATA/, in archive order; an upgrade leaves alone a file whose line did not change.
+    Returns {archive name: sha256}, which write_tar checks what it copies against."""
+    digests, lines = {}, []
+    for name in sorted(content.entries, key=lambda n: n.split("/")):
+        entry = content.entries[name]
+        if entry.kind != "f" or not name.startswith("DATA/"):
+            continue
+        if entry.data is not None:
+            digest = pm.sha256_bytes(entry.data)
+        else:
+            with open(entry.path, "rb") as f:
+                digest = pm.sha256_fd(f.fileno())
+        digests[name] = digest
+        lines.append("%s %04o %d /%s\n" % (digest.hex(), entry.mode, entry.size, name[len("DATA/"):]))
+    data = "".join(lines).encode("utf-8")
+    name = "CONTROL/" + pm.SUMS
+    content.entries[name] = Entry(name, "f", 0o644, data=data, size=len(data))
+    return digests
+
+
+def write_tar(out, content, mtime, digests=None):
+    """Write the package as a reproducible tar stream to the binary file ``out``; a file
+    whose bytes are not those of ``digests`` (add_sums) changed while it was packaged."""
     written = 0
     for name in sorted(content.entries, key=lambda n: n.split("/")):
         entry = content.entries[name]
@@ -476,8 +499,10 @@ def write_tar(out, content, mtime):
         written += len(header)
         if entry.kind == "f":
             copied = 0
+            h = pm.new_sha256()
             if entry.data is not None:
                 out.write(entry.data)
+                h.update(entry.data)
                 copied = len(entry.data)
             else:
                 with open(entry.path, "rb") as f:
@@ -486,8 +511,9 @@ def write_tar(out, content, mtime):
                         if not chunk:
                             break
                         out.write(chunk)
+                        h.update(chunk)
                         copied += len(chunk)
-            if copied != entry.size:
+            if copied != entry.size or (digests and name in digests and h.digest() != digests[name]):
                 raise BuildError("%s changed while it was being packaged" % (entry.path or name))
             padding = -copied % 512
             out.write(b"\0" * padding)
@@ -529,20 +555,21 @@ def build(content, dest, compress, mtime, openos=False):
     filename = package_filename(content.name, content.version, ".tar.zst" if compress else ".tar", openos)
     if not pm._matches(pm.FILENAME_PATTERN, filename):
         raise BuildError("%s: %s is not a usable file name" % (content.origin, filename))
+    digests = add_sums(content)
     out, path = temporary(dest, filename)
     try:
         with out:
             if compress:
                 zstd = pm.lazy_import("zstandard", "writing .tar.zst packages (-z)")
                 with tempfile.TemporaryFile(dir=dest) as plain:
-                    write_tar(plain, content, mtime)
+                    write_tar(plain, content, mtime, digests)
                     size = plain.tell()
                     plain.seek(0)
                     compressor = zstd.ZstdCompressor(level=ZSTD_LEVEL, write_checksum=True,
                                                      write_content_size=True, threads=0)
                     compressor.copy_stream(plain, out, size=size)
             else:
-                write_tar(out, content, mtime)
+                write_tar(out, content, mtime, digests)
             out.flush()
             os.fsync(out.fileno())
         size, digest = file_digest(path)
