@@ -2576,6 +2576,12 @@ class Transaction:
     Removals are ``delete`` unless the transaction also sets paths aside or replaces a
     directory (a path type change): then they are ``remove``, renamed away before the
     commit, so that nothing after the commit unlinks a path another operation reused.
+
+    A new directory whose parent exists is staged whole: ``["newdir", path, staged,
+    mode]`` makes it under a reserved name, the directories and files below it are made
+    there under their own names (``["put-in", path, staged]``: no rename per file), and
+    one rename puts the tree in place before the commit.  Rolling back removes exactly
+    what the journal names, wherever it is (the staged tree is pm's own, reserved name).
     """
 
     def __init__(self, root: Root, db: Database, out: Output, sync: bool = True):
@@ -2615,6 +2621,45 @@ class Transaction:
     def keep(self, path: str) -> None:
         self.ops.append(["keep", path])
 
+    def _stage_new_dirs_whole(self) -> None:
+        """Turn each new directory whose parent exists (outside pm's own directory, in a
+        transaction without path type changes) into a ``newdir`` staged whole, with
+        what goes below it made inside the staged tree (see the class docstring)."""
+        if any(op[0] in ("aside", "replace-dir") for op in self.ops):
+            return
+        made = {op[1] for op in self.ops if op[0] == "mkdir"}
+        tops = {}                    # new directory -> its staged name
+        for op in self.ops:
+            if op[0] == "mkdir" and parent_of(op[1]) not in made and op[1] != DB_DIR \
+                    and not (op[1] + "/").startswith(DB_DIR + "/") and not (DB_DIR + "/").startswith(op[1] + "/"):
+                tops[op[1]] = self._staged(op[1])
+        if not tops:
+            return
+
+        def inside(path):
+            """(top, path below the staged top) for a path below a new top, else None."""
+            for ancestor in _ancestors(path):
+                if ancestor in tops:
+                    return tops[ancestor] + path[len(ancestor):]
+            return None
+        renamed = {}
+        ops = []
+        for op in self.ops:
+            if op[0] == "mkdir" and op[1] in tops:
+                op = ["newdir", op[1], tops[op[1]], op[2]]
+            elif op[0] == "put" and op[3] is None:
+                staged = inside(op[1])
+                if staged is not None:
+                    renamed[op[2]] = staged
+                    op = ["put-in", op[1], staged]
+            ops.append(op)
+        self.ops = ops
+        for wanted in self.member_puts.values():
+            for path, (staged, entry) in list(wanted.items()):
+                if staged in renamed:
+                    wanted[path] = (renamed[staged], entry)
+        self.byte_puts = [(renamed.get(staged, staged), data, mode) for staged, data, mode in self.byte_puts]
+
     def _removals_before_commit(self) -> None:
         """With a path type change in the transaction, removals happen before the commit
         (renamed away, see the class docstring)."""
@@ -2646,12 +2691,13 @@ class Transaction:
         ``pending`` scripts.  On an error before the commit everything is rolled back
         and the error raised; after it, the change stands and the error says so."""
         self._removals_before_commit()
+        self._stage_new_dirs_whole()
         for attempt in (1, 2):
             try:
                 self._write_journal()
                 self._stage(progress)
                 if progress:
-                    progress.phase("applying", sum(1 for op in self.ops if op[0] in ("put", "remove")), "files")
+                    progress.phase("applying", sum(1 for op in self.ops if op[0] in ("put", "put-in", "remove")), "files")
                 self._apply(progress)
                 if progress:
                     progress.phase("committing")
@@ -2705,12 +2751,13 @@ class Transaction:
 
     def _stage(self, progress: Progress | None) -> None:
         root = self.root
+        staged_tops = {op[1]: op[2] for op in self.ops if op[0] == "newdir"}
         for op in self.ops:
             if op[0] == "aside":
                 root.rename(op[1], op[2])
-            elif op[0] == "mkdir":
+            elif op[0] in ("mkdir", "newdir"):
                 self.doing = "creating the directory %s" % root.host_path(op[1])
-                root.make_dir(op[1], op[2])
+                root.make_dir(_staged_place(op[1], staged_tops), op[-1])
         for package, wanted in self.member_puts.items():
             self.doing = "unpacking %s" % package.name
             for member, chunks in package.stream():
@@ -2766,7 +2813,11 @@ class Transaction:
                 root.rename(op[1], op[2])
                 root.forget(op[1])
                 continue
-            else:
+            elif op[0] == "newdir":          # the tree staged whole, in place at once
+                root.rename(op[2], op[1])
+                root.forget(op[2])
+                continue
+            elif op[0] != "put-in":          # (already in place with its directory)
                 continue
             if progress:
                 progress.step()
@@ -2778,7 +2829,7 @@ class Transaction:
             devices = {}       # a directory (by path: descriptors are not held) per filesystem
             gone = tuple(op[1] + "/" for op in self.ops if op[0] == "replace-dir")
             for parent in sorted({parent_of(op[1]) for op in self.ops
-                                  if op[0] not in ("rmdir", "delete", "keep")}) + [DB_DIR]:
+                                  if op[0] not in ("rmdir", "delete", "keep", "put-in")}) + [DB_DIR]:
                 if gone and (parent + "/").startswith(gone):
                     continue                 # moved away with the directory replaced
                 devices.setdefault(os.fstat(root.dir_fd(parent)).st_dev, parent)
@@ -2913,6 +2964,15 @@ def _tree_removal(root: Root, path: str) -> list:
     return steps
 
 
+def _staged_place(path: str, staged_tops: dict) -> str:
+    """Where ``path`` is made while its new top directory is staged whole (``staged_tops``:
+    new directory -> staged name); ``path`` itself when no such directory holds it."""
+    for ancestor in _ancestors(path):
+        if ancestor in staged_tops:
+            return staged_tops[ancestor] + path[len(ancestor):]
+    return staged_tops.get(path, path)
+
+
 def roll_back(root: Root, journal: dict, out: Output) -> None:
     """Undo an uncommitted transaction, whatever step it reached (idempotent)."""
     for op in reversed(journal["ops"]):
@@ -2929,7 +2989,15 @@ def roll_back(root: Root, journal: dict, out: Output) -> None:
         elif kind == "remove":
             if root_exists(root, op[2]):
                 _quietly(root.rename, op[2], path)
+        elif kind == "put-in":
+            _quietly(root.unlink, op[2])
+            _quietly(root.unlink, path)
         elif kind == "mkdir":
+            _quietly(root.rmdir, path)
+        elif kind == "newdir":          # staged still: all of it is pm's; in place: emptied above
+            if root_exists(root, op[2]):
+                for step, below in _tree_removal(root, op[2]):
+                    _quietly(root.rmdir if step == "rmdir" else root.unlink, below)
             _quietly(root.rmdir, path)
         elif kind == "chmod":
             _quietly(lambda: os.fchmod(root.dir_fd(path), op[3]))
@@ -3076,6 +3144,7 @@ def _check_journal(journal) -> None:
     that is not one of pm's reserved names (recovery deletes and renames them)."""
     if not isinstance(journal["txid"], str) or not isinstance(journal["ops"], list):
         raise ValueError("no transaction id or operations")
+    staged_tops: dict = {}      # new directories staged whole, as the journal names them
     for op in journal["ops"]:
         if not isinstance(op, list) or not op:
             raise ValueError("a malformed operation")
@@ -3087,6 +3156,13 @@ def _check_journal(journal) -> None:
             paths, reserved = [op[1], op[2]], [op[2]]
         elif kind in ("mkdir", "rmdir", "delete", "keep") and len(op) == (3 if kind == "mkdir" else 2):
             paths, reserved = [op[1]], []
+        elif kind == "newdir" and len(op) == 4 and isinstance(op[3], int) and 0 <= op[3] <= 0o7777:
+            paths, reserved = [op[1], op[2]], [op[2]]
+            staged_tops[op[1]] = op[2]
+        elif kind == "put-in" and len(op) == 3:
+            paths, reserved = [op[1], op[2]], []
+            if op[2] != _staged_place(op[1], staged_tops) or op[2] == op[1]:
+                raise ValueError("%r is not a name pm stages under" % (op[2],))
         elif kind == "chmod" and len(op) == 4 and all(isinstance(m, int) and 0 <= m <= 0o7777 for m in op[2:]):
             paths, reserved = [op[1]], []
         else:

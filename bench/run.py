@@ -239,19 +239,14 @@ class Context:
     def console(self):
         """pm as ``pip install`` gives it: a venv made from this interpreter, pm installed
         into it from this checkout (not editable).  Returns (the venv's python, its
-        ``pm`` console script, the same venv's ``pm-isolated``: the console script this
-        report proposes, started with -I -S).  Built once; raises RuntimeError when pip
-        cannot install pm (no package index for setuptools, msgpack...)."""
+        ``pm`` command: bin/pm, which starts Python with -I -S).  Built once; raises
+        RuntimeError when pip cannot install pm (no package index for setuptools...)."""
         if self._console is None:
             venv = self.path("venv")
             F.run([PY, "-m", "venv", venv])
             python = os.path.join(venv, "bin", "python")
             F.run([python, "-m", "pip", "install", "-q", "--disable-pip-version-check", REPO])
-            isolated = os.path.join(venv, "bin", "pm-isolated")
-            with open(isolated, "w") as f:
-                f.write(ISOLATED_SCRIPT)
-            os.chmod(isolated, 0o755)
-            self._console = (python, os.path.join(venv, "bin", "pm"), isolated)
+            self._console = (python, os.path.join(venv, "bin", "pm"))
         return self._console
 
     def big(self):
@@ -279,21 +274,6 @@ class Context:
         return self._big
 
 
-# The console script a pip install could have (see RESULTS.md): sh starts the venv's
-# python isolated, and the script adds the site-packages directories itself, without
-# reading their .pth files (with -S, sys.prefix is not the venv's: site sets that).
-ISOLATED_SCRIPT = '''#!/bin/sh
-"""exec" "${0%/*}/python3" -I -S "$0" "$@"
-"""
-import os
-import site
-import sys
-sys.path[0:0] = site.getsitepackages([os.path.dirname(os.path.dirname(sys.executable)), sys.prefix])
-from pm import main
-sys.exit(main())
-'''
-
-
 def count_files(top):
     return sum(len(names) for _, _, names in os.walk(top))
 
@@ -314,8 +294,8 @@ def installed_forms(ctx):
     if not ctx.installed:
         return forms, envs, [PY, "-c", "pass"], PY, ["not measured (--no-installed)"]
     try:
-        python, script, isolated = ctx.console()
-        forms["console"], forms["isolated"], floor = [script], [isolated], [python, "-c", "pass"]
+        python, script = ctx.console()
+        forms["console"], floor = [script], [python, "-c", "pass"]
     except RuntimeError as e:
         notes.append("no venv with pm (pip install failed: %s): no console script rows" % e)
         python = PY
@@ -328,8 +308,7 @@ def installed_forms(ctx):
 
 
 INSTALLED_LABELS = {"launcher": "/usr/bin/pm of the pm package",
-                    "console": "pip console script",
-                    "isolated": "console script started -I -S, proposed"}
+                    "console": "pip console script"}
 
 
 def bench_startup(ctx):
@@ -358,7 +337,7 @@ def bench_startup(ctx):
     check(not os.listdir(empty), "pm list-installed wrote into an empty root")
     floor = median(times["python -c pass"])
     installed = []
-    for form in ("launcher", "console", "isolated"):
+    for form in ("launcher", "console"):
         if form not in forms:
             installed.append(Result("start-up: pm --version (%s)" % INSTALLED_LABELS[form], None, "s",
                                     targets=[("pm/python", 1.4)], notes="; ".join(form_notes)))
@@ -367,16 +346,16 @@ def bench_startup(ctx):
             "start-up: pm --version (%s)" % INSTALLED_LABELS[form], median(times[form]), "s",
             [("python -c pass", median(times["venv -c pass"])),
              ("python -I -S -c pass", median(times["venv -I -S -c pass"]), "pm/isolated-python")],
-            targets=[("pm/python", 1.4)] if form != "isolated" else ()))
+            targets=[("pm/python", 1.4)]))
     installed[0].notes = (
         "installed forms: %d runs each, interleaved with the rows above; the floor is `python -c pass` of the "
         "interpreter pm runs on, a venv made from %s with pm pip-installed into it (not editable). The launcher "
         "is /usr/bin/pm of the pm package that installer/make_medium.py builds from this pm.py, installed with "
         "the medium's install.py into a root of its own and run through its first line (`#!/bin/sh` execs "
-        "`python3 -I -S`; python3 is the venv's, first on PATH). The console script is the one pip wrote "
-        "(`#!VENV/bin/python`, `import re`, `from pm import main`). The proposed one is a script of the same "
-        "venv that sh starts with `-I -S` and that adds `site.getsitepackages()` to sys.path itself (no "
-        ".pth files read)%s." % (runs, os.path.basename(PY), "; " + "; ".join(form_notes) if form_notes else ""))
+        "`python3 -I -S`; python3 is the venv's, first on PATH). The console script is bin/pm as pip "
+        "installed it: `#!/bin/sh` execs the venv's `python3 -I -S`, and the script adds the site-packages "
+        "to sys.path itself (no .pth files read)%s." % (runs, os.path.basename(PY),
+                                                       "; " + "; ".join(form_notes) if form_notes else ""))
     note = ("start-up rows: %d runs each after one warm-up, interleaved; floor: `%s -c pass` (same interpreter, "
             "with site). pm runs from its .pyc, as the /usr/bin/pm launcher runs it; the `python pm.py` row runs "
             "the same `--version` as a script, which Python compiles on every start (no .pyc for __main__): "
@@ -584,15 +563,15 @@ def bench_list(ctx):
                       [("%d packages" % small, m["pm"], ratio)], targets=[(ratio, 2.0)],
                       notes="%d packages of %d files: the same number of files as the row above, ten times the "
                             "packages; the ratio is to the row above." % (large, files_large))]
-    for form in ("launcher", "console", "isolated"):
+    for form in ("launcher", "console"):
         name = "list-installed (%s, %%d packages)" % INSTALLED_LABELS[form]
         if form not in forms:
             results.append(Result(name % small, None, "s", targets=[("pm/python", 1.6)], notes="; ".join(form_notes)))
             continue
         results.append(Result(name % small, m[form], "s", [("python -c pass", m["venv -c pass"])],
-                              targets=[("pm/python", 1.6)] if form != "isolated" else ()))
+                              targets=[("pm/python", 1.6)]))
         results.append(Result(name % large, m[form + " large"], "s", [("%d packages" % small, m[form], ratio)],
-                              targets=[(ratio, 2.0)] if form != "isolated" else ()))
+                              targets=[(ratio, 2.0)]))
     return results
 
 

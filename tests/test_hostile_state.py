@@ -135,6 +135,16 @@ for _command in (("list-installed",), ("install", "{valid}"), ("recover",)):
         "journal_with_an_empty_component": _journal_case(lambda w: [["put", "/usr//bin/x", "/usr//bin/.~pm.0123.1", None]]),
         "journal_with_a_relative_path": _journal_case(lambda w: [["rmdir", "outside"]], committed=True),
         "journal_with_an_unknown_operation": _journal_case(lambda w: [["chown", "/usr/bin/base", 0]]),
+        "journal_delete_with_dotdot": _journal_case(lambda w: [["delete", "/usr/../../outside/victim"]],
+                                                    committed=True),
+        "journal_keep_with_dotdot": _journal_case(lambda w: [["keep", "/../outside/victim"]]),
+        "journal_newdir_staged_elsewhere": _journal_case(
+            lambda w: [["newdir", "/opt/new", "/../outside/.~pm.0123.1", 0o755]]),
+        "journal_put_in_outside_its_staged_directory": _journal_case(
+            lambda w: [["newdir", "/opt/new", "/opt/.~pm.0123.1", 0o755],
+                       ["put-in", "/opt/new/x", "/usr/bin/base"]]),
+        "journal_put_in_without_a_staged_directory": _journal_case(
+            lambda w: [["put-in", "/usr/bin/base", "/usr/bin/base"]]),
     }.items():
         def _register(plant=_plant, name=_name, command=_command, suffix=_suffix):
             def planted(where):

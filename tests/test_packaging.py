@@ -9,6 +9,7 @@ import sys
 import venv
 
 import pytest
+from pathlib import Path
 
 from conftest import REPO
 
@@ -25,8 +26,44 @@ def test_each_tool_runs_as_a_script_from_a_checkout(script):
 
 def test_pyproject_declares_every_console_script():
     text = (REPO / "pyproject.toml").read_text()
-    for name in CONSOLE_SCRIPTS:
+    assert 'script-files = ["bin/pm"]' in text          # pm itself: started isolated
+    for name in CONSOLE_SCRIPTS[1:]:
         assert "\n%s = " % name in text
+
+
+def test_the_installed_pm_starts_python_isolated_without_reading_pth_files(tmp_path):
+    """bin/pm (what pip installs as ``pm``) runs the Python beside it with -I -S and finds
+    pm and its dependencies in the site-packages without site's start; a .pth file there
+    is not read (it would cost as much as Python's own start), and PYTHON* variables do
+    not reach it."""
+    import shutil
+    venv_dir = tmp_path / "venv"
+    venv.create(venv_dir, with_pip=False, system_site_packages=False)
+    python = venv_dir / "bin" / "python3"
+    site_packages = subprocess.run([str(python), "-c", "import site; print(site.getsitepackages()[0])"],
+                                   capture_output=True, text=True, check=True).stdout.strip()
+    shutil.copy(REPO / "pm.py", site_packages)
+    for module in ("msgpack", "semver"):         # pm's dependencies, as pip would put them there
+        spec = __import__(module)
+        source = os.path.dirname(spec.__file__) if spec.__file__.endswith("__init__.py") else spec.__file__
+        target = os.path.join(site_packages, os.path.basename(source))
+        (shutil.copytree if os.path.isdir(source) else shutil.copy)(source, target)
+    (Path(site_packages) / "zz_trap.pth").write_text("import sys; sys.stderr.write('pth read\\n')\n")
+    script = venv_dir / "bin" / "pm"
+    shutil.copy(REPO / "bin/pm", script)
+    script.chmod(0o755)
+    probe = tmp_path / "probe.py"
+    env = dict(os.environ, PYTHONPATH="/nonexistent-pythonpath")
+    result = subprocess.run([str(script), "--version"], capture_output=True, text=True, env=env,
+                            cwd=str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().startswith("pm ") and "pth read" not in result.stderr
+    root = tmp_path / "root"
+    root.mkdir()
+    result = subprocess.run([str(script), "--root", str(root), "--json", "list-installed"], capture_output=True,
+                            text=True, env=env, cwd=str(tmp_path))
+    assert result.returncode == 0 and json.loads(result.stdout)["packages"] == [], result.stderr
+    del probe
 
 
 def test_a_non_editable_pip_install_gives_a_working_set_of_commands(tmp_path):

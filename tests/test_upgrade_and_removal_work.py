@@ -1,12 +1,13 @@
-"""Issue 14: an upgrade leaves alone what did not change, and an uninstall makes one system
-call per removed file.
+"""Issue 14: an upgrade leaves alone what did not change, an uninstall makes one system
+call per removed file, and a fresh install puts each new directory in place at once.
 
 A package built by repoPackager records every file's sha256, mode and size in
 CONTROL/sums.  On upgrade, a file whose recorded digest is the one installed, and whose
 disk content and mode are still those, is neither read from the archive nor rewritten
 (the journal says ``keep``).  Removals are unlinked after the commit (``delete``), rolled
-forward after a kill, as dpkg removes; the kill-at-every-step tests of
-test_transactions.py cover both."""
+forward after a kill, as dpkg removes.  A new directory is staged whole under a reserved
+name and renamed into place once, its files made inside it under their own names.  The
+kill-at-every-step tests of test_transactions.py cover all three."""
 
 import json
 import os
@@ -157,3 +158,33 @@ def test_a_failing_pre_uninstall_script_still_changes_nothing(pm, build, root):
     before = snapshot(root)
     pm("uninstall", "app", expect=1)
     assert snapshot(root) == before
+
+
+def test_a_fresh_install_puts_each_new_directory_in_place_with_one_rename(build, root, pm):
+    tree = {"/opt/app/d%02d/f%02d" % (d, f): "%d %d\n" % (d, f) for d in range(10) for f in range(20)}
+    tree["/usr/bin/app"] = File("#!/bin/sh\n", 0o755)
+    (root / "usr").mkdir()                       # /usr exists: /usr/bin is new below it
+    counts = step_counts(root, "install", build("app", "1.0", tree, sums=True))
+    # the journal, the database, and one for each new top directory (/opt, /usr/bin)
+    assert counts.get("rename", 0) == 2 + 2, counts
+    assert counts.get("write", 0) == len(tree) + 1          # and the file list
+    assert not [p for p in os.listdir(root / "opt") + os.listdir(root / "usr") if p.startswith(".~pm.")]
+    assert (root / "opt/app/d03/f07").read_text() == "3 7\n"
+    assert os.lstat(root / "usr/bin/app").st_mode & 0o777 == 0o755
+    assert pm("verify").code == 0
+
+
+@pytest.mark.parametrize("step", ["kill:5:write", "kill:2:rename", "ENOSPC:40:write", "EIO:3:mkdir"])
+def test_a_fresh_install_cut_short_leaves_no_staged_tree_and_nothing_new(build, root, pm, step):
+    tree = {"/opt/app/d%02d/f%02d" % (d, f): "%d %d\n" % (d, f) for d in range(5) for f in range(20)}
+    (root / "opt").mkdir()
+    (root / "opt/keep").write_text("not pm's\n")
+    before = snapshot(root)
+    result = run_pm(root, "install", build("app", "1.0", tree, sums=True), env={"PM_FAULT": step})
+    assert result.code != 0
+    pm("recover")
+    after = snapshot(root)
+    assert not [p for p in after if ".~pm." in p]
+    assert {p: v for p, v in after.items() if not p.startswith("var")} == \
+        {p: v for p, v in before.items() if not p.startswith("var")}
+    assert pm("list-installed").out.strip() == ""
