@@ -2558,8 +2558,12 @@ def _release_interrupts(held) -> None:
         signal.pthread_sigmask(signal.SIG_SETMASK, held)
 
 
-class Transaction:
-    """The changes of one command, as journaled operations:
+class Plan:
+    """What one command changes, as a value: the operations a Transaction journals and
+    executes, in order, exactly as they are here (and as a dry run shows them), with the
+    data they need (the members and bytes to write, the database's new file lists).
+    The planner (section 10) fills it in; ``finalize()`` gives the operations their last
+    form.  The operations:
 
     ``["mkdir", path, mode]`` · ``["put", path, staged, backup|None]`` (a staged file
     or symlink renamed over ``path``; ``backup`` keeps the old one until commit) ·
@@ -2584,8 +2588,7 @@ class Transaction:
     what the journal names, wherever it is (the staged tree is pm's own, reserved name).
     """
 
-    def __init__(self, root: Root, db: Database, out: Output, sync: bool = True):
-        self.root, self.db, self.out, self.sync = root, db, out, sync
+    def __init__(self):
         self.txid = os.urandom(6).hex()
         self.ops: list[list] = []
         self.seq = 0
@@ -2593,7 +2596,6 @@ class Transaction:
         self.byte_puts: list = []       # (staged name, bytes, mode)
         self.file_lists: dict = {}      # file list name -> bytes
         self.obsolete_lists: list = []  # file list names to delete after commit
-        self.doing = "the change"       # what the transaction is doing, for an error message
 
     def _staged(self, path: str, suffix: str = "") -> str:
         self.seq += 1
@@ -2620,6 +2622,21 @@ class Transaction:
 
     def keep(self, path: str) -> None:
         self.ops.append(["keep", path])
+
+    def finalize(self) -> None:
+        """The operations in their last form, once everything is planned."""
+        self._removals_before_commit()
+        self._stage_new_dirs_whole()
+
+    def journal(self) -> dict:
+        """What the journal records of this plan (recovery reads it back)."""
+        return {"txid": self.txid, "ops": self.ops, "lists": sorted(self.file_lists),
+                "obsolete": self.obsolete_lists}
+
+    def puts_of(self, package) -> list:
+        """The (member, target) pairs the plan writes from ``package``'s files."""
+        wanted = self.member_puts.get(package, {})
+        return [(m, wanted[m.path]) for m in package.members if m.path in wanted and m.kind == "f"]
 
     def _stage_new_dirs_whole(self) -> None:
         """Turn each new directory whose parent exists (outside pm's own directory, in a
@@ -2684,20 +2701,30 @@ class Transaction:
         self.file_lists[ref] = entries
         return ref
 
+
+class Transaction:
+    """One command's change carried out: the operations of a finalized Plan journaled,
+    staged, applied and committed (the database written last, atomically), or, on any
+    error before the commit, rolled back; recovery finishes or undoes it after a kill."""
+
+    def __init__(self, root: Root, db: Database, out: Output, plan: Plan, sync: bool = True):
+        self.root, self.db, self.out, self.plan, self.sync = root, db, out, plan, sync
+        self.txid = plan.txid
+        self.doing = "the change"       # what the transaction is doing, for an error message
+
     # -- running --------------------------------------------------------------------
 
     def run(self, packages: dict, pending: list, progress: Progress | None = None) -> None:
         """Stage, apply and commit, ending with the database ``packages`` and
         ``pending`` scripts.  On an error before the commit everything is rolled back
         and the error raised; after it, the change stands and the error says so."""
-        self._removals_before_commit()
-        self._stage_new_dirs_whole()
         for attempt in (1, 2):
             try:
                 self._write_journal()
                 self._stage(progress)
                 if progress:
-                    progress.phase("applying", sum(1 for op in self.ops if op[0] in ("put", "put-in", "remove")), "files")
+                    applied = sum(1 for op in self.plan.ops if op[0] in ("put", "put-in", "remove"))
+                    progress.phase("applying", applied, "files")
                 self._apply(progress)
                 if progress:
                     progress.phase("committing")
@@ -2718,7 +2745,7 @@ class Transaction:
                 # A full disk: a change that writes no package files (an uninstall) frees
                 # space, so it may use the space pm keeps in reserve for just that.
                 if undone and attempt == 1 and isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT) \
-                        and not self.member_puts and release_reserve(self.root):
+                        and not self.plan.member_puts and release_reserve(self.root):
                     self.out.detail("the disk is full; using the space pm keeps in reserve")
                     continue
                 if isinstance(e, OSError):      # name what pm was doing, not a staging name
@@ -2730,7 +2757,8 @@ class Transaction:
                 if progress:
                     progress.phase("syncing")
                 fsync_dir(self.root.dir_fd(DB_DIR))
-            old_files = sum(1 for op in self.ops if op[0] in ("remove", "delete") or (op[0] == "put" and op[3] is not None))
+            old_files = sum(1 for op in self.plan.ops
+                            if op[0] in ("remove", "delete") or (op[0] == "put" and op[3] is not None))
             if progress and old_files:
                 progress.phase("removing old files", old_files, "files")
             roll_forward(self.root, self._journal_dict(), self.out, progress)
@@ -2740,8 +2768,7 @@ class Transaction:
         keep_reserve(self.root)
 
     def _journal_dict(self) -> dict:
-        return {"txid": self.txid, "ops": self.ops, "lists": sorted(self.file_lists),
-                "obsolete": self.obsolete_lists}
+        return self.plan.journal()
 
     def _write_journal(self) -> None:
         self.doing = "writing the journal %s" % self.root.host_path(JOURNAL)
@@ -2751,14 +2778,14 @@ class Transaction:
 
     def _stage(self, progress: Progress | None) -> None:
         root = self.root
-        staged_tops = {op[1]: op[2] for op in self.ops if op[0] == "newdir"}
-        for op in self.ops:
+        staged_tops = {op[1]: op[2] for op in self.plan.ops if op[0] == "newdir"}
+        for op in self.plan.ops:
             if op[0] == "aside":
                 root.rename(op[1], op[2])
             elif op[0] in ("mkdir", "newdir"):
                 self.doing = "creating the directory %s" % root.host_path(op[1])
                 root.make_dir(_staged_place(op[1], staged_tops), op[-1])
-        for package, wanted in self.member_puts.items():
+        for package, wanted in self.plan.member_puts.items():
             self.doing = "unpacking %s" % package.name
             for member, chunks in package.stream():
                 target = wanted.get(member.path)
@@ -2781,12 +2808,12 @@ class Transaction:
                         entry.digest, entry.size = digest, size
                 root.trim()
         self.doing = "keeping package scripts in %s" % root.host_path(SCRIPTS_DIR)
-        for staged, data, mode in self.byte_puts:
+        for staged, data, mode in self.plan.byte_puts:
             parent, name = split_path(staged)
             _write_new_file(self.root.dir_fd(parent), name, mode, (data,), None)
         self.doing = "writing the database's file lists in %s" % root.host_path(FILES_DIR)
         files_fd = root.dir_fd(FILES_DIR, 0o755)
-        for ref, entries in self.file_lists.items():
+        for ref, entries in self.plan.file_lists.items():
             FAULTS.step("write")
             fd = os.open(ref, _O_CREATE, 0o664, dir_fd=files_fd)
             try:
@@ -2797,7 +2824,7 @@ class Transaction:
     def _apply(self, progress: Progress | None = None) -> None:
         root = self.root
         self.doing = "putting the new files in place"
-        for op in self.ops:
+        for op in self.plan.ops:
             if op[0] == "put":
                 path, staged, backup = op[1], op[2], op[3]
                 if backup is not None:
@@ -2827,8 +2854,8 @@ class Transaction:
         self.doing = "flushing the new files to disk"
         if self.sync:
             devices = {}       # a directory (by path: descriptors are not held) per filesystem
-            gone = tuple(op[1] + "/" for op in self.ops if op[0] == "replace-dir")
-            for parent in sorted({parent_of(op[1]) for op in self.ops
+            gone = tuple(op[1] + "/" for op in self.plan.ops if op[0] == "replace-dir")
+            for parent in sorted({parent_of(op[1]) for op in self.plan.ops
                                   if op[0] not in ("rmdir", "delete", "keep", "put-in")}) + [DB_DIR]:
                 if gone and (parent + "/").startswith(gone):
                     continue                 # moved away with the directory replaced
@@ -3411,10 +3438,10 @@ class Change:
 
 class Planner:
     """Computes the changes of one install or uninstall command against a database and
-    a root, and registers their operations in a Transaction."""
+    a root (read, never written), and records their operations in a Plan."""
 
-    def __init__(self, root: Root, db: Database, out: Output, tx: Transaction):
-        self.root, self.db, self.out, self.tx = root, db, out, tx
+    def __init__(self, root: Root, db: Database, out: Output, plan: Plan):
+        self.root, self.db, self.out, self.plan = root, db, out, plan
         self.owner: dict[str, str] = {}            # owned non-directory path -> package
         self.dir_owners: dict[str, set] = {}
         for name in db.packages:
@@ -3562,12 +3589,12 @@ class Planner:
                 raise Refused("%s needs a directory at %s, where there is %s %s" % (
                     change.name, path, "a symbolic link" if stat.S_ISLNK(st.st_mode) else "a file",
                     "owned by %s" % owner if owner else "owned by no package"))
-            self.tx.set_aside(path)          # a file or link its owner drops in this command
+            self.plan.set_aside(path)          # a file or link its owner drops in this command
             self.removed.add(path)
             st = None
         if st is None:
             self.new_dirs.add(path)
-            self.tx.mkdir(path, mode)
+            self.plan.mkdir(path, mode)
             if shown:
                 change.steps.append(("mkdir", path))
 
@@ -3579,11 +3606,11 @@ class Planner:
         st = self.root.lstat(path)
         if st is not None and stat.S_ISDIR(st.st_mode) and not dir_mode_matches(st.st_mode, mode):
             self.dir_modes.add(path)
-            self.tx.chmod(path, mode, stat.S_IMODE(st.st_mode))
+            self.plan.chmod(path, mode, stat.S_IMODE(st.st_mode))
             change.steps.append(("chmod", path))
 
     def _plan_files(self, change: Change, claims: dict, force: bool, conflicts: list) -> None:
-        package, name, tx = change.package, change.name, self.tx
+        package, name, plan = change.package, change.name, self.plan
         old_entries = self.db.files(name) if change.old else {}
         old_config = set(change.old["config"]) if change.old else set()
         is_config = config_matcher(package.manifest)
@@ -3630,7 +3657,7 @@ class Planner:
                 digest = package.config_digests[path]
                 decision = decide_config_file(packaged_before, on_disk, digest)
                 if decision == ConfigFileDecision.WRITE:
-                    tx.put_member(path, package, member, st is not None)
+                    plan.put_member(path, package, member, st is not None)
                     change.steps.append(("replace" if st is not None else "write", path))
                 elif decision == ConfigFileDecision.KEEP:
                     change.steps.append(("keep", path))
@@ -3640,7 +3667,7 @@ class Planner:
                     if st_new is not None and stat.S_ISDIR(st_new.st_mode):
                         conflicts.append("%s is a directory on disk" % new_path)
                         continue
-                    tx.put_member(new_path, package, member, st_new is not None)
+                    plan.put_member(new_path, package, member, st_new is not None)
                     change.steps.append(("keep", path))
                     change.steps.append(("write-new", new_path))
                 entries[path] = FileEntry("f", member.mode, member.size, digest)
@@ -3649,11 +3676,11 @@ class Planner:
                     self._save_edit(change, path, old_entries.get(path), st, conflicts)
                 elif owner == name and self._unchanged(member, old_entries.get(path), st):
                     entries[path] = FileEntry("f", member.mode, member.size, member.digest)
-                    tx.keep(path)
+                    plan.keep(path)
                     change.steps.append(("unchanged", path))
                     continue
                 entry = entries[path] = FileEntry(member.kind, member.mode, member.size, None, member.link)
-                tx.put_member(path, package, member, st is not None, entry if member.kind == "f" else None)
+                plan.put_member(path, package, member, st is not None, entry if member.kind == "f" else None)
                 change.steps.append(("replace" if st is not None else "write", path))
         for path, entry in old_entries.items():
             if path in entries or entry.kind == "d" or claims.get(path, name) != name:
@@ -3668,7 +3695,7 @@ class Planner:
             if stat.S_ISDIR(st.st_mode) != (entry.kind == "d"):
                 continue
             if path not in self.needed_dirs:   # else set aside where the directory is made
-                tx.remove(path)
+                plan.remove(path)
             self.removed.add(path)
             change.steps.append(("remove", path))
         change.gone_dirs = [p for p, e in old_entries.items() if e.kind == "d" and p not in entries]
@@ -3695,7 +3722,7 @@ class Planner:
         if st_saved is not None and stat.S_ISDIR(st_saved.st_mode):
             conflicts.append("%s is a directory on disk" % saved)
             return
-        self.tx.put_bytes(saved, self.root.read(path), stat.S_IMODE(st.st_mode), st_saved is not None)
+        self.plan.put_bytes(saved, self.root.read(path), stat.S_IMODE(st.st_mode), st_saved is not None)
         change.steps.append(("save", saved))
 
     def _plan_dir_replacements(self, conflicts: list) -> None:
@@ -3708,8 +3735,8 @@ class Planner:
             if path in kept or not self.dir_owners.get(path) or not self._emptied(path, kept):
                 conflicts.append("%s is a directory on disk" % path)
                 continue
-            self.tx.replace_dir(path)
-            self.tx.put_member(path, change.package, member, False,
+            self.plan.replace_dir(path)
+            self.plan.put_member(path, change.package, member, False,
                                change.entries[path] if member.kind == "f" else None)
             self.removed.add(path)
             change.steps.append(("replace", path))
@@ -3748,7 +3775,7 @@ class Planner:
                 continue
             children = {path.rstrip("/") + "/" + child for child in self.root.listdir(path)}
             if children <= self.removed:
-                self.tx.rmdir_later(path)
+                self.plan.rmdir_later(path)
                 self.removed.add(path)
                 if not path.startswith(DB_DIR + "/"):       # pm's own directories are not news
                     change.steps.append(("rmdir", path))
@@ -3773,11 +3800,11 @@ class Planner:
             self._ensure_dir(change, script_dir, 0o755, shown=False)
         for script, content in sorted(known.items()):
             exists = self.root.lstat(script_dir + "/" + script) is not None
-            self.tx.put_bytes(script_dir + "/" + script, content, 0o755, exists)
+            self.plan.put_bytes(script_dir + "/" + script, content, 0o755, exists)
         if change.old and change.old["state"] == STATE_INSTALLED:
             for script in self._kept_scripts(change.name):
                 if script not in known:
-                    self.tx.remove(script_dir + "/" + script)
+                    self.plan.remove(script_dir + "/" + script)
         if "api-pre-install" in known:
             change.pre_script = "api-pre-install"
         if "api-post-install" in known:
@@ -3880,7 +3907,7 @@ class Planner:
             script_dir = SCRIPTS_DIR + "/" + change.name
             kept = self._kept_scripts(change.name)
             for script in kept:
-                self.tx.remove(script_dir + "/" + script)
+                self.plan.remove(script_dir + "/" + script)
                 self.removed.add(script_dir + "/" + script)
             if self.root.lstat(script_dir) is not None:
                 change.gone_dirs.append(script_dir)
@@ -3901,7 +3928,7 @@ class Planner:
         file was recorded is somebody else's now, and stays)."""
         st = self.root.lstat(path)
         if st is not None and not stat.S_ISDIR(st.st_mode) and kind != "d":
-            self.tx.remove(path)
+            self.plan.remove(path)
             self.removed.add(path)
             change.steps.append(("remove", path))
 
@@ -3918,17 +3945,17 @@ class Planner:
             else:
                 packages[change.name] = change.record
             if change.old:
-                self.tx.obsolete_lists.append(change.old["files"])
+                self.plan.obsolete_lists.append(change.old["files"])
         for owner, paths in self.stolen.items():
             if owner in packages and owner not in {c.name for c in changes}:
                 entries = {p: e for p, e in self.db.files(owner).items() if p not in paths}
                 record = dict(packages[owner])
-                record["files"] = self.tx.add_file_list(owner, entries)
-                self.tx.obsolete_lists.append(packages[owner]["files"])
+                record["files"] = self.plan.add_file_list(owner, entries)
+                self.plan.obsolete_lists.append(packages[owner]["files"])
                 packages[owner] = record
         for change in changes:
             if change.record is not None:
-                change.record["files"] = self.tx.add_file_list(change.name, change.entries)
+                change.record["files"] = self.plan.add_file_list(change.name, change.entries)
         return packages
 
 
@@ -7747,8 +7774,8 @@ def apply_plan(session: Session, db: Database, plan, dry_run: bool, no_scripts: 
     transaction.  ``confirm`` shows the summary first and asks on a terminal (section
     15's confirm); ``downloads`` ({name: bytes}) are the summary's download sizes."""
     out, root = session.out, session.root
-    tx = Transaction(root, db, out, session.sync)
-    planner = Planner(root, db, out, tx)
+    record = Plan()
+    planner = Planner(root, db, out, record)
     changes = plan(planner)
     check_install_vulnerabilities(root, out, [(c.name, c.version) for c in changes if c.package])
     changed = {c.name for c in changes}
@@ -7756,11 +7783,12 @@ def apply_plan(session: Session, db: Database, plan, dry_run: bool, no_scripts: 
                and db.get(name) is not None and db.get(name)["state"] == STATE_INSTALLED
                and db.get(name)["reason"] != reason}
     packages = planner.new_packages(changes) if changes else dict(db.packages)
+    record.finalize()
     for name, reason in relabel.items():
         packages[name] = dict(packages[name], reason=reason)
     summary = summarize([_change_row(c, (downloads or {}).get(c.name, 0)) for c in changes])
     report = {"dry_run": dry_run, "changes": [c.as_json() for c in changes], "reasons": relabel,
-              "fetched": [], "script_failures": [], "summary": summary}
+              "fetched": [], "script_failures": [], "summary": summary, "operations": record.ops}
     if dry_run or not (changes or relabel):
         for change, line in zip(changes, summary_lines(summary)):
             out.result(line)
@@ -7790,12 +7818,12 @@ def apply_plan(session: Session, db: Database, plan, dry_run: bool, no_scripts: 
                     raise Refused(error + "; nothing was changed")
     pending = [entry for entry in db.pending if entry.get("package") not in changed]
     if not no_scripts:
-        pending += [{"txid": tx.txid, "package": c.name, "script": c.post_script, "content": c.post_content,
+        pending += [{"txid": record.txid, "package": c.name, "script": c.post_script, "content": c.post_content,
                      "version": c.version, "old_version": c.old_version, "action": c.script_action,
                      "error": None} for c in changes if c.post_script]
-    total = sum(m.size for c in changes if c.package for m, _ in _puts_of(tx, c.package))
+    total = sum(m.size for c in changes if c.package for m, _ in record.puts_of(c.package))
     progress = Progress(out, "installing" if total else "removing", total, unit="bytes" if total else "")
-    tx.run(packages, pending, progress)
+    Transaction(root, db, out, record, session.sync).run(packages, pending, progress)
     progress.finish()
     for name, reason in sorted(relabel.items()):
         out.result("marked %s %s" % (name, reason))
@@ -7808,7 +7836,7 @@ def apply_plan(session: Session, db: Database, plan, dry_run: bool, no_scripts: 
             elif verb == "save":
                 out.say("%s is no longer a config file of %s; your modified version is kept as %s"
                         % (path[:-len(SAVED_SUFFIX)], change.name, path))
-    failures = run_pending_scripts(root, db, out, session.sync, tx.txid)
+    failures = run_pending_scripts(root, db, out, session.sync, record.txid)
     for failure in failures:
         out.error("%s (recorded; pm recover runs it again)" % failure)
     report["script_failures"] = failures
@@ -7881,12 +7909,6 @@ def confirm_summary(session: Session, summary: dict) -> None:
     answer = sys.stdin.readline()
     if not answer or answer.strip().lower() not in ("", "y", "yes"):
         raise Refused("aborted; nothing was changed")
-
-
-def _puts_of(tx, package) -> list:
-    """The (member, target) pairs the transaction writes from ``package``."""
-    wanted = tx.member_puts.get(package, {})
-    return [(m, wanted[m.path]) for m in package.members if m.path in wanted and m.kind == "f"]
 
 
 _PAST = {"install": "installed", "upgrade": "upgraded", "reinstall": "reinstalled",
@@ -8042,7 +8064,7 @@ def _plan_by_name(session: Session, db: Database, pool: Pool, chosen: dict, dry_
     changes = [{"package": r["package"], "action": r["action"], "version": r["version"],
                 "old_version": r["old_version"], "steps": [], "scripts": []} for r in rows]
     return downloads, {"dry_run": True, "changes": changes, "reasons": {}, "fetched": [], "script_failures": [],
-                       "summary": summary}
+                       "summary": summary, "operations": None}
 
 
 def install_packages(session: Session, specs: list, dry_run: bool = False,

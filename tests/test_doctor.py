@@ -159,6 +159,7 @@ def test_a_root_this_user_may_not_write_cannot_be_managed(build, other_user_root
 
 def test_an_interrupted_transaction_and_its_staging_files_need_recover(pm, build, root):
     package = build("foo", "1.0", {"/usr/bin/foo": "x", "/usr/share/foo/data": "d"})
+    (root / "usr/bin").mkdir(parents=True)       # a file staged beside its target (not a new directory)
     pm("install", package, env={"PM_FAULT": "kill:2:rename"}, expect=-9)
     assert exists(root, "/var/lib/pm/journal")
     result = pm("--json", "doctor", expect=1)

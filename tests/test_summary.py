@@ -13,7 +13,7 @@ import time
 
 from conftest import PM, exists, snapshot
 
-CHANGE_KEYS = {"dry_run", "changes", "reasons", "fetched", "script_failures", "summary", "warnings"}
+CHANGE_KEYS = {"dry_run", "changes", "reasons", "fetched", "script_failures", "summary", "operations", "warnings"}
 
 
 def test_a_by_name_install_says_what_it_will_do_before_doing_it(pm, build, root, repository):
