@@ -1187,12 +1187,27 @@ def _tar_number(field: bytes, what: str) -> int:
     return int(digits, 8)
 
 
+# The fields of a tar header block that pm reads (ustar; GNU and v7 share them).
+TAR_NAME = slice(0, 100)
+TAR_MODE = slice(100, 108)
+TAR_SIZE = slice(124, 136)
+TAR_MTIME = slice(136, 148)
+TAR_CHECKSUM = slice(148, 156)
+TAR_TYPE = slice(156, 157)
+TAR_LINK = slice(157, 257)
+TAR_MAGIC = slice(257, 263)
+TAR_PREFIX = slice(345, 500)
+
+
 def _checksum_ok(block: bytes) -> bool:
-    stored = _tar_number(block[148:156], "checksum")
-    unsigned = sum(block[:148]) + 256 + sum(block[156:])
+    """Whether the header's checksum field matches its bytes (counted unsigned, or
+    signed as some old tars did), the checksum field itself counted as spaces."""
+    before, after = block[:TAR_CHECKSUM.start], block[TAR_CHECKSUM.stop:]
+    stored = _tar_number(block[TAR_CHECKSUM], "checksum")
+    unsigned = sum(before) + 8 * ord(" ") + sum(after)
     if stored == unsigned:
         return True
-    signed = unsigned - 2 * sum(b for b in block[:148] + block[156:] if b > 127)
+    signed = unsigned - 2 * sum(b for b in before + after if b > 127)
     return stored == signed
 
 
@@ -1260,8 +1275,8 @@ class TarReader:
             if not _checksum_ok(block):
                 raise InvalidInput("corrupt archive: bad tar header checksum")
             entry = _TarEntry()
-            entry.type = block[156:157]
-            size = _tar_number(block[124:136], "size")
+            entry.type = block[TAR_TYPE]
+            size = _tar_number(block[TAR_SIZE], "size")
             if entry.type in (b"L", b"K", b"x", b"g"):
                 if size > MAX_EXTENDED_HEADER:
                     raise InvalidInput("archive has an oversized extended header")
@@ -1282,17 +1297,17 @@ class TarReader:
                 elif entry.type == b"x":
                     pax.update(_parse_pax(payload))
                 continue        # global pax headers carry nothing pm uses
-            name = block[0:100].split(b"\0", 1)[0]
-            if block[257:263] == b"ustar\0":
-                prefix = block[345:500].split(b"\0", 1)[0]
+            name = block[TAR_NAME].split(b"\0", 1)[0]
+            if block[TAR_MAGIC] == b"ustar\0":
+                prefix = block[TAR_PREFIX].split(b"\0", 1)[0]
                 if prefix:
                     name = prefix + b"/" + name
-            link = block[157:257].split(b"\0", 1)[0]
+            link = block[TAR_LINK].split(b"\0", 1)[0]
             if long_name is not None:
                 name = long_name
             if long_link is not None:
                 link = long_link
-            entry.mtime = _tar_number(block[136:148], "mtime")
+            entry.mtime = _tar_number(block[TAR_MTIME], "mtime")
             if "path" in pax:
                 name = pax["path"]
             if "linkpath" in pax:
@@ -1308,7 +1323,7 @@ class TarReader:
             member_extended = 0
             entry.name = _decode_name(name)
             entry.link = _decode_name(link)
-            entry.mode = _tar_number(block[100:108], "mode")
+            entry.mode = _tar_number(block[TAR_MODE], "mode")
             entry.size = size
             if entry.type in _FILE_TYPES:
                 self.remaining, self.padding = size, -size % 512
@@ -1523,6 +1538,9 @@ class Package:
         return InvalidInput("%s: %s" % (os.path.basename(self.path), message))
 
     def _scan(self) -> None:
+        """The first pass: read and check every header (SPEC §15), keep the members,
+        the manifest, the scripts, the config files' digests and CONTROL/sums, and each
+        header's bytes for ``stream()`` to compare; refuse the archive on anything else."""
         self.members: list[Member] = []
         self.scripts: dict[str, bytes] = {}
         self.config_digests: dict[str, bytes] = {}
@@ -3610,6 +3628,11 @@ class Planner:
             change.steps.append(("chmod", path))
 
     def _plan_files(self, change: Change, claims: dict, force: bool, conflicts: list) -> None:
+        """Plan every member of the change's package against the root and the database:
+        directories made, files and links written (config files by SPEC §8.4's table,
+        unchanged files kept), conflicts collected in ``conflicts`` (``force`` takes
+        files over instead), then the old version's files it drops removed.  Records
+        the package's new file list in ``change.entries``."""
         package, name, plan = change.package, change.name, self.plan
         old_entries = self.db.files(name) if change.old else {}
         old_config = set(change.old["config"]) if change.old else set()
