@@ -2642,9 +2642,14 @@ class Plan:
         self.ops.append(["keep", path])
 
     def finalize(self) -> None:
-        """The operations in their last form, once everything is planned."""
-        self._removals_before_commit()
-        self._stage_new_dirs_whole()
+        """The operations in their last form, once everything is planned: with a path
+        type change in the plan, removals happen before the commit (renamed away) and no
+        directory is staged whole (see the class docstring)."""
+        if any(op[0] in ("aside", "replace-dir") for op in self.ops):
+            self.ops = [["remove", op[1], self._staged(op[1], ".old")] if op[0] == "delete" else op
+                        for op in self.ops]
+        else:
+            self._stage_new_dirs_whole()
 
     def journal(self) -> dict:
         """What the journal records of this plan (recovery reads it back)."""
@@ -2657,34 +2662,25 @@ class Plan:
         return [(m, wanted[m.path]) for m in package.members if m.path in wanted and m.kind == "f"]
 
     def _stage_new_dirs_whole(self) -> None:
-        """Turn each new directory whose parent exists (outside pm's own directory, in a
-        transaction without path type changes) into a ``newdir`` staged whole, with
-        what goes below it made inside the staged tree (see the class docstring)."""
-        if any(op[0] in ("aside", "replace-dir") for op in self.ops):
-            return
+        """Turn each new directory whose parent exists (outside pm's own directory) into
+        a ``newdir`` staged whole, with what goes below it made inside the staged tree."""
         made = {op[1] for op in self.ops if op[0] == "mkdir"}
         tops = {}                    # new directory -> its staged name
         for op in self.ops:
-            if op[0] == "mkdir" and parent_of(op[1]) not in made and op[1] != DB_DIR \
-                    and not (op[1] + "/").startswith(DB_DIR + "/") and not (DB_DIR + "/").startswith(op[1] + "/"):
+            path = op[1] + "/"
+            if op[0] == "mkdir" and parent_of(op[1]) not in made \
+                    and not path.startswith(DB_DIR + "/") and not (DB_DIR + "/").startswith(path):
                 tops[op[1]] = self._staged(op[1])
         if not tops:
             return
-
-        def inside(path):
-            """(top, path below the staged top) for a path below a new top, else None."""
-            for ancestor in _ancestors(path):
-                if ancestor in tops:
-                    return tops[ancestor] + path[len(ancestor):]
-            return None
         renamed = {}
         ops = []
         for op in self.ops:
             if op[0] == "mkdir" and op[1] in tops:
                 op = ["newdir", op[1], tops[op[1]], op[2]]
             elif op[0] == "put" and op[3] is None:
-                staged = inside(op[1])
-                if staged is not None:
+                staged = _staged_place(op[1], tops)
+                if staged != op[1]:
                     renamed[op[2]] = staged
                     op = ["put-in", op[1], staged]
             ops.append(op)
@@ -2694,13 +2690,6 @@ class Plan:
                 if staged in renamed:
                     wanted[path] = (renamed[staged], entry)
         self.byte_puts = [(renamed.get(staged, staged), data, mode) for staged, data, mode in self.byte_puts]
-
-    def _removals_before_commit(self) -> None:
-        """With a path type change in the transaction, removals happen before the commit
-        (renamed away, see the class docstring)."""
-        if any(op[0] in ("aside", "replace-dir") for op in self.ops):
-            self.ops = [["remove", op[1], self._staged(op[1], ".old")] if op[0] == "delete" else op
-                        for op in self.ops]
 
     def rmdir_later(self, path: str) -> None:
         self.ops.append(["rmdir", path])
@@ -2727,7 +2716,6 @@ class Transaction:
 
     def __init__(self, root: Root, db: Database, out: Output, plan: Plan, sync: bool = True):
         self.root, self.db, self.out, self.plan, self.sync = root, db, out, plan, sync
-        self.txid = plan.txid
         self.doing = "the change"       # what the transaction is doing, for an error message
 
     # -- running --------------------------------------------------------------------
@@ -2882,10 +2870,10 @@ class Transaction:
             for parent in devices.values():
                 sync_filesystem(root.dir_fd(parent))
         db_fd = root.dir_fd(DB_DIR)
-        data = self.db.status_bytes(self.txid, packages, pending)
+        data = self.db.status_bytes(self.plan.txid, packages, pending)
         self.doing = "writing the database %s" % root.host_path(DB_DIR + "/status")
         atomic_write(db_fd, "status", data, self.sync, sync_dir=False)   # the commit
-        self.db.txid, self.db.packages, self.db.pending = self.txid, packages, pending
+        self.db.txid, self.db.packages, self.db.pending = self.plan.txid, packages, pending
         self.db._files = {}
 
 
@@ -2989,6 +2977,12 @@ def _quietly(action, *args):
         return None
 
 
+def _remove_step(root: Root, kind: str, path: str):
+    """Do one cleanup step, ``("unlink" | "rmdir", path)``; a path already gone is not
+    an error (what root.unlink/rmdir answer: whether it removed something)."""
+    return _quietly(root.rmdir if kind == "rmdir" else root.unlink, path)
+
+
 def _tree_removal(root: Root, path: str) -> list:
     """The steps, ``("unlink" | "rmdir", path)`` children first, that remove the
     directory ``path`` and everything under it (a directory replaced by a file, after
@@ -3042,7 +3036,7 @@ def roll_back(root: Root, journal: dict, out: Output) -> None:
         elif kind == "newdir":          # staged still: all of it is pm's; in place: emptied above
             if root_exists(root, op[2]):
                 for step, below in _tree_removal(root, op[2]):
-                    _quietly(root.rmdir if step == "rmdir" else root.unlink, below)
+                    _remove_step(root, step, below)
             _quietly(root.rmdir, path)
         elif kind == "chmod":
             _quietly(lambda: os.fchmod(root.dir_fd(path), op[3]))
@@ -3067,7 +3061,7 @@ def roll_forward(root: Root, journal: dict, out: Output, progress: Progress | No
 
     def clean(kind, path):
         try:
-            done = _quietly(root.rmdir if kind == "rmdir" else root.unlink, path)
+            done = _remove_step(root, kind, path)
             if kind == "rmdir" and done is False and any(p.startswith(path + "/") for _, p in leftovers):
                 leftovers.append([kind, path])   # not empty only because of a leftover below it
         except OSError as e:
@@ -3143,7 +3137,7 @@ def retry_leftovers(root: Root, out: Output) -> list:
     still = []
     for kind, path in sorted(rows, key=lambda row: row[1].count("/"), reverse=True):
         try:
-            _quietly(root.rmdir if kind == "rmdir" else root.unlink, path)
+            _remove_step(root, kind, path)
             out.detail("removed the leftover %s" % root.host_path(path))
         except OSError as e:
             still.append([kind, path])

@@ -52,7 +52,6 @@ def test_the_installed_pm_starts_python_isolated_without_reading_pth_files(tmp_p
     script = venv_dir / "bin" / "pm"
     shutil.copy(REPO / "bin/pm", script)
     script.chmod(0o755)
-    probe = tmp_path / "probe.py"
     env = dict(os.environ, PYTHONPATH="/nonexistent-pythonpath")
     result = subprocess.run([str(script), "--version"], capture_output=True, text=True, env=env,
                             cwd=str(tmp_path))
@@ -63,7 +62,6 @@ def test_the_installed_pm_starts_python_isolated_without_reading_pth_files(tmp_p
     result = subprocess.run([str(script), "--root", str(root), "--json", "list-installed"], capture_output=True,
                             text=True, env=env, cwd=str(tmp_path))
     assert result.returncode == 0 and json.loads(result.stdout)["packages"] == [], result.stderr
-    del probe
 
 
 def test_a_non_editable_pip_install_gives_a_working_set_of_commands(tmp_path):

@@ -72,14 +72,18 @@ def scenarios(build):
 def corpus(tmp_path_factory):
     from conftest import PackageBuilder
     top = tmp_path_factory.mktemp("plans")
-    return top, scenarios(PackageBuilder(top / "packages").build)
+    cases = scenarios(PackageBuilder(top / "packages").build)
+    assert tuple(cases) == SCENARIOS
+    return top, cases
 
 
-@pytest.mark.parametrize("name", ["fresh install into new directories", "install beside existing directories",
-                                  "upgrade keeping unchanged files and dropping one",
-                                  "upgrade over an edited config file", "uninstall", "purge",
-                                  "a directory becomes a symlink", "a dropped symlink makes way for a directory",
-                                  "a directory mode tightened"])
+SCENARIOS = ("fresh install into new directories", "install beside existing directories",
+             "upgrade keeping unchanged files and dropping one", "upgrade over an edited config file",
+             "uninstall", "purge", "a directory becomes a symlink", "a dropped symlink makes way for a directory",
+             "a directory mode tightened")
+
+
+@pytest.mark.parametrize("name", SCENARIOS)
 def test_the_journal_holds_exactly_the_operations_the_dry_run_showed(corpus, name):
     top, cases = corpus
     prepare, command = cases[name]
