@@ -2053,6 +2053,23 @@ class Root:
         parent, name = split_path(path)
         return os.readlink(name, dir_fd=self.dir_fd(parent))
 
+    def link_leaves_root(self, path: str) -> bool:
+        """True when the symbolic link ``path`` in the root points outside it, read as
+        the host reads it: an absolute target (unless the root is ``/``) or one climbing
+        above the root with ``..``."""
+        target = self.readlink(path)
+        if target.startswith("/"):
+            return self.path != "/"
+        depth = len([p for p in parent_of(path).split("/") if p])
+        for part in target.split("/"):
+            if part == "..":
+                depth -= 1
+                if depth < 0:
+                    return True
+            elif part not in ("", "."):
+                depth += 1
+        return False
+
     def listdir(self, path: str) -> list:
         self.trim()
         fd = os.open(".", _O_DIR, dir_fd=self.dir_fd(path))
@@ -2610,10 +2627,28 @@ class Plan:
         self.txid = os.urandom(6).hex()
         self.ops: list[list] = []
         self.seq = 0
+        self.changes: list = []         # one Change per package added, replaced or removed (section 10)
+        self.packages: dict = {}        # the database's records after the change
+        self.relabel: dict = {}         # installed packages left as they are: name -> new reason
+        self.downloads: dict = {}       # package name -> bytes fetched for it
+        self.notes: list = []           # ("say" | "warn", message) for the person at the terminal
         self.member_puts: dict = {}     # Package -> {member path: (staged name, target path)}
         self.byte_puts: list = []       # (staged name, bytes, mode)
         self.file_lists: dict = {}      # file list name -> bytes
         self.obsolete_lists: list = []  # file list names to delete after commit
+
+    def say(self, message: str) -> None:
+        """A remark for the person running the command (printed before anything is done)."""
+        self.notes.append(("say", message))
+
+    def warn(self, message: str) -> None:
+        """A warning, printed (and in the JSON document's warnings) before anything is done."""
+        self.notes.append(("warn", message))
+
+    @property
+    def empty(self) -> bool:
+        """True when the plan changes nothing: no package and no install reason."""
+        return not self.changes and not self.relabel
 
     def _staged(self, path: str, suffix: str = "") -> str:
         self.seq += 1
@@ -3393,6 +3428,71 @@ def run_pending_scripts(root: Root, db: Database, out: Output, sync: bool,
 SAVED_SUFFIX = ".pm-save"   # an edit of a file that stopped being a config file, kept
 
 
+class Options:
+    """How one install, upgrade, uninstall or autoremove may change the root: the
+    command line's choices, by name.  A dataclass written out by hand (importing
+    ``dataclasses`` costs more than pm's whole start-up)."""
+
+    FIELDS = {
+        "dry_run": False,              # plan and print; change nothing
+        "allow_same_version": False,   # reinstall the same version, or downgrade
+        "no_deps": False,              # install only what is named; dependencies not checked
+        "force_overwrite": False,      # take over files owned by other packages or by none
+        "force_architecture": False,   # install packages built for another architecture
+        "pre": False,                  # let prereleases satisfy requirements
+        "allow_setuid": False,         # accept setuid/setgid members
+        "no_scripts": False,           # run no package scripts
+        "purge": False,                # uninstall config files too
+        "recursive": False,            # uninstall the packages needing the ones named too
+        "force_essential": False,      # uninstall an essential package
+    }
+    __slots__ = tuple(FIELDS)
+
+    def __init__(self, **given):
+        unknown = sorted(set(given) - set(self.FIELDS))
+        if unknown:
+            raise TypeError("Options has no field %s" % ", ".join(unknown))
+        for name, default in self.FIELDS.items():
+            setattr(self, name, given.get(name, default))
+
+    def replace(self, **changes) -> "Options":
+        """A copy with ``changes``."""
+        return Options(**dict({name: getattr(self, name) for name in self.FIELDS}, **changes))
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, Options) and all(getattr(self, n) == getattr(other, n) for n in self.FIELDS)
+
+    def __repr__(self) -> str:
+        return "Options(%s)" % ", ".join("%s=%r" % (n, getattr(self, n)) for n in self.FIELDS
+                                         if getattr(self, n) != self.FIELDS[n])
+
+
+class TreeView:
+    """The questions the planner asks of the tree under a root, and nothing else; Root
+    (section 6) answers them from the disk, a test can answer them from memory.  Paths
+    are absolute paths inside the root."""
+
+    def lstat(self, path: str):
+        """The lstat of ``path`` (``st_mode``, ``st_size``), or None when it is absent."""
+        raise NotImplementedError
+
+    def digest(self, path: str) -> bytes | None:
+        """The sha256 of the regular file ``path``, or None when it is absent."""
+        raise NotImplementedError
+
+    def read(self, path: str) -> bytes | None:
+        """The content of the regular file ``path``, or None when it is absent."""
+        raise NotImplementedError
+
+    def listdir(self, path: str) -> list:
+        """The names in the directory ``path``."""
+        raise NotImplementedError
+
+    def link_leaves_root(self, path: str) -> bool:
+        """True when the symbolic link ``path`` points outside the root."""
+        raise NotImplementedError
+
+
 class ConfigFileDecision:
     """What happens to a config file, from three sha256s: packaged before (A), on disk
     (D), packaged now (N) — SPEC §8.4."""
@@ -3449,11 +3549,12 @@ class Change:
 
 
 class Planner:
-    """Computes the changes of one install or uninstall command against a database and
-    a root (read, never written), and records their operations in a Plan."""
+    """Computes the changes of one install or uninstall command from a database, the
+    packages read and a view of the tree under the root (``tree``: only asked, never
+    changed), and records them — operations, steps, remarks — in a Plan."""
 
-    def __init__(self, root: Root, db: Database, out: Output, plan: Plan):
-        self.root, self.db, self.out, self.plan = root, db, out, plan
+    def __init__(self, tree: TreeView, db: Database, plan: Plan):
+        self.tree, self.db, self.plan = tree, db, plan
         self.owner: dict[str, str] = {}            # owned non-directory path -> package
         self.dir_owners: dict[str, set] = {}
         for name in db.packages:
@@ -3474,11 +3575,11 @@ class Planner:
 
     # -- install ----------------------------------------------------------------------
 
-    def install(self, packages: list, reasons: dict, allow_same: bool = False,
-                no_deps: bool = False, force: bool = False, any_architecture: bool = False) -> list:
+    def install(self, packages: list, reasons: dict, options: Options, architecture: str | None) -> list:
         """The changes installing ``packages`` makes, in dependency order; no-ops left
         out (and said).  Refused on downgrade, unmet dependency, conflict, a package for
-        another architecture than the root's (unless ``any_architecture``)."""
+        another architecture than ``architecture`` (None: any)."""
+        allow_same, force = options.allow_same_version, options.force_overwrite
         changes, names = [], set()
         for package in packages:
             if package.name in names:
@@ -3489,14 +3590,13 @@ class Planner:
                 changes.append(change)
         if not changes:
             return []
-        if not any_architecture:
-            architecture = root_architecture(self.root)
+        if architecture is not None:
             for change in changes:
                 if not architecture_fits(change.package.manifest, architecture):
                     raise Refused("%s %s is for architecture %s, but this root is %s (use --force-architecture)"
                                   % (change.name, change.version, change.package.manifest["architecture"],
                                      architecture))
-        self._check_relations(changes, no_deps)
+        self._check_relations(changes, options.no_deps)
         changes = order_by_dependencies(changes)
         self.changing = {c.name for c in changes}
         claims = {}
@@ -3546,7 +3646,7 @@ class Planner:
                           else "upgrade", package, old)
         if package.version == installed:
             if not allow_same:
-                self.out.say("%s %s is already installed" % (package.name, old["version"]))
+                self.plan.say("%s %s is already installed" % (package.name, old["version"]))
                 return None
             return Change(package.name, "reinstall", package, old)
         if package.version < installed:
@@ -3563,7 +3663,7 @@ class Planner:
         problems = []
         if not no_deps:
             for change in changes:
-                problems += unmet_dependencies(change.name, change.package.manifest, final, self.out)
+                problems += unmet_dependencies(change.name, change.package.manifest, final, self.plan)
             new_names = {c.name for c in changes}
             provided_before = {p for c in changes if c.old and c.old["state"] == STATE_INSTALLED
                                for p in c.old["manifest"].get("provides", ())}
@@ -3572,7 +3672,7 @@ class Planner:
                 if name not in new_names:
                     needs = manifest_dependencies(manifest)
                     if new_names & set(needs):
-                        problems += unmet_dependencies(name, manifest, final, self.out)
+                        problems += unmet_dependencies(name, manifest, final, self.plan)
                         continue
                     for dep in sorted(provided_before & set(needs)):   # met through a provider before
                         if not _unmet_of(name, manifest, {dep}, before):
@@ -3585,7 +3685,7 @@ class Planner:
     def _lstat(self, path: str):
         """The root's lstat of ``path``, or None, with no system call when its directory
         is one this command creates."""
-        return None if parent_of(path) in self.new_dirs else self.root.lstat(path)
+        return None if parent_of(path) in self.new_dirs else self.tree.lstat(path)
 
     def _ensure_dir(self, change: Change, path: str, mode: int, shown: bool = True) -> None:
         if path == "/" or path in self.made_dirs:
@@ -3596,7 +3696,7 @@ class Planner:
         if st is not None and not stat.S_ISDIR(st.st_mode):
             owner = self.owner.get(path)
             if owner is None or self.dropped.get(path) != owner:
-                if stat.S_ISLNK(st.st_mode) and link_leaves_root(self.root, path):
+                if stat.S_ISLNK(st.st_mode) and self.tree.link_leaves_root(path):
                     raise UnsafePath.symlink(path)
                 raise Refused("%s needs a directory at %s, where there is %s %s" % (
                     change.name, path, "a symbolic link" if stat.S_ISLNK(st.st_mode) else "a file",
@@ -3615,7 +3715,7 @@ class Planner:
         (an upgrade tightening 0755 to 0700 must tighten it on disk)."""
         if path in self.new_dirs or path in self.dir_modes:
             return
-        st = self.root.lstat(path)
+        st = self.tree.lstat(path)
         if st is not None and stat.S_ISDIR(st.st_mode) and not dir_mode_matches(st.st_mode, mode):
             self.dir_modes.add(path)
             self.plan.chmod(path, mode, stat.S_IMODE(st.st_mode))
@@ -3659,18 +3759,18 @@ class Planner:
                     conflicts.append("%s (owned by %s)" % (path, owner))
                     continue
                 self.stolen.setdefault(owner, set()).add(path)
-                self.out.warn("%s takes over %s from %s" % (name, path, owner))
+                self.plan.warn("%s takes over %s from %s" % (name, path, owner))
             if owner is None and st is not None and not config:
                 if not force:
                     conflicts.append("%s (exists on disk, owned by no package)" % path)
                     continue
-                self.out.warn("%s replaces %s, which no package owned" % (name, path))
+                self.plan.warn("%s replaces %s, which no package owned" % (name, path))
             if config:
                 before = old_entries.get(path)
                 packaged_before = before.digest if before is not None and before.kind == "f" \
                     and owner == name else None
                 on_disk = None if st is None else (
-                    self.root.digest(path) if stat.S_ISREG(st.st_mode) else b"not a regular file")
+                    self.tree.digest(path) if stat.S_ISREG(st.st_mode) else b"not a regular file")
                 digest = package.config_digests[path]
                 decision = decide_config_file(packaged_before, on_disk, digest)
                 if decision == ConfigFileDecision.WRITE:
@@ -3680,7 +3780,7 @@ class Planner:
                     change.steps.append(("keep", path))
                 else:
                     new_path = path + ".pm-new"
-                    st_new = self.root.lstat(new_path)
+                    st_new = self.tree.lstat(new_path)
                     if st_new is not None and stat.S_ISDIR(st_new.st_mode):
                         conflicts.append("%s is a directory on disk" % new_path)
                         continue
@@ -3702,12 +3802,12 @@ class Planner:
         for path, entry in old_entries.items():
             if path in entries or entry.kind == "d" or claims.get(path, name) != name:
                 continue
-            st = self.root.lstat(path)
+            st = self.tree.lstat(path)
             if st is None:
                 continue
-            if path in old_config and stat.S_ISREG(st.st_mode) and self.root.digest(path) != entry.digest:
+            if path in old_config and stat.S_ISREG(st.st_mode) and self.tree.digest(path) != entry.digest:
                 change.steps.append(("keep-modified", path))
-                self.out.warn("%s is no longer a config file of %s; kept because it was modified" % (path, name))
+                self.plan.warn("%s is no longer a config file of %s; kept because it was modified" % (path, name))
                 continue
             if stat.S_ISDIR(st.st_mode) != (entry.kind == "d"):
                 continue
@@ -3727,19 +3827,19 @@ class Planner:
                 and (before.mode, before.size) == (member.mode, member.size)
                 and st is not None and stat.S_ISREG(st.st_mode)
                 and (stat.S_IMODE(st.st_mode), st.st_size) == (member.mode, member.size)
-                and self.root.digest(member.path) == member.digest)
+                and self.tree.digest(member.path) == member.digest)
 
     def _save_edit(self, change: Change, path: str, before, st, conflicts: list) -> None:
         """A former config file the new version ships as a plain file: an edit made to
         it (on disk ≠ packaged before) is kept as ``<path>.pm-save`` (pacman's .pacsave)."""
-        if before is None or before.kind != "f" or self.root.digest(path) == before.digest:
+        if before is None or before.kind != "f" or self.tree.digest(path) == before.digest:
             return
         saved = path + SAVED_SUFFIX
-        st_saved = self.root.lstat(saved)
+        st_saved = self.tree.lstat(saved)
         if st_saved is not None and stat.S_ISDIR(st_saved.st_mode):
             conflicts.append("%s is a directory on disk" % saved)
             return
-        self.plan.put_bytes(saved, self.root.read(path), stat.S_IMODE(st.st_mode), st_saved is not None)
+        self.plan.put_bytes(saved, self.tree.read(path), stat.S_IMODE(st.st_mode), st_saved is not None)
         change.steps.append(("save", saved))
 
     def _plan_dir_replacements(self, conflicts: list) -> None:
@@ -3764,9 +3864,9 @@ class Planner:
         stack = [path]
         while stack:
             directory = stack.pop()
-            for child in self.root.listdir(directory):
+            for child in self.tree.listdir(directory):
                 child_path = directory.rstrip("/") + "/" + child
-                st = self.root.lstat(child_path)
+                st = self.tree.lstat(child_path)
                 if st is not None and stat.S_ISDIR(st.st_mode):
                     if child_path in kept:
                         return False
@@ -3787,10 +3887,10 @@ class Planner:
         for path, change in candidates:
             if path == "/" or path in owned_after or path in self.removed:
                 continue
-            st = self.root.lstat(path)
+            st = self.tree.lstat(path)
             if st is None or not stat.S_ISDIR(st.st_mode):
                 continue
-            children = {path.rstrip("/") + "/" + child for child in self.root.listdir(path)}
+            children = {path.rstrip("/") + "/" + child for child in self.tree.listdir(path)}
             if children <= self.removed:
                 self.plan.rmdir_later(path)
                 self.removed.add(path)
@@ -3816,7 +3916,7 @@ class Planner:
         if known:
             self._ensure_dir(change, script_dir, 0o755, shown=False)
         for script, content in sorted(known.items()):
-            exists = self.root.lstat(script_dir + "/" + script) is not None
+            exists = self.tree.lstat(script_dir + "/" + script) is not None
             self.plan.put_bytes(script_dir + "/" + script, content, 0o755, exists)
         if change.old and change.old["state"] == STATE_INSTALLED:
             for script in self._kept_scripts(change.name):
@@ -3830,32 +3930,33 @@ class Planner:
 
     def _kept_scripts(self, name: str) -> list:
         try:
-            return sorted(s for s in self.root.listdir(SCRIPTS_DIR + "/" + name) if s in KNOWN_SCRIPTS)
+            return sorted(s for s in self.tree.listdir(SCRIPTS_DIR + "/" + name) if s in KNOWN_SCRIPTS)
         except (FileNotFoundError, NotADirectoryError):
             return []
 
     # -- uninstall --------------------------------------------------------------------
 
-    def uninstall(self, names: list, purge: bool = False, recursive: bool = False,
-                  force_essential: bool = False) -> list:
+    def uninstall(self, names: list, options: Options) -> list:
         """The changes uninstalling ``names`` makes (dependents first); refused while an
-        installed package needs one of them, unless ``recursive`` removes those too, and
-        for an ``essential`` package, unless ``force_essential``."""
+        installed package needs one of them, unless ``options.recursive`` removes those
+        too, and for an ``essential`` package, unless ``options.force_essential``;
+        ``options.purge`` removes config files too."""
+        purge = options.purge
         targets = []
         for name in names:
             record = self.db.get(name)
             if record is None:
-                self.out.say("%s is not installed" % name)
+                self.plan.say("%s is not installed" % name)
             elif record["state"] != STATE_INSTALLED and not purge:
-                self.out.say("%s is already removed (its config files remain; --purge removes them)" % name)
+                self.plan.say("%s is already removed (its config files remain; --purge removes them)" % name)
             elif name not in targets:
                 targets.append(name)
         if not targets:
             return []
-        targets = self._with_dependents(targets, recursive)
+        targets = self._with_dependents(targets, options.recursive)
         essential = [n for n in targets if self.db.get(n)["state"] == STATE_INSTALLED
                      and self.db.get(n)["manifest"].get("essential") is True]
-        if essential and not force_essential:
+        if essential and not options.force_essential:
             raise Refused("%s %s essential: the root would be left without %s (use --force-essential)"
                           % (", ".join(essential), "is" if len(essential) == 1 else "are",
                              "it" if len(essential) == 1 else "them"))
@@ -3926,13 +4027,13 @@ class Planner:
             for script in kept:
                 self.plan.remove(script_dir + "/" + script)
                 self.removed.add(script_dir + "/" + script)
-            if self.root.lstat(script_dir) is not None:
+            if self.tree.lstat(script_dir) is not None:
                 change.gone_dirs.append(script_dir)
             if "api-pre-uninstall" in kept:
                 change.pre_script = "api-pre-uninstall"
             if "api-post-uninstall" in kept:
                 change.post_script = "api-post-uninstall"
-                change.post_content = self.root.read(script_dir + "/api-post-uninstall")
+                change.post_content = self.tree.read(script_dir + "/api-post-uninstall")
         if any(e.kind != "d" for e in remaining.values()):
             change.entries = remaining
             change.record = dict(record, state=STATE_CONFIG_REMAINING,
@@ -3943,11 +4044,29 @@ class Planner:
     def _remove_if_present(self, change: Change, path: str, kind: str) -> None:
         """Remove ``path`` when it is on disk as the kind recorded (a directory where a
         file was recorded is somebody else's now, and stays)."""
-        st = self.root.lstat(path)
+        st = self.tree.lstat(path)
         if st is not None and not stat.S_ISDIR(st.st_mode) and kind != "d":
             self.plan.remove(path)
             self.removed.add(path)
             change.steps.append(("remove", path))
+
+    # -- the plan as a whole -----------------------------------------------------------
+
+    def conclude(self, changes: list, relabel: dict) -> Plan:
+        """The Plan of ``changes``, with the database's new records, the install reasons
+        ``relabel`` ({name: reason}) gives installed packages the changes leave as they
+        are, and the operations in their final form."""
+        plan, db = self.plan, self.db
+        changed = {c.name for c in changes}
+        plan.changes = changes
+        plan.relabel = {name: reason for name, reason in relabel.items() if name not in changed
+                        and db.get(name) is not None and db.get(name)["state"] == STATE_INSTALLED
+                        and db.get(name)["reason"] != reason}
+        plan.packages = self.new_packages(changes) if changes else dict(db.packages)
+        plan.finalize()
+        for name, reason in plan.relabel.items():
+            plan.packages[name] = dict(plan.packages[name], reason=reason)
+        return plan
 
     # -- the new database -------------------------------------------------------------
 
@@ -3976,6 +4095,88 @@ class Planner:
         return packages
 
 
+def plan_install(db: Database, tree: TreeView, packages: list, reasons: dict, options: Options,
+                 architecture: str | None = None, relabel: dict | None = None) -> Plan:
+    """The Plan of installing ``packages`` (read and checked) over ``db`` and ``tree``:
+    computed, never carried out, and the same for a dry run as for a real one.
+    ``reasons`` ({name: reason}) are the new packages' install reasons; ``relabel``
+    those of installed packages the plan may leave as they are.  Refused (PmError)
+    when the install cannot be done."""
+    planner = Planner(tree, db, Plan())
+    return planner.conclude(planner.install(packages, reasons, options, architecture), relabel or {})
+
+
+def plan_uninstall(db: Database, tree: TreeView, names: list, options: Options) -> Plan:
+    """The Plan of uninstalling ``names`` (with ``options.purge``, ``recursive``,
+    ``force_essential``) over ``db`` and ``tree``: computed, never carried out."""
+    planner = Planner(tree, db, Plan())
+    return planner.conclude(planner.uninstall(names, options), {})
+
+
+def installed_bytes(package: Package) -> int:
+    return sum(m.size for m in package.members if m.kind == "f")
+
+
+def summary_row(action: str, name: str, version: str, old_version: str | None, download: int,
+                 new_size, old_size) -> dict:
+    return {"package": name, "action": action, "version": version, "old_version": old_version or None,
+            "download_size": download,
+            "installed_size_change": None if new_size is None else new_size - (old_size or 0)}
+
+
+def change_row(change, download: int) -> dict:
+    """The summary row of a planned Change."""
+    old = change.old if change.old and change.old["state"] == STATE_INSTALLED else None
+    new_size = installed_bytes(change.package) if change.package else 0
+    old_size = old.get("size", 0) if old else (change.old.get("size", 0) if change.old and not change.package
+                                                 else 0)
+    return summary_row(change.action, change.name, change.version, change.old_version, download,
+                        new_size, old_size)
+
+
+def summarize(rows: list) -> dict:
+    """The summary of a command's changes: each package's row, the bytes to download
+    and the change in installed size (None when a package's size is not known)."""
+    changes = [r["installed_size_change"] for r in rows]
+    return {"packages": rows, "download_size": sum(r["download_size"] for r in rows),
+            "installed_size_change": None if None in changes else sum(changes)}
+
+
+def _signed_size(n) -> str:
+    return "size unknown" if n is None else ("+" if n >= 0 else "") + human_size(n)
+
+
+def summary_lines(summary: dict) -> list:
+    """One line per package (``upgrade foo 1.0 -> 2.0 (1.2 MiB to download, +40.0 KiB)``)
+    and a total line, as apt and pacman show before they act."""
+    lines, counts = [], {}
+    for row in summary["packages"]:
+        head = "%s %s %s" % (row["action"], row["package"], row["version"])
+        if row["old_version"] and row["action"] in ("upgrade", "downgrade", "reinstall"):
+            head = "%s %s %s -> %s" % (row["action"], row["package"], row["old_version"], row["version"])
+        extras = ["%s to download" % human_size(row["download_size"])] if row["download_size"] else []
+        extras.append(_signed_size(row["installed_size_change"]))
+        lines.append("%s (%s)" % (head, ", ".join(extras)))
+        action = {"purge": "remove"}.get(row["action"], row["action"])
+        counts[action] = counts.get(action, 0) + 1
+    order = ("install", "upgrade", "reinstall", "downgrade", "remove")
+    total = ", ".join("%d to %s" % (counts[a], a) for a in order if a in counts) or "nothing to do"
+    lines.append("%s; %s to download; installed size %s" % (
+        total, human_size(summary["download_size"]), _signed_size(summary["installed_size_change"])))
+    return lines
+
+
+def plan_summary(plan: Plan) -> dict:
+    """The summary of a plan: a row per change, download and installed-size totals."""
+    return summarize([change_row(c, plan.downloads.get(c.name, 0)) for c in plan.changes])
+
+
+def plan_report(plan: Plan, dry_run: bool) -> dict:
+    """The JSON document of a planned command (``--json``), before it is carried out."""
+    return {"dry_run": dry_run, "changes": [c.as_json() for c in plan.changes], "reasons": plan.relabel,
+            "fetched": [], "script_failures": [], "summary": plan_summary(plan), "operations": plan.ops}
+
+
 def refuse_writes_through_symlinks(root: Root, packages: list) -> None:
     """Refuse packages with members below a symbolic link already in the root before the
     lock is taken, so that the refusal writes nothing, not even the lock (the planner
@@ -3995,28 +4196,10 @@ def refuse_writes_through_symlinks(root: Root, packages: list) -> None:
             absent.add(path)
             continue
         st = root.lstat(path)
-        if st is not None and stat.S_ISLNK(st.st_mode) and link_leaves_root(root, path):
+        if st is not None and stat.S_ISLNK(st.st_mode) and root.link_leaves_root(path):
             raise UnsafePath.symlink(path)
         if st is None or not stat.S_ISDIR(st.st_mode):    # the planner decides about the rest
             absent.add(path)
-
-
-def link_leaves_root(root: Root, path: str) -> bool:
-    """True when the symbolic link ``path`` in the root points outside it, read as the
-    host reads it: an absolute target (unless the root is ``/``) or one climbing above
-    the root with ``..``."""
-    target = root.readlink(path)
-    if target.startswith("/"):
-        return root.path != "/"
-    depth = len([p for p in parent_of(path).split("/") if p])
-    for part in target.split("/"):
-        if part == "..":
-            depth -= 1
-            if depth < 0:
-                return True
-        elif part not in ("", "."):
-            depth += 1
-    return False
 
 
 def _ancestors(path: str):
@@ -7072,12 +7255,10 @@ class OpmSync:
 # =============================================================================
 #
 # For the software managers of shared areas (SPEC §13, §14): installed packages against
-# a vulnerability list, whether this user can manage this root (doctor), and the
-# prerequisites a prereq.cfg names for this root's distribution.  Everything here reads;
-# the commands of section 15 make the changes through Planner and carry_out.
+# a vulnerability list (checked before an install: check_install_vulnerabilities) and
+# whether this user can manage this root (doctor).  Everything here reads.
 
 MAX_VULNERABILITY_LIST = 64 << 20     # pkgsrc's list is a few MB; bounds a hostile server
-MAX_PREREQ_CONFIG = 1 << 20           # a prereq.cfg or order file is a few lines
 VULNERABILITY_CHECKS = ("warn", "always", "never")   # pm.conf check_vulnerabilities
 
 
@@ -7497,6 +7678,17 @@ def _module_findings(settings: dict) -> list:
 PREREQ_CONFIG = "prereq.cfg"
 
 
+# =============================================================================
+# 15. Prerequisites: prereq.cfg files
+# =============================================================================
+#
+# OSCAR's install_prereq: a prereq.cfg names, per distribution, packages to install or
+# remove and commands to run.  This section reads those files and this root's identity;
+# section 16 applies them (apply_prereq, undo_prereq).
+
+MAX_PREREQ_CONFIG = 1 << 20           # a prereq.cfg or order file is a few lines
+
+
 class PrereqEntry:
     """One line of a prereq.cfg block: ``install`` a package name or file, ``remove``
     (``!name``) or ``command`` (``:bash: …`` or ``sh: …``, run by ``shell``)."""
@@ -7690,56 +7882,51 @@ def run_prereq_command(entry: PrereqEntry, directory: str, root_path: str, out: 
 
 
 # =============================================================================
-# 15. Commands and command line
+# 16. Operations: install, upgrade, uninstall, autoremove, prerequisites
 # =============================================================================
+#
+# Every command that changes packages is read -> plan -> apply: read the database, the
+# package files and what the sources offer (fetching what is chosen); plan (section 10:
+# a Plan value, computed without changing anything); apply it (a dry run prints it, a real
+# run runs the pre-scripts, the Transaction and the post-scripts).  The command line
+# (section 17), prerequisite files and OPM's syncs (NodeActions) all come through here;
+# nothing here parses arguments or prints a JSON document.
+
 
 class Session:
-    """One command's view of a root: its options, its output, and the database, read
-    after an interrupted transaction was recovered (SPEC §9)."""
+    """One command's hold on a root: its output, its lock and its database, read after
+    an interrupted transaction was recovered (SPEC §9)."""
 
-    def __init__(self, args):
-        self.args = args
-        self.root = Root(args.root)
-        self.out = Output(args.json, args.verbose - args.quiet)
-        self.sync = not args.unsafe_io
+    def __init__(self, root_path: str, out: Output, sync: bool = True, wait: float = 0.0,
+                 sources=(), assume_yes: bool = False, recover_on_read: bool = True):
+        self.root = Root(root_path)
+        self.out = out
+        self.sync = sync                      # fsync (not with --unsafe-io)
+        self.wait = wait                      # seconds to wait for the lock
         self.lock = RootLock(self.root)
-        self.extra_sources = list(getattr(args, "repository", None) or ())   # --repository URL
-        configure_tls(self.root, getattr(args, "ca", None))
-        self._configure_limits()
+        self.extra_sources = list(sources)    # --repository URL
+        self.assume_yes = assume_yes          # -y: no question before a change
+        self.recover_on_read = recover_on_read
 
-    def _configure_limits(self) -> None:
-        """--timeout and --script-timeout, else their pm.conf settings, else the defaults."""
-        wanted = {"timeout": (transfer_settings, HTTP_TIMEOUT),
-                  "script_timeout": (script_settings, SCRIPT_TIMEOUT)}
-        settings = None
-        for key, (target, default) in wanted.items():
-            value = getattr(self.args, key, None)
-            if value is None and not getattr(self.args, "reads_only", False):
-                if settings is None:
-                    try:
-                        settings = read_settings(self.root)
-                    except InvalidInput:
-                        raise
-                    except PmError:          # no root: the command itself says so
-                        settings = {}
-                if key in settings:
-                    try:
-                        value = _seconds(settings[key])
-                    except ValueError:
-                        raise InvalidInput("%s: %s = %r is not a positive number of seconds" % (
-                            self.root.host_path(PM_CONF), key, settings[key])) from None
-            target["timeout"] = value if value is not None else default
+    def on_root(self, root_path: str, out: Output) -> "Session":
+        """A session on another root with this one's settings (a node's image in a sync)."""
+        return Session(root_path, out, self.sync, self.wait, self.extra_sources, self.assume_yes)
 
     def close(self) -> None:
         self.lock.release()
         self.root.close()
+
+    def database(self, dry_run: bool, command: str) -> Database:
+        """The database ``command`` works on: only read for a dry run, else read under
+        the lock (write_db)."""
+        return self.read_db() if dry_run else self.write_db(command)
 
     def read_db(self) -> Database:
         """The database for a command that changes nothing.  An interrupted transaction
         is recovered first when nobody holds the lock and the root is writable; else the
         last committed state is read, which is always whole."""
         interrupted = root_exists(self.root, JOURNAL) or root_exists(self.root, JOURNAL + ".tmp")
-        if not self.args.dry_run_mode and interrupted \
+        if self.recover_on_read and interrupted \
                 and os.access(self.root.host_path(DB_DIR), os.W_OK) and self.lock.try_acquire():
             try:
                 recover(self.root, self.out)
@@ -7747,9 +7934,9 @@ class Session:
                 self.lock.release()
         return self._warn_pending(Database(self.root).load())
 
-    def write_db(self, command: str):
-        """Take the lock (waiting up to --wait), recover, and return the database."""
-        self.lock.acquire(self.args.wait, command)
+    def write_db(self, command: str) -> Database:
+        """Take the lock (waiting up to ``wait``), recover, and return the database."""
+        self.lock.acquire(self.wait, command)
         recover(self.root, self.out)
         return self._warn_pending(Database(self.root).load())
 
@@ -7775,202 +7962,13 @@ class Session:
         return db
 
 
-def carry_out(session: Session, db: Database, plan, dry_run: bool, no_scripts: bool,
-              confirm: bool = False) -> int:
-    """apply_plan, then print the command's JSON document (with --json)."""
-    code, report = apply_plan(session, db, plan, dry_run, no_scripts, confirm=confirm)
-    return finish(session, report, code)
-
-
-def apply_plan(session: Session, db: Database, plan, dry_run: bool, no_scripts: bool,
-               relabel: dict | None = None, confirm: bool = False, downloads: dict | None = None) -> tuple:
-    """Plan a command's changes with ``plan(planner)`` and print them (dry run: the
-    summary, and each file operation with -v), or run pre-scripts, the transaction and
-    post-scripts; returns ``(exit code, report)``.  ``relabel`` ({name: reason}) records a
-    new install reason for installed packages the plan leaves as they are, in the same
-    transaction.  ``confirm`` shows the summary first and asks on a terminal (section
-    15's confirm); ``downloads`` ({name: bytes}) are the summary's download sizes."""
-    out, root = session.out, session.root
-    record = Plan()
-    planner = Planner(root, db, out, record)
-    changes = plan(planner)
-    check_install_vulnerabilities(root, out, [(c.name, c.version) for c in changes if c.package])
-    changed = {c.name for c in changes}
-    relabel = {name: reason for name, reason in (relabel or {}).items() if name not in changed
-               and db.get(name) is not None and db.get(name)["state"] == STATE_INSTALLED
-               and db.get(name)["reason"] != reason}
-    packages = planner.new_packages(changes) if changes else dict(db.packages)
-    record.finalize()
-    for name, reason in relabel.items():
-        packages[name] = dict(packages[name], reason=reason)
-    summary = summarize([_change_row(c, (downloads or {}).get(c.name, 0)) for c in changes])
-    report = {"dry_run": dry_run, "changes": [c.as_json() for c in changes], "reasons": relabel,
-              "fetched": [], "script_failures": [], "summary": summary, "operations": record.ops}
-    if dry_run or not (changes or relabel):
-        for change, line in zip(changes, summary_lines(summary)):
-            out.result(line)
-            if out.verbosity > 0:
-                for verb, path in change.steps:
-                    out.result("  %s %s" % (verb, path))
-            for script in (change.pre_script, change.post_script):
-                if script and not no_scripts:
-                    out.result("  run %s" % script)
-        for name, reason in sorted(relabel.items()):
-            out.result("mark %s %s" % (name, reason))
-        if changes:
-            out.result(summary_lines(summary)[-1])
-        if not changes and not relabel:
-            out.say("nothing to do")
-        return EXIT_OK, report
-    if confirm and changes:
-        confirm_summary(session, summary)
-    if not no_scripts:
-        for change in changes:
-            if change.pre_script:
-                content = change.package.scripts[change.pre_script] if change.package else \
-                    root.read(SCRIPTS_DIR + "/" + change.name + "/" + change.pre_script)
-                error = run_script(root.path, content, change.pre_script, change.name, change.version,
-                                   change.old_version, change.script_action, out)
-                if error:
-                    raise Refused(error + "; nothing was changed")
-    pending = [entry for entry in db.pending if entry.get("package") not in changed]
-    if not no_scripts:
-        pending += [{"txid": record.txid, "package": c.name, "script": c.post_script, "content": c.post_content,
-                     "version": c.version, "old_version": c.old_version, "action": c.script_action,
-                     "error": None} for c in changes if c.post_script]
-    total = sum(m.size for c in changes if c.package for m, _ in record.puts_of(c.package))
-    progress = Progress(out, "installing" if total else "removing", total, unit="bytes" if total else "")
-    Transaction(root, db, out, record, session.sync).run(packages, pending, progress)
-    progress.finish()
-    for name, reason in sorted(relabel.items()):
-        out.result("marked %s %s" % (name, reason))
-    for change in changes:
-        out.result(_PAST.get(change.action, change.action) + change.heading()[len(change.action):])
-        for verb, path in change.steps:
-            out.detail("  %s %s" % (verb, path))
-            if verb == "write-new":
-                out.say("%s kept; the packaged version is %s" % (path[:-len(".pm-new")], path))
-            elif verb == "save":
-                out.say("%s is no longer a config file of %s; your modified version is kept as %s"
-                        % (path[:-len(SAVED_SUFFIX)], change.name, path))
-    failures = run_pending_scripts(root, db, out, session.sync, record.txid)
-    for failure in failures:
-        out.error("%s (recorded; pm recover runs it again)" % failure)
-    report["script_failures"] = failures
-    return (EXIT_FAILED if failures else EXIT_OK), report
-
-
-def _installed_bytes(package: Package) -> int:
-    return sum(m.size for m in package.members if m.kind == "f")
-
-
-def _summary_row(action: str, name: str, version: str, old_version: str | None, download: int,
-                 new_size, old_size) -> dict:
-    return {"package": name, "action": action, "version": version, "old_version": old_version or None,
-            "download_size": download,
-            "installed_size_change": None if new_size is None else new_size - (old_size or 0)}
-
-
-def _change_row(change, download: int) -> dict:
-    """The summary row of a planned Change."""
-    old = change.old if change.old and change.old["state"] == STATE_INSTALLED else None
-    new_size = _installed_bytes(change.package) if change.package else 0
-    old_size = old.get("size", 0) if old else (change.old.get("size", 0) if change.old and not change.package
-                                                 else 0)
-    return _summary_row(change.action, change.name, change.version, change.old_version, download,
-                        new_size, old_size)
-
-
-def summarize(rows: list) -> dict:
-    """The summary of a command's changes: each package's row, the bytes to download
-    and the change in installed size (None when a package's size is not known)."""
-    changes = [r["installed_size_change"] for r in rows]
-    return {"packages": rows, "download_size": sum(r["download_size"] for r in rows),
-            "installed_size_change": None if None in changes else sum(changes)}
-
-
-def _signed_size(n) -> str:
-    return "size unknown" if n is None else ("+" if n >= 0 else "") + human_size(n)
-
-
-def summary_lines(summary: dict) -> list:
-    """One line per package (``upgrade foo 1.0 -> 2.0 (1.2 MiB to download, +40.0 KiB)``)
-    and a total line, as apt and pacman show before they act."""
-    lines, counts = [], {}
-    for row in summary["packages"]:
-        head = "%s %s %s" % (row["action"], row["package"], row["version"])
-        if row["old_version"] and row["action"] in ("upgrade", "downgrade", "reinstall"):
-            head = "%s %s %s -> %s" % (row["action"], row["package"], row["old_version"], row["version"])
-        extras = ["%s to download" % human_size(row["download_size"])] if row["download_size"] else []
-        extras.append(_signed_size(row["installed_size_change"]))
-        lines.append("%s (%s)" % (head, ", ".join(extras)))
-        action = {"purge": "remove"}.get(row["action"], row["action"])
-        counts[action] = counts.get(action, 0) + 1
-    order = ("install", "upgrade", "reinstall", "downgrade", "remove")
-    total = ", ".join("%d to %s" % (counts[a], a) for a in order if a in counts) or "nothing to do"
-    lines.append("%s; %s to download; installed size %s" % (
-        total, human_size(summary["download_size"]), _signed_size(summary["installed_size_change"])))
-    return lines
-
-
-def confirm_summary(session: Session, summary: dict) -> None:
-    """Show the summary (stderr), then, when stdin is a terminal and -y was not given,
-    ask; anything but yes (or Enter) refuses with nothing changed.  Never a prompt
-    without a terminal: scripts and cron run on."""
-    for line in summary_lines(summary):
-        session.out.say(line)
-    if getattr(session.args, "yes", False) or not sys.stdin.isatty():
-        return
-    sys.stderr.write("Proceed? [Y/n] ")
-    sys.stderr.flush()
-    answer = sys.stdin.readline()
-    if not answer or answer.strip().lower() not in ("", "y", "yes"):
-        raise Refused("aborted; nothing was changed")
-
-
-_PAST = {"install": "installed", "upgrade": "upgraded", "reinstall": "reinstalled",
-         "downgrade": "downgraded", "remove": "removed", "purge": "purged"}
-
-
-def _finite_only(value):
-    """``value`` with every infinite or NaN number replaced by None (JSON has none)."""
-    if isinstance(value, float):
-        return value if value - value == 0 else None
-    if isinstance(value, dict):
-        return {k: _finite_only(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite_only(v) for v in value]
-    return value
-
-
-def finish(session: Session, report, code: int) -> int:
-    """Print the JSON document of a command (with --json) and return its exit code.  A
-    report is an object (which gets the warnings) or, for listings, a list of rows."""
-    if session.out.json_mode:
-        import json
-        if isinstance(report, dict):
-            report = dict(report, warnings=session.out.warnings)
-        try:
-            text = json.dumps(report, indent=2, sort_keys=True, default=str, allow_nan=False)
-        except ValueError:     # a non-finite number from a damaged database: null in strict JSON
-            text = json.dumps(_finite_only(report), indent=2, sort_keys=True, default=str,
-                              allow_nan=False)
-        sys.stdout.write(text + "\n")
-    return code
-
+# -- read ---------------------------------------------------------------------------
 
 def looks_like_file(argument: str) -> bool:
     """A command-line package argument is a file when it has a directory part or a
     package file's ending; a bare name is a package name, whatever files the current
     directory holds (as with apt: ``./name`` for a local file)."""
     return "/" in argument or argument.endswith(PACKAGE_SUFFIXES)
-
-
-def cmd_install(session: Session, args) -> int:
-    code, report = install_packages(session, args.packages, args.dry_run, args.allow_same_version,
-                                    args.no_deps, args.force_overwrite, args.pre, args.allow_setuid,
-                                    args.no_scripts, force_architecture=args.force_architecture)
-    return finish(session, report, code)
 
 
 def parse_spec(spec: str) -> Requirement:
@@ -7990,24 +7988,30 @@ def parse_spec(spec: str) -> Requirement:
     return Requirement(name, Constraint.parse(constraint.strip(), name))
 
 
-def _fetch_chosen(session: Session, fetcher: Fetcher, chosen: dict, allow_setuid: bool) -> tuple:
-    """Fetch and check the packages of the chosen candidates that come from sources;
-    returns ``(packages, report rows)``."""
-    packages, rows = [], []
+def read_package_files(paths: list, options: Options) -> list:
+    """The package files ``paths``, opened and checked (Package); the caller closes them."""
+    packages = []
     try:
-        for name in sorted(chosen):
-            candidate = chosen[name]
-            if candidate.installed or candidate.package is not None:
-                continue
-            packages.append(fetcher.fetch(candidate, allow_setuid))
-            rows.append({"package": name, "version": candidate.version.text,
-                         "url": package_url(candidate.source, candidate.entry)})
-            session.out.detail("fetched %s %s from %s" % (name, candidate.version, candidate.source.url))
+        for path in paths:
+            if os.path.isdir(path):
+                raise InvalidInput("%s is not a regular file but a directory: give a package file, or use "
+                                   "the directory as a source (pm --repository %s install NAME)" % (path, path))
+            packages.append(Package(path, options.allow_setuid))
     except BaseException:
-        for package in packages:
-            package.close()
+        close_all(packages)
         raise
-    return packages, rows
+    return packages
+
+
+def close_all(packages: list) -> None:
+    for package in packages:
+        package.close()
+
+
+def architecture_wanted(root: Root, options: Options) -> str | None:
+    """The architecture packages must be built for: the root's, or None (any) with
+    ``force_architecture``."""
+    return None if options.force_architecture else root_architecture(root)
 
 
 def _download_size(root: Root, candidate) -> int:
@@ -8050,169 +8054,13 @@ def _candidate_rows(root: Root, db: Database, pool: Pool, chosen: dict, allow_sa
         else:
             continue
         if candidate.package is not None:
-            new_size, download = _installed_bytes(candidate.package), 0
+            new_size, download = installed_bytes(candidate.package), 0
         else:
             new_size, download = candidate.entry.get("installed_size"), _download_size(root, candidate)
         old_size = db.get(name).get("size", 0) if old is not None else None
-        rows.append(_summary_row(action, name, candidate.version.text, old.version.text if old else None,
-                                 download, new_size, old_size))
+        rows.append(summary_row(action, name, candidate.version.text, old.version.text if old else None,
+                                download, new_size, old_size))
     return rows
-
-
-def _plan_by_name(session: Session, db: Database, pool: Pool, chosen: dict, dry_run: bool, allow_same: bool,
-                  confirm: bool):
-    """The summary of a by-name install or an upgrade, from the resolver's choice.
-    Before a real run it is shown and confirmed (before any download).  A dry run that
-    would have to download a package, without -v, stops here: the summary is its
-    report (``(EXIT_OK, report)`` is returned), and nothing is fetched."""
-    rows = _candidate_rows(session.root, db, pool, chosen, allow_same)
-    summary = summarize(rows)
-    downloads = {r["package"]: r["download_size"] for r in rows}
-    if not dry_run:
-        if confirm and rows:
-            confirm_summary(session, summary)
-        return downloads, None
-    if session.out.verbosity > 0 or not any(downloads.values()):
-        return downloads, None
-    lines = summary_lines(summary)
-    for line in lines[:-1]:
-        session.out.result(line)
-    session.out.result(lines[-1])
-    changes = [{"package": r["package"], "action": r["action"], "version": r["version"],
-                "old_version": r["old_version"], "steps": [], "scripts": []} for r in rows]
-    return downloads, {"dry_run": True, "changes": changes, "reasons": {}, "fetched": [], "script_failures": [],
-                       "summary": summary, "operations": None}
-
-
-def install_packages(session: Session, specs: list, dry_run: bool = False,
-                     allow_same_version: bool = False, no_deps: bool = False,
-                     force_overwrite: bool = False, pre: bool = False, allow_setuid: bool = False,
-                     no_scripts: bool = False, db: Database | None = None,
-                     force_architecture: bool = False) -> tuple:
-    """Install ``specs`` — package files and ``NAME[CONSTRAINT]`` — as `pm install`
-    does, and return ``(exit code, report)`` (the report is not printed).
-
-    Names are resolved, with the dependencies of everything installed, against the
-    installed packages, the files given and the root's sources (SPEC §10): the newest
-    versions allowed, installed packages left as they are unless a requirement needs
-    them newer.  Packages from sources are fetched and checked against their index, then
-    everything is planned and carried out in one transaction.  Names and files given are
-    recorded as explicitly installed, what they pulled in as dependencies.  With no
-    names and no sources configured, files are installed as they are and their
-    dependencies only checked (SPEC §8.2); ``no_deps`` installs only what is named.
-
-    ``db`` is the database of a caller that already holds the root's lock (from
-    Session.write_db); without it the lock is taken, or for a dry run the database is
-    only read.  Anything refused raises PmError with nothing changed.
-    """
-    files = [s for s in specs if looks_like_file(s)]
-    requests = [parse_spec(s) for s in specs if not looks_like_file(s)]
-    packages, fetched = [], []
-    fetcher = Fetcher(session.root, session.out, scratch=dry_run)
-    try:
-        for path in files:
-            if os.path.isdir(path):
-                raise InvalidInput("%s is not a regular file but a directory: give a package file, or use "
-                                   "the directory as a source (pm --repository %s install NAME)" % (path, path))
-            packages.append(Package(path, allow_setuid))
-        if db is None and not dry_run:
-            refuse_writes_through_symlinks(session.root, packages)
-        # Without the caller's lock, packages are chosen and downloaded without the lock,
-        # which is taken only to plan and apply (as apt and pacman do): a slow mirror never
-        # holds the root.  After locking, the choice is made again on the database as it
-        # is then, and must need nothing that was not fetched.
-        lock_later = db is None and not dry_run
-        if db is None:
-            db = session.read_db()
-        sources = read_sources(session.root, session.extra_sources)
-        reasons = {p.name: REASON_EXPLICIT for p in packages}
-        rows, downloads = [], {}
-
-        def choose(db):
-            pool = build_pool(session.root, db, session.out, sources, packages, force_architecture)
-            for request in requests:
-                if not pool.knows(request.name) and request.name in pool.other_architectures:
-                    raise Refused("no source offers %s for this root's architecture %s, only for %s "
-                                  "(use --force-architecture)" % (request.name, root_architecture(session.root),
-                                                                 pool.other_architectures[request.name]))
-                if not pool.knows(request.name) and os.path.isdir(request.name):
-                    raise InvalidInput("%s is a directory, not the name of a package any source offers: "
-                                       "give a package file, or use the directory as a source "
-                                       "(pm --repository %s install NAME)" % (request.name, request.name))
-                if not pool.knows(request.name):
-                    raise Refused("no source offers a package named %s%s" % (request.name, "" if sources else
-                                  " (no sources are configured in %s)" % sources_files(session.root)))
-            if no_deps:
-                chosen = _newest_allowed(pool, requests, pre)
-                explicit = set(chosen)
-            else:
-                chosen, explicit = resolve_requests(pool, requests, pre=pre, allow_downgrade=allow_same_version,
-                                                    reinstall={r.name for r in requests} if allow_same_version else (),
-                                                    out=session.out)
-            return pool, chosen, explicit
-
-        if requests or sources:
-            pool, chosen, explicit = choose(db)
-            for name in sorted(explicit):
-                candidate = chosen.get(name)
-                if candidate is not None and candidate.installed and candidate.package is None:
-                    session.out.say("%s %s is already installed" % (name, candidate.version))
-            downloads, early = _plan_by_name(session, db, pool, chosen, dry_run, allow_same_version,
-                                             confirm=bool(requests))
-            if early is not None:
-                return EXIT_OK, early
-            fetched, rows = _fetch_chosen(session, fetcher, chosen, allow_setuid)
-        if lock_later:
-            before = db
-            db = session.write_db("install " + " ".join(specs))
-            if requests or sources:
-                if (db.txid, db.packages) != (before.txid, before.packages):
-                    pool, chosen, explicit = choose(db)
-                    _check_still_fetched(chosen, fetched)
-                    fetched = _only_chosen(chosen, fetched)
-                    rows = [row for row in rows if row["package"] in {p.name for p in fetched}]
-        if requests or sources:
-            for package in fetched:
-                if package.name in explicit:
-                    reasons[package.name] = REASON_EXPLICIT
-                elif package.name not in pool.installed:
-                    reasons[package.name] = REASON_DEPENDENCY
-            reasons.update((name, REASON_EXPLICIT) for name in explicit)
-        to_install = packages + fetched
-        code, report = apply_plan(session, db, lambda planner: planner.install(
-            to_install, reasons, allow_same_version, no_deps, force_overwrite, force_architecture),
-            dry_run, no_scripts,
-            relabel={name: reason for name, reason in reasons.items() if reason == REASON_EXPLICIT},
-            downloads=downloads)
-        report["fetched"] = rows
-        return code, report
-    finally:
-        for package in packages + fetched:
-            package.close()
-        fetcher.close()
-
-
-def _check_still_fetched(chosen: dict, fetched: list) -> None:
-    """Refused when the choice made again after locking needs a package from a source
-    that was not downloaded before (another pm changed the root meanwhile)."""
-    have = {(p.name, p.version.text) for p in fetched}
-    for name, candidate in sorted(chosen.items()):
-        if not candidate.installed and candidate.package is None and \
-                (name, candidate.version.text) not in have:
-            raise Refused("the root changed while packages were downloaded (%s %s is now needed); "
-                          "run the command again" % (name, candidate.version))
-
-
-def _only_chosen(chosen: dict, fetched: list) -> list:
-    """The fetched packages the choice made after locking still wants (the others are closed)."""
-    kept = []
-    for package in fetched:
-        candidate = chosen.get(package.name)
-        if candidate is not None and not candidate.installed and candidate.version.text == package.version.text:
-            kept.append(package)
-        else:
-            package.close()
-    return kept
 
 
 def _newest_allowed(pool: Pool, requests: list, pre: bool) -> dict:
@@ -8228,75 +8076,545 @@ def _newest_allowed(pool: Pool, requests: list, pre: bool) -> dict:
     return chosen
 
 
-def upgrade_packages(session: Session, names=(), dry_run: bool = False, pre: bool = False,
-                     allow_setuid: bool = False, no_scripts: bool = False,
-                     db: Database | None = None) -> tuple:
-    """Move the installed packages — or only ``names`` — to the newest versions the
-    sources offer and the installed packages' dependencies allow, installing new
-    dependencies they need, as `pm upgrade` does; returns ``(exit code, report)``.
-    ``db`` as for install_packages."""
-    fetched = []
-    fetcher = Fetcher(session.root, session.out, scratch=dry_run)
+def choose_for_install(session: Session, db: Database, sources: list, packages: list, requests: list,
+                       options: Options) -> tuple:
+    """``(pool, chosen, explicit)``: the resolver's choice for ``requests`` and the
+    package files ``packages`` against ``db`` and ``sources`` (SPEC §10); refused when
+    a name is offered by no source."""
+    pool = build_pool(session.root, db, session.out, sources, packages, options.force_architecture)
+    for request in requests:
+        if not pool.knows(request.name) and request.name in pool.other_architectures:
+            raise Refused("no source offers %s for this root's architecture %s, only for %s "
+                          "(use --force-architecture)" % (request.name, root_architecture(session.root),
+                                                         pool.other_architectures[request.name]))
+        if not pool.knows(request.name) and os.path.isdir(request.name):
+            raise InvalidInput("%s is a directory, not the name of a package any source offers: "
+                               "give a package file, or use the directory as a source "
+                               "(pm --repository %s install NAME)" % (request.name, request.name))
+        if not pool.knows(request.name):
+            raise Refused("no source offers a package named %s%s" % (request.name, "" if sources else
+                          " (no sources are configured in %s)" % sources_files(session.root)))
+    if options.no_deps:
+        chosen = _newest_allowed(pool, requests, options.pre)
+        return pool, chosen, set(chosen)
+    names = {r.name for r in requests}
+    chosen, explicit = resolve_requests(pool, requests, pre=options.pre, allow_downgrade=options.allow_same_version,
+                                        reinstall=names if options.allow_same_version else (), out=session.out)
+    return pool, chosen, explicit
+
+
+def choose_for_upgrade(session: Session, db: Database, sources: list, names: list, options: Options) -> tuple:
+    """``(pool, chosen, explicit)``: the newest versions of the installed packages (or
+    of ``names``) the sources offer and the installed packages' dependencies allow."""
+    for name in names:
+        if name not in db.installed():
+            raise Refused("%s is not installed" % name)
+    pool = build_pool(session.root, db, session.out, sources)
+    return pool, resolve_requests(pool, [], upgrade=set(names) or True, pre=options.pre, out=session.out)[0], set()
+
+
+class SourceChoice:
+    """What an install by name or an upgrade takes from the sources: the resolver's
+    choice on one database (``choose(db)`` gives ``(pool, chosen, explicit)``), the
+    packages fetched for it, and the report rows and download sizes."""
+
+    def __init__(self, session: Session, db: Database, choose):
+        self.session, self.choose = session, choose
+        self.pool, self.chosen, self.explicit = choose(db)
+        self.fetched: list = []
+        self.rows: list = []            # {"package", "version", "url"} of each fetched package
+        self.downloads: dict = {}       # name -> bytes to download
+
+    def preview(self, db: Database, options: Options, confirm: bool) -> dict | None:
+        """The summary of the choice, before anything is fetched.  A real run shows it
+        and asks when ``confirm``.  A dry run that would have to download a package,
+        without -v, stops here: its report is returned, and nothing is fetched."""
+        rows = _candidate_rows(self.session.root, db, self.pool, self.chosen, options.allow_same_version)
+        summary = summarize(rows)
+        self.downloads = {r["package"]: r["download_size"] for r in rows}
+        if not options.dry_run:
+            if confirm and rows:
+                confirm_summary(self.session, summary)
+            return None
+        if self.session.out.verbosity > 0 or not any(self.downloads.values()):
+            return None
+        for line in summary_lines(summary):
+            self.session.out.result(line)
+        changes = [{"package": r["package"], "action": r["action"], "version": r["version"],
+                    "old_version": r["old_version"], "steps": [], "scripts": []} for r in rows]
+        return {"dry_run": True, "changes": changes, "reasons": {}, "fetched": [], "script_failures": [],
+                "summary": summary, "operations": None}
+
+    def fetch(self, fetcher: Fetcher, options: Options) -> None:
+        """Fetch and check the chosen packages that come from sources."""
+        for name in sorted(self.chosen):
+            candidate = self.chosen[name]
+            if candidate.installed or candidate.package is not None:
+                continue
+            self.fetched.append(fetcher.fetch(candidate, options.allow_setuid))
+            self.rows.append({"package": name, "version": candidate.version.text,
+                              "url": package_url(candidate.source, candidate.entry)})
+            self.session.out.detail("fetched %s %s from %s" % (name, candidate.version, candidate.source.url))
+
+    def again(self, before: Database, db: Database) -> None:
+        """After locking: when another pm changed the root since ``before`` was read,
+        choose again on ``db``; refused when that needs a package not fetched, and the
+        fetched packages no longer chosen are dropped."""
+        if (db.txid, db.packages) == (before.txid, before.packages):
+            return
+        self.pool, self.chosen, self.explicit = self.choose(db)
+        have = {(p.name, p.version.text) for p in self.fetched}
+        for name, candidate in sorted(self.chosen.items()):
+            if not candidate.installed and candidate.package is None and (name, candidate.version.text) not in have:
+                raise Refused("the root changed while packages were downloaded (%s %s is now needed); "
+                              "run the command again" % (name, candidate.version))
+        kept = []
+        for package in self.fetched:
+            candidate = self.chosen.get(package.name)
+            if candidate is not None and not candidate.installed and candidate.version.text == package.version.text:
+                kept.append(package)
+            else:
+                package.close()
+        self.fetched = kept
+        self.rows = [row for row in self.rows if row["package"] in {p.name for p in kept}]
+
+    def reasons(self) -> dict:
+        """Install reasons: explicit for what was asked for, dependency for what it pulled in."""
+        reasons = {p.name: REASON_DEPENDENCY for p in self.fetched if p.name not in self.pool.installed}
+        reasons.update((name, REASON_EXPLICIT) for name in self.explicit)
+        return reasons
+
+    def close(self) -> None:
+        close_all(self.fetched)
+
+
+# -- apply --------------------------------------------------------------------------
+
+_PAST = {"install": "installed", "upgrade": "upgraded", "reinstall": "reinstalled",
+         "downgrade": "downgraded", "remove": "removed", "purge": "purged"}
+
+
+def confirm_summary(session: Session, summary: dict) -> None:
+    """Show the summary (stderr), then, when stdin is a terminal and -y was not given,
+    ask; anything but yes (or Enter) refuses with nothing changed.  Never a prompt
+    without a terminal: scripts and cron run on."""
+    for line in summary_lines(summary):
+        session.out.say(line)
+    if session.assume_yes or not sys.stdin.isatty():
+        return
+    sys.stderr.write("Proceed? [Y/n] ")
+    sys.stderr.flush()
+    answer = sys.stdin.readline()
+    if not answer or answer.strip().lower() not in ("", "y", "yes"):
+        raise Refused("aborted; nothing was changed")
+
+
+def print_plan(out: Output, plan: Plan, options: Options) -> None:
+    """A dry run's output: each change's summary line (with -v its steps), the scripts
+    it would run, the reasons it would record, and the total."""
+    lines = summary_lines(plan_summary(plan))
+    for change, line in zip(plan.changes, lines):
+        out.result(line)
+        if out.verbosity > 0:
+            for verb, path in change.steps:
+                out.result("  %s %s" % (verb, path))
+        for script in (change.pre_script, change.post_script):
+            if script and not options.no_scripts:
+                out.result("  run %s" % script)
+    for name, reason in sorted(plan.relabel.items()):
+        out.result("mark %s %s" % (name, reason))
+    if plan.changes:
+        out.result(lines[-1])
+    if plan.empty:
+        out.say("nothing to do")
+
+
+def print_done(out: Output, plan: Plan) -> None:
+    """What a real run did, once committed: each change, and config files kept."""
+    for name, reason in sorted(plan.relabel.items()):
+        out.result("marked %s %s" % (name, reason))
+    for change in plan.changes:
+        out.result(_PAST.get(change.action, change.action) + change.heading()[len(change.action):])
+        for verb, path in change.steps:
+            out.detail("  %s %s" % (verb, path))
+            if verb == "write-new":
+                out.say("%s kept; the packaged version is %s" % (path[:-len(".pm-new")], path))
+            elif verb == "save":
+                out.say("%s is no longer a config file of %s; your modified version is kept as %s"
+                        % (path[:-len(SAVED_SUFFIX)], change.name, path))
+
+
+def run_pre_scripts(session: Session, plan: Plan) -> None:
+    """Each change's pre-script; the first failure refuses the command, nothing changed."""
+    for change in plan.changes:
+        if change.pre_script:
+            content = change.package.scripts[change.pre_script] if change.package else \
+                session.root.read(SCRIPTS_DIR + "/" + change.name + "/" + change.pre_script)
+            error = run_script(session.root.path, content, change.pre_script, change.name, change.version,
+                               change.old_version, change.script_action, session.out)
+            if error:
+                raise Refused(error + "; nothing was changed")
+
+
+def pending_scripts(db: Database, plan: Plan, options: Options) -> list:
+    """The post-scripts to run after the commit, recorded in the database with it: those
+    still pending from before, and this plan's."""
+    changed = {c.name for c in plan.changes}
+    pending = [entry for entry in db.pending if entry.get("package") not in changed]
+    if not options.no_scripts:
+        pending += [{"txid": plan.txid, "package": c.name, "script": c.post_script, "content": c.post_content,
+                     "version": c.version, "old_version": c.old_version, "action": c.script_action,
+                     "error": None} for c in plan.changes if c.post_script]
+    return pending
+
+
+def apply(session: Session, db: Database, plan: Plan, options: Options, confirm: bool = False) -> tuple:
+    """Carry out ``plan`` (made from ``db``, which is locked unless a dry run): a dry run
+    prints it; a real run checks it against the site's vulnerability list, asks when
+    ``confirm``, runs the pre-scripts, the Transaction and the post-scripts.  Returns
+    ``(exit code, report)``; anything refused before the commit changes nothing."""
+    out = session.out
+    for level, message in plan.notes:
+        (out.warn if level == "warn" else out.say)(message)
+    check_install_vulnerabilities(session.root, out, [(c.name, c.version) for c in plan.changes if c.package])
+    report = plan_report(plan, options.dry_run)
+    if options.dry_run or plan.empty:
+        print_plan(out, plan, options)
+        return EXIT_OK, report
+    if confirm and plan.changes:
+        confirm_summary(session, plan_summary(plan))
+    if not options.no_scripts:
+        run_pre_scripts(session, plan)
+    pending = pending_scripts(db, plan, options)
+    total = sum(m.size for c in plan.changes if c.package for m, _ in plan.puts_of(c.package))
+    progress = Progress(out, "installing" if total else "removing", total, unit="bytes" if total else "")
+    Transaction(session.root, db, out, plan, session.sync).run(plan.packages, pending, progress)
+    progress.finish()
+    print_done(out, plan)
+    failures = run_pending_scripts(session.root, db, out, session.sync, plan.txid)
+    for failure in failures:
+        out.error("%s (recorded; pm recover runs it again)" % failure)
+    report["script_failures"] = failures
+    return (EXIT_FAILED if failures else EXIT_OK), report
+
+
+# -- the operations -----------------------------------------------------------------
+
+def install(session: Session, specs: list, options: Options, db: Database | None = None) -> tuple:
+    """Install ``specs`` — package files and ``NAME[CONSTRAINT]`` — as `pm install`
+    does; returns ``(exit code, report)``.  Names are resolved with the dependencies of
+    everything installed against the installed packages, the files given and the
+    sources (SPEC §10); with no names and no sources, files are installed as they are
+    (SPEC §8.2).  ``db`` is the database of a caller holding the lock; without it the
+    packages are chosen and fetched first, and the lock is taken only to plan and apply
+    (as apt and pacman do).  Anything refused raises PmError with nothing changed."""
+    requests = [parse_spec(s) for s in specs if not looks_like_file(s)]
+    packages = read_package_files([s for s in specs if looks_like_file(s)], options)
+    fetcher, choice = Fetcher(session.root, session.out, scratch=options.dry_run), None
     try:
-        lock_later = db is None and not dry_run        # as for install_packages
-        if db is None:
-            db = session.read_db()
-        sources = read_sources(session.root, session.extra_sources)
-        if not sources:
-            session.out.say("no sources are configured in %s; nothing to upgrade" % sources_files(session.root))
-
-        def choose(db):
-            for name in names:
-                if name not in db.installed():
-                    raise Refused("%s is not installed" % name)
-            pool = build_pool(session.root, db, session.out, sources)
-            return pool, resolve_requests(pool, [], upgrade=set(names) or True, pre=pre, out=session.out)[0]
-
-        pool, chosen = choose(db)
-        downloads, early = _plan_by_name(session, db, pool, chosen, dry_run, False, confirm=True)
-        if early is not None:
-            return EXIT_OK, early
-        fetched, rows = _fetch_chosen(session, fetcher, chosen, allow_setuid)
+        lock_later = db is None and not options.dry_run
         if lock_later:
-            before = db
-            db = session.write_db("upgrade " + " ".join(names))
-            if (db.txid, db.packages) != (before.txid, before.packages):
-                pool, chosen = choose(db)
-                _check_still_fetched(chosen, fetched)
-                fetched = _only_chosen(chosen, fetched)
-                rows = [row for row in rows if row["package"] in {p.name for p in fetched}]
-        reasons = {p.name: REASON_DEPENDENCY for p in fetched if p.name not in pool.installed}
-        code, report = apply_plan(session, db, lambda planner: planner.install(fetched, reasons),
-                                  dry_run, no_scripts, downloads=downloads)
-        report["fetched"] = rows
-        return code, report
+            refuse_writes_through_symlinks(session.root, packages)
+        db = db or session.read_db()
+        sources = read_sources(session.root, session.extra_sources)
+        reasons = {p.name: REASON_EXPLICIT for p in packages}
+        if requests or sources:
+            choice = SourceChoice(session, db, lambda db: choose_for_install(
+                session, db, sources, packages, requests, options))
+            for name in sorted(choice.explicit):
+                candidate = choice.chosen.get(name)
+                if candidate is not None and candidate.installed and candidate.package is None:
+                    session.out.say("%s %s is already installed" % (name, candidate.version))
+            early = choice.preview(db, options, confirm=bool(requests))
+            if early is not None:
+                return EXIT_OK, early
+            choice.fetch(fetcher, options)
+        if lock_later:
+            db, before = session.write_db("install " + " ".join(specs)), db
+            if choice:
+                choice.again(before, db)
+        reasons.update(choice.reasons() if choice else {})
+        plan = plan_install(db, session.root, packages + (choice.fetched if choice else []), reasons, options,
+                            architecture_wanted(session.root, options),
+                            relabel={name: r for name, r in reasons.items() if r == REASON_EXPLICIT})
+        plan.downloads = choice.downloads if choice else {}
+        code, report = apply(session, db, plan, options)
+        return code, dict(report, fetched=choice.rows if choice else [])
     finally:
-        for package in fetched:
-            package.close()
+        close_all(packages + (choice.fetched if choice else []))
         fetcher.close()
 
 
-def autoremove_packages(session: Session, dry_run: bool = False, purge: bool = False,
-                        no_scripts: bool = False, db: Database | None = None) -> tuple:
+def upgrade(session: Session, names: list, options: Options, db: Database | None = None) -> tuple:
+    """Move the installed packages — or only ``names`` — to the newest versions the
+    sources offer and the installed packages' dependencies allow, installing new
+    dependencies they need, as `pm upgrade` does; returns ``(exit code, report)``.
+    ``db`` as for install."""
+    fetcher, choice = Fetcher(session.root, session.out, scratch=options.dry_run), None
+    try:
+        lock_later = db is None and not options.dry_run
+        db = db or session.read_db()
+        sources = read_sources(session.root, session.extra_sources)
+        if not sources:
+            session.out.say("no sources are configured in %s; nothing to upgrade" % sources_files(session.root))
+        choice = SourceChoice(session, db, lambda db: choose_for_upgrade(session, db, sources, names, options))
+        early = choice.preview(db, options, confirm=True)
+        if early is not None:
+            return EXIT_OK, early
+        choice.fetch(fetcher, options)
+        if lock_later:
+            db, before = session.write_db("upgrade " + " ".join(names)), db
+            choice.again(before, db)
+        plan = plan_install(db, session.root, choice.fetched, choice.reasons(), options.replace(
+            allow_same_version=False, no_deps=False, force_overwrite=False))
+        plan.downloads = choice.downloads
+        code, report = apply(session, db, plan, options)
+        return code, dict(report, fetched=choice.rows)
+    finally:
+        if choice:
+            choice.close()
+        fetcher.close()
+
+
+def uninstall(session: Session, names: list, options: Options, db: Database | None = None,
+              confirm: bool = False) -> tuple:
+    """Uninstall ``names`` as `pm uninstall` does (``options``: purge, recursive,
+    force_essential); returns ``(exit code, report)``.  ``db`` as for install."""
+    db = db or session.database(options.dry_run, "uninstall " + " ".join(names))
+    return apply(session, db, plan_uninstall(db, session.root, names, options), options, confirm=confirm)
+
+
+def autoremove(session: Session, options: Options, db: Database | None = None) -> tuple:
     """Uninstall the packages installed as dependencies that no explicitly installed
-    package needs any more, as `pm autoremove` does; returns ``(exit code, report)``.
-    ``db`` as for install_packages."""
-    if db is None:
-        db = session.read_db() if dry_run else session.write_db("autoremove")
+    package needs any more, as `pm autoremove` does; returns ``(exit code, report)``."""
+    db = db or session.database(options.dry_run, "autoremove")
     names = unneeded_packages(db.installed())
-    return apply_plan(session, db, lambda planner: planner.uninstall(names, purge), dry_run, no_scripts,
-                      confirm=True)
+    return apply(session, db, plan_uninstall(db, session.root, names, options), options, confirm=True)
+
+
+def install_files(session: Session, packages: list, options: Options, db: Database) -> tuple:
+    """Install the package files ``packages`` (read) as they are, no source consulted,
+    under the lock ``db`` was read with; returns ``(exit code, report)``."""
+    reasons = {p.name: REASON_EXPLICIT for p in packages}
+    plan = plan_install(db, session.root, packages, reasons, options, architecture_wanted(session.root, options))
+    return apply(session, db, plan, options)
+
+
+# -- prerequisites (section 15's prereq.cfg) applied --------------------------------
+
+def prereq_requirement(directory: str, entry: PrereqEntry) -> Requirement:
+    """The ``NAME[CONSTRAINT]`` of an install line that names no package file."""
+    try:
+        return parse_spec(entry.text)
+    except PmError as e:
+        raise InvalidInput("%s/%s line %d: %s" % (directory, PREREQ_CONFIG, entry.line, e.message)) from None
+
+
+def prereq_package_name(directory: str, entry: PrereqEntry) -> tuple:
+    """``(name, version or None)`` of an install line: read from the package file it
+    names, else the name it gives."""
+    path = prereq_package_file(directory, entry)
+    if path is None:
+        return prereq_requirement(directory, entry).name, None
+    package = Package(path, allow_setuid=True)
+    package.close()
+    return package.name, package.version
+
+
+def _prereq_record(report: dict, result: tuple) -> None:
+    """Add one transaction's changes to a prereq report; a failed post-script stops the run."""
+    report["changes"] += result[1]["changes"]
+    if result[1].get("script_failures"):
+        raise Refused("; ".join(result[1]["script_failures"]) + " (recorded; pm recover runs it again)")
+
+
+def apply_prereq(session: Session, directory: str, block: PrereqBlock, smart: bool, report: dict) -> None:
+    """Removals, then installs, then commands of one matching block, under the lock the
+    caller holds.  The block's files and names are checked before the first change; with
+    ``smart`` the resolution from the sources (install) comes after the removals, as it
+    must see their result."""
+    root, where = session.root, "%s/%s" % (directory, PREREQ_CONFIG)
+    installs = [(e, prereq_package_file(directory, e)) for e in block.of(PrereqEntry.INSTALL)]
+    files = [path for _, path in installs if path is not None]
+    names = [e for e, path in installs if path is None]
+    requirements = [prereq_requirement(directory, e) for e in names]
+    installed = Database(root).load().installed()
+    missing = [r for r in requirements if r.name not in installed
+               or not r.constraint.allows(Version.parse(installed[r.name]["version"]), pre=True)]
+    if missing and not smart:
+        raise Refused("%s names %s, which --dumb cannot install (it installs only package files; "
+                      "use --smart)" % (where, ", ".join("%s%s" % (r.name, "" if r.constraint.is_any else
+                                                                    " " + str(r.constraint)) for r in missing)))
+    packages = read_package_files(files, Options())
+    try:
+        gone = [e.text for e in block.of(PrereqEntry.REMOVE) if e.text in installed]
+        if gone:
+            _prereq_record(report, uninstall(session, gone, Options(), db=Database(root).load()))
+        if smart and installs:
+            _prereq_record(report, install(session, files + [e.text for e in names], Options(),
+                                           db=Database(root).load()))
+        elif packages:
+            _prereq_record(report, install_files(session, packages, Options(), Database(root).load()))
+    finally:
+        close_all(packages)
+    for entry in block.of(PrereqEntry.COMMAND):
+        error = run_prereq_command(entry, directory, root.path, session.out)
+        report["commands"].append({"command": str(entry), "line": entry.line, "ok": error is None})
+        if error:
+            raise Refused(error)
+
+
+def undo_prereq(session: Session, directory: str, block: PrereqBlock, report: dict) -> None:
+    """Uninstall what the block installs (removals and commands cannot be undone)."""
+    names = []
+    for entry in block.of(PrereqEntry.INSTALL):
+        name = prereq_package_name(directory, entry)[0]
+        if name not in names:
+            names.append(name)
+    installed = Database(session.root).load().installed()
+    present = [n for n in names if n in installed]
+    if present:
+        _prereq_record(report, uninstall(session, present, Options(), db=Database(session.root).load()))
+    for entry in block.entries:
+        if entry.kind != PrereqEntry.INSTALL:
+            session.out.say("%s/%s line %d: %s is not undone" % (directory, PREREQ_CONFIG, entry.line, entry))
+
+
+# -- OPM's installs (section 13's actions) ------------------------------------------
+
+class NestedOutput(Output):
+    """The output of a step inside another command (an install during ``opm sync``):
+    its result lines become the outer command's messages, its warnings the outer
+    command's, so that the outer command's stdout and JSON stay its own."""
+
+    def __init__(self, outer: Output, prefix: str):
+        super().__init__(False, outer.verbosity)
+        self.outer, self.prefix = outer, prefix
+
+    def result(self, line: str) -> None:
+        self.outer.say(self.prefix + line)
+
+    def warn(self, message: str) -> None:
+        self.outer.warn(self.prefix + message)
+
+
+class NodeActions:
+    """A sync's installs and uninstalls (OpmSync's ``actions``): each one install or
+    uninstall on the node's root, with that root's lock, recovery, sources and scripts,
+    as ``pm install`` and ``pm uninstall`` would do them."""
+
+    def __init__(self, session: Session):
+        self.session = session
+
+    def install(self, root_path: str, package: str) -> None:
+        """Install ``package`` by name from the root's sources (with what it depends on);
+        a no-op when it is installed already."""
+        self._run(root_path, package, "install", lambda node, db: install(node, [package], Options(), db=db))
+
+    def uninstall(self, root_path: str, package: str) -> None:
+        """Uninstall ``package`` from the root (refused while another package needs it)."""
+        self._run(root_path, package, "uninstall", lambda node, db: uninstall(node, [package], Options(), db=db))
+
+    def _run(self, root_path: str, package: str, verb: str, operation) -> None:
+        """Run ``operation(session, db)`` on the node's root under its lock; a post-script
+        that failed fails the stage (pm recover also reruns it)."""
+        node = self.session.on_root(root_path, NestedOutput(self.session.out, "  %s: " % package))
+        try:
+            code, report = operation(node, node.write_db("opm sync: %s %s" % (verb, package)))
+        finally:
+            node.close()
+        if code != EXIT_OK:
+            raise Refused("; ".join(report.get("script_failures") or ()) or "pm exited with %d" % code)
+
+
+# =============================================================================
+# 17. Command line
+# =============================================================================
+
+def _finite_only(value):
+    """``value`` with every infinite or NaN number replaced by None (JSON has none)."""
+    if isinstance(value, float):
+        return value if value - value == 0 else None
+    if isinstance(value, dict):
+        return {k: _finite_only(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite_only(v) for v in value]
+    return value
+
+
+def print_report(session: Session, report, code: int) -> int:
+    """Print the JSON document of a command (with --json) and return its exit code.  A
+    report is an object (which gets the warnings) or, for listings, a list of rows."""
+    if session.out.json_mode:
+        import json
+        if isinstance(report, dict):
+            report = dict(report, warnings=session.out.warnings)
+        try:
+            text = json.dumps(report, indent=2, sort_keys=True, default=str, allow_nan=False)
+        except ValueError:     # a non-finite number from a damaged database: null in strict JSON
+            text = json.dumps(_finite_only(report), indent=2, sort_keys=True, default=str,
+                              allow_nan=False)
+        sys.stdout.write(text + "\n")
+    return code
+
+
+def open_session(args) -> Session:
+    """The Session of a parsed command line: its root, output, lock settings, sources,
+    TLS trust and time limits."""
+    session = Session(args.root, Output(args.json, args.verbose - args.quiet), sync=not args.unsafe_io,
+                      wait=args.wait, sources=args.repository or (), assume_yes=args.yes,
+                      recover_on_read=not args.dry_run_mode)
+    try:
+        configure_tls(session.root, args.ca)
+        configure_limits(session.root, args)
+    except BaseException:
+        session.close()
+        raise
+    return session
+
+
+def configure_limits(root: Root, args) -> None:
+    """--timeout and --script-timeout, else their pm.conf settings, else the defaults."""
+    wanted = {"timeout": (transfer_settings, HTTP_TIMEOUT),
+              "script_timeout": (script_settings, SCRIPT_TIMEOUT)}
+    settings = None
+    for key, (target, default) in wanted.items():
+        value = getattr(args, key, None)
+        if value is None and not getattr(args, "reads_only", False):
+            if settings is None:
+                try:
+                    settings = read_settings(root)
+                except InvalidInput:
+                    raise
+                except PmError:          # no root: the command itself says so
+                    settings = {}
+            if key in settings:
+                try:
+                    value = _seconds(settings[key])
+                except ValueError:
+                    raise InvalidInput("%s: %s = %r is not a positive number of seconds" % (
+                        root.host_path(PM_CONF), key, settings[key])) from None
+        target["timeout"] = value if value is not None else default
+
+
+def options_of(args) -> Options:
+    """The Options of a parsed install, upgrade, uninstall or autoremove command line."""
+    return Options(**{name: getattr(args, name) for name in Options.FIELDS if hasattr(args, name)})
+
+
+def cmd_install(session: Session, args) -> int:
+    code, report = install(session, args.packages, options_of(args))
+    return print_report(session, report, code)
 
 
 def cmd_upgrade(session: Session, args) -> int:
-    code, report = upgrade_packages(session, args.names, args.dry_run, args.pre, args.allow_setuid,
-                                    args.no_scripts)
-    return finish(session, report, code)
+    code, report = upgrade(session, args.names, options_of(args))
+    return print_report(session, report, code)
 
 
 def cmd_autoremove(session: Session, args) -> int:
-    code, report = autoremove_packages(session, args.dry_run, args.purge, args.no_scripts)
-    return finish(session, report, code)
+    code, report = autoremove(session, options_of(args))
+    return print_report(session, report, code)
 
 
 def cmd_update(session: Session, args) -> int:
@@ -8332,7 +8650,7 @@ def cmd_update(session: Session, args) -> int:
             session.out.say("%d package%s can be upgraded (pm upgrade)" % (
                 len(upgradable), "" if len(upgradable) == 1 else "s"))
     code = max([r["exit_code"] for r in reports] or [EXIT_OK])
-    return finish(session, {"dry_run": args.dry_run, "sources": reports, "upgradable": upgradable}, code)
+    return print_report(session, {"dry_run": args.dry_run, "sources": reports, "upgradable": upgradable}, code)
 
 
 def cmd_key_needs_command(session: Session, args) -> int:
@@ -8364,7 +8682,7 @@ def cmd_key_add(session: Session, args) -> int:
         atomic_write(root.dir_fd(KEYS_DIR, 0o755), name, data, session.sync, kind="key")
         key.file = root.host_path(KEYS_DIR + "/" + name)
         session.out.result("trusted key %s (%s): %s" % (key.number, key.comment, key.file))
-    return finish(session, {"key": key.as_json(), "added": not already}, EXIT_OK)
+    return print_report(session, {"key": key.as_json(), "added": not already}, EXIT_OK)
 
 
 def cmd_key_list(session: Session, args) -> int:
@@ -8373,7 +8691,7 @@ def cmd_key_list(session: Session, args) -> int:
         session.out.say("no keys are trusted (%s is empty)" % session.root.host_path(KEYS_DIR))
     else:
         print_table(session.out, ("KEYNUM", "COMMENT", "FILE"), [(k.number, k.comment, k.file) for k in keys])
-    return finish(session, {"keys": [k.as_json() for k in keys]}, EXIT_OK)
+    return print_report(session, {"keys": [k.as_json() for k in keys]}, EXIT_OK)
 
 
 def cmd_key_remove(session: Session, args) -> int:
@@ -8390,7 +8708,7 @@ def cmd_key_remove(session: Session, args) -> int:
         session.out.result("removed key %s (%s): %s" % (key.number, key.comment, key.file))
     if session.sync:
         fsync_dir(dir_fd)
-    return finish(session, {"removed": [k.as_json() for k in removed]}, EXIT_OK)
+    return print_report(session, {"removed": [k.as_json() for k in removed]}, EXIT_OK)
 
 
 def cmd_search(session: Session, args) -> int:
@@ -8421,7 +8739,7 @@ def cmd_search(session: Session, args) -> int:
         session.out.result(line)
     if not rows:
         session.out.say("no package matches %s" % " ".join(args.text) if args.text else "no package is offered")
-    return finish(session, {"packages": rows}, EXIT_OK if rows else EXIT_FAILED)
+    return print_report(session, {"packages": rows}, EXIT_OK if rows else EXIT_FAILED)
 
 
 def cmd_clean(session: Session, args) -> int:
@@ -8460,16 +8778,14 @@ def cmd_clean(session: Session, args) -> int:
                                           counted(removed, "cached package file"), human_size(freed)))
     else:
         session.out.say("the download cache is empty; nothing to do")
-    return finish(session, {"dry_run": args.dry_run, "removed": removed, "freed": freed}, EXIT_OK)
+    return print_report(session, {"dry_run": args.dry_run, "removed": removed, "freed": freed}, EXIT_OK)
 
 
 def cmd_uninstall(session: Session, args) -> int:
     for name in args.names:
         check_package_name(name)
-    db = session.read_db() if args.dry_run else session.write_db("uninstall " + " ".join(args.names))
-    return carry_out(session, db, lambda planner: planner.uninstall(args.names, args.purge, args.recursive,
-                                                                    args.force_essential),
-                     args.dry_run, args.no_scripts, confirm=args.recursive)
+    code, report = uninstall(session, args.names, options_of(args), confirm=args.recursive)
+    return print_report(session, report, code)
 
 
 def cmd_list_installed(session: Session, args) -> int:
@@ -8488,7 +8804,7 @@ def cmd_list_installed(session: Session, args) -> int:
         lines.append(line)
     if lines:
         session.out.result("\n".join(lines))        # one write, not one per package
-    return finish(session, {"packages": rows}, EXIT_OK)
+    return print_report(session, {"packages": rows}, EXIT_OK)
 
 
 _KIND_NAMES = {"f": "file", "d": "directory", "l": "symlink"}
@@ -8588,7 +8904,7 @@ def cmd_info(session: Session, args) -> int:
     for label, value in lines:
         if value not in (None, "", []):
             session.out.result("%-13s %s" % (label + ":", value))
-    return finish(session, info, EXIT_OK)
+    return print_report(session, info, EXIT_OK)
 
 
 def check_package_name(name: str) -> None:
@@ -8651,7 +8967,7 @@ def cmd_files(session: Session, args) -> int:
     for row in rows:
         session.out.result(row["path"] if session.out.verbosity <= 0 else "%s %s %10d %s%s" % (
             row["type"][0], row["mode"], row["size"], row["path"], " -> " + row["link"] if row["link"] else ""))
-    return finish(session, {"package": name, "files": rows}, EXIT_OK)
+    return print_report(session, {"package": name, "files": rows}, EXIT_OK)
 
 
 def root_relative(session: Session, path: str) -> str:
@@ -8672,9 +8988,9 @@ def cmd_owner(session: Session, args) -> int:
     owners = sorted(name for name in db.packages if path in db.files(name))
     if not owners:
         session.out.result("%s is not owned by any package" % path)
-        return finish(session, {"path": path, "owners": []}, EXIT_FAILED)
+        return print_report(session, {"path": path, "owners": []}, EXIT_FAILED)
     session.out.result("%s is owned by %s" % (path, ", ".join(owners)))
-    return finish(session, {"path": path, "owners": owners}, EXIT_OK)
+    return print_report(session, {"path": path, "owners": owners}, EXIT_OK)
 
 
 def verify_package(root: Root, db: Database, name: str) -> tuple:
@@ -8734,7 +9050,7 @@ def cmd_verify(session: Session, args) -> int:
     report = {"ok": not damage,
               "damage": [{"package": n, "path": p, "problem": w} for n, p, w in damage],
               "modified_config": [{"package": n, "path": p} for n, p, _ in modified]}
-    return finish(session, report, EXIT_DAMAGE if damage else EXIT_OK)
+    return print_report(session, report, EXIT_DAMAGE if damage else EXIT_OK)
 
 
 def cmd_recover(session: Session, args) -> int:
@@ -8750,7 +9066,7 @@ def cmd_recover(session: Session, args) -> int:
         session.out.say("pm: removed what earlier transactions left behind")
     for failure in failures:
         session.out.error(failure)
-    return finish(session, {"transaction": done, "script_failures": failures},
+    return print_report(session, {"transaction": done, "script_failures": failures},
                   EXIT_FAILED if failures else EXIT_OK)
 
 
@@ -8777,7 +9093,7 @@ def cmd_audit(session: Session, args) -> int:
               "malformed": [{"line": n, "problem": p} for n, p in vulnerabilities.malformed]}
     # a list with broken lines may hide a vulnerability: say so in the exit status too
     code = EXIT_FAILED if affected else EXIT_INVALID if vulnerabilities.malformed else EXIT_OK
-    return finish(session, report, code)
+    return print_report(session, report, code)
 
 
 def cmd_doctor(session: Session, args) -> int:
@@ -8788,7 +9104,7 @@ def cmd_doctor(session: Session, args) -> int:
     if problems:
         session.out.say("%s to act on" % counted(problems, "problem"))
     report = {"root": session.root.path, "ok": not problems, "findings": [f.as_json() for f in findings]}
-    return finish(session, report, EXIT_FAILED if problems else EXIT_OK)
+    return print_report(session, report, EXIT_FAILED if problems else EXIT_OK)
 
 
 def cmd_prereq(session: Session, args) -> int:
@@ -8806,94 +9122,10 @@ def cmd_prereq(session: Session, args) -> int:
             session.out.say("%s: no block of %s matches %s:%s:%s" % (
                 directory, PREREQ_CONFIG, system["distro"], system["version"], system["arch"]))
         elif args.remove:
-            _undo_prereq(session, directory, block, report)
+            undo_prereq(session, directory, block, report)
         else:
-            _apply_prereq(session, directory, block, args.smart, report)
-    return finish(session, {"system": system, "prerequisites": reports}, EXIT_OK)
-
-
-def _prereq_requirement(directory: str, entry: PrereqEntry) -> Requirement:
-    """The ``NAME[CONSTRAINT]`` of an install line that names no package file."""
-    try:
-        return parse_spec(entry.text)
-    except PmError as e:
-        raise InvalidInput("%s/%s line %d: %s" % (directory, PREREQ_CONFIG, entry.line, e.message)) from None
-
-
-def _prereq_record(report: dict, result: dict) -> None:
-    """Add one transaction's changes to a prereq report; a failed post-script stops the run."""
-    report["changes"] += result["changes"]
-    if result.get("script_failures"):
-        raise Refused("; ".join(result["script_failures"]) + " (recorded; pm recover runs it again)")
-
-
-def _apply_prereq(session: Session, directory: str, block: PrereqBlock, smart: bool, report: dict) -> None:
-    """Removals, then installs, then commands of one matching block.  The block's files
-    and names are checked before the first change; with ``smart`` the resolution from the
-    sources (install_packages) comes after the removals, as it must see their result."""
-    root, where = session.root, "%s/%s" % (directory, PREREQ_CONFIG)
-    installs = [(e, prereq_package_file(directory, e)) for e in block.of(PrereqEntry.INSTALL)]
-    files = [path for _, path in installs if path is not None]
-    names = [e for e, path in installs if path is None]
-    requirements = [_prereq_requirement(directory, e) for e in names]
-    installed = Database(root).load().installed()
-    missing = [r for r in requirements if r.name not in installed
-               or not r.constraint.allows(Version.parse(installed[r.name]["version"]), pre=True)]
-    if missing and not smart:
-        raise Refused("%s names %s, which --dumb cannot install (it installs only package files; "
-                      "use --smart)" % (where, ", ".join("%s%s" % (r.name, "" if r.constraint.is_any else
-                                                                    " " + str(r.constraint)) for r in missing)))
-    packages = []
-    try:
-        for path in files:
-            packages.append(Package(path))
-        gone = [e.text for e in block.of(PrereqEntry.REMOVE) if e.text in installed]
-        if gone:
-            _prereq_record(report, apply_plan(session, Database(root).load(),
-                                              lambda planner: planner.uninstall(gone), False, False)[1])
-        if smart and installs:
-            _prereq_record(report, install_packages(session, files + [e.text for e in names],
-                                                    db=Database(root).load())[1])
-        elif packages:
-            reasons = {p.name: REASON_EXPLICIT for p in packages}
-            _prereq_record(report, apply_plan(session, Database(root).load(),
-                                              lambda planner: planner.install(packages, reasons), False, False)[1])
-    finally:
-        for package in packages:
-            package.close()
-    for entry in block.of(PrereqEntry.COMMAND):
-        error = run_prereq_command(entry, directory, root.path, session.out)
-        report["commands"].append({"command": str(entry), "line": entry.line, "ok": error is None})
-        if error:
-            raise Refused(error)
-
-
-def _prereq_package_name(directory: str, entry: PrereqEntry) -> tuple:
-    """``(name, version or None)`` of an install line: read from the package file it
-    names, else the name it gives."""
-    path = prereq_package_file(directory, entry)
-    if path is None:
-        return _prereq_requirement(directory, entry).name, None
-    package = Package(path, allow_setuid=True)
-    package.close()
-    return package.name, package.version
-
-
-def _undo_prereq(session: Session, directory: str, block: PrereqBlock, report: dict) -> None:
-    """Uninstall what the block installs (removals and commands cannot be undone)."""
-    names = []
-    for entry in block.of(PrereqEntry.INSTALL):
-        name = _prereq_package_name(directory, entry)[0]
-        if name not in names:
-            names.append(name)
-    installed = Database(session.root).load().installed()
-    present = [n for n in names if n in installed]
-    if present:
-        _prereq_record(report, apply_plan(session, Database(session.root).load(),
-                                          lambda planner: planner.uninstall(present), False, False)[1])
-    for entry in block.entries:
-        if entry.kind != PrereqEntry.INSTALL:
-            session.out.say("%s/%s line %d: %s is not undone" % (directory, PREREQ_CONFIG, entry.line, entry))
+            apply_prereq(session, directory, block, args.smart, report)
+    return print_report(session, {"system": system, "prerequisites": reports}, EXIT_OK)
 
 
 def _prereq_status(session: Session, work: list, system: dict) -> int:
@@ -8917,7 +9149,7 @@ def _prereq_status(session: Session, work: list, system: dict) -> int:
                 state = "present" if entry.text in installed else "absent"
                 version = installed[entry.text]["version"] if entry.text in installed else None
             else:
-                name, wanted = _prereq_package_name(directory, entry)
+                name, wanted = prereq_package_name(directory, entry)
                 record = installed.get(name)
                 version = record["version"] if record else None
                 if record is None:
@@ -8925,71 +9157,14 @@ def _prereq_status(session: Session, work: list, system: dict) -> int:
                 elif wanted is not None:
                     state = "installed" if Version.parse(version) >= wanted else "older"
                 else:
-                    constraint = _prereq_requirement(directory, entry).constraint
+                    constraint = prereq_requirement(directory, entry).constraint
                     state = "installed" if constraint.allows(Version.parse(version), pre=True) else "older"
             done = done and state in ("installed", "absent", "command")
             report["entries"].append({"line": entry.line, "kind": entry.kind, "text": str(entry),
                                       "state": state, "version": version})
             session.out.result("  %-9s %s%s" % (state, entry, " (%s)" % version if version else ""))
-    return finish(session, {"system": system, "prerequisites": reports, "done": done},
+    return print_report(session, {"system": system, "prerequisites": reports, "done": done},
                   EXIT_OK if done else EXIT_FAILED)
-
-class NestedOutput(Output):
-    """The output of a step inside another command (an install during ``opm sync``):
-    its result lines become the outer command's messages, its warnings the outer
-    command's, so that the outer command's stdout and JSON stay its own."""
-
-    def __init__(self, outer: Output, prefix: str):
-        super().__init__(False, outer.verbosity)
-        self.outer, self.prefix = outer, prefix
-
-    def result(self, line: str) -> None:
-        self.outer.say(self.prefix + line)
-
-    def warn(self, message: str) -> None:
-        self.outer.warn(self.prefix + message)
-
-
-class SessionActions:
-    """A sync's installs and uninstalls: each one pm transaction on the node's root,
-    with that root's lock, recovery, sources and scripts, as ``pm install`` and
-    ``pm uninstall`` would do them."""
-
-    def __init__(self, session: Session):
-        self.session = session
-
-    def _on(self, root_path: str, package: str) -> Session:
-        import argparse
-        args = argparse.Namespace(**vars(self.session.args))
-        args.root, args.json, args.dry_run_mode = root_path, False, False
-        nested = Session(args)
-        nested.out = NestedOutput(self.session.out, "  %s: " % package)
-        return nested
-
-    def install(self, root_path: str, package: str) -> None:
-        """Install ``package`` by name from the root's sources (with what it depends on);
-        a no-op when it is installed already."""
-        nested = self._on(root_path, package)
-        try:
-            db = nested.write_db("opm sync: install " + package)
-            self._check(*install_packages(nested, [package], db=db))
-        finally:
-            nested.close()
-
-    def uninstall(self, root_path: str, package: str) -> None:
-        nested = self._on(root_path, package)
-        try:
-            db = nested.write_db("opm sync: uninstall " + package)
-            self._check(*apply_plan(nested, db, lambda planner: planner.uninstall([package]), False, False))
-        finally:
-            nested.close()
-
-    @staticmethod
-    def _check(code: int, report: dict) -> None:
-        """A post-script that failed fails the stage (pm recover also reruns it)."""
-        if code != EXIT_OK:
-            raise Refused("; ".join(report.get("script_failures") or ()) or "pm exited with %d" % code)
-
 
 def oda_url(session: Session, args) -> str:
     """The ODA: --oda, else $PM_ODA, else ``oda =`` in etc/pm/pm.conf, else an SQLite
@@ -9041,7 +9216,7 @@ def cmd_opm_init(session: Session, args) -> int:
         session.out.result("upgraded the ODA at %s from schema version %d to %d" % (where, old, ODA_SCHEMA_VERSION))
     else:
         session.out.result("the ODA at %s is up to date (schema version %d)" % (where, ODA_SCHEMA_VERSION))
-    return finish(session, {"oda": where, "schema_version": ODA_SCHEMA_VERSION, "previous_version": old}, EXIT_OK)
+    return print_report(session, {"oda": where, "schema_version": ODA_SCHEMA_VERSION, "previous_version": old}, EXIT_OK)
 
 
 def _check_node_name(name: str) -> None:
@@ -9066,7 +9241,7 @@ def cmd_opm_node_add(session: Session, args, oda: Oda) -> int:
             raise Refused("%s is not a server in the ODA" % server)
     oda.add_node(args.name, args.role, image_path, server)
     session.out.result("added %s %s%s" % (args.role, args.name, " at " + image_path if image_path else ""))
-    return finish(session, {"node": args.name, "role": args.role, "image_path": image_path, "server": server},
+    return print_report(session, {"node": args.name, "role": args.role, "image_path": image_path, "server": server},
                   EXIT_OK)
 
 
@@ -9074,7 +9249,7 @@ def cmd_opm_node_add(session: Session, args, oda: Oda) -> int:
 def cmd_opm_node_remove(session: Session, args, oda: Oda) -> int:
     oda.remove_node(args.name)
     session.out.result("removed %s and its package rows" % args.name)
-    return finish(session, {"node": args.name}, EXIT_OK)
+    return print_report(session, {"node": args.name}, EXIT_OK)
 
 
 @with_oda
@@ -9084,7 +9259,7 @@ def cmd_opm_node_list(session: Session, args, oda: Oda) -> int:
         extra = " at %s" % node["image_path"] if node["image_path"] else ""
         extra += " (server %s)" % node["server"] if node["server"] else ""
         session.out.result("%s %s%s" % (node["name"], node["role"], extra))
-    return finish(session, {"nodes": [dict(n, added=_json_time(n["added"]), synced=_json_time(n["synced"]))
+    return print_report(session, {"nodes": [dict(n, added=_json_time(n["added"]), synced=_json_time(n["synced"]))
                                       for n in nodes]}, EXIT_OK)
 
 
@@ -9099,7 +9274,7 @@ def cmd_opm_request(session: Session, args, oda: Oda) -> int:
     if row["status"] == "error":
         session.out.warn("%s %s is in error (%s); syncs skip it until pm opm clear %s %s"
                          % (args.node, args.package, row["error"], args.node, args.package))
-    return finish(session, _status_json(row), EXIT_OK)
+    return print_report(session, _status_json(row), EXIT_OK)
 
 
 @with_oda
@@ -9109,7 +9284,7 @@ def cmd_opm_clear(session: Session, args, oda: Oda) -> int:
         session.out.result("%s %s: error cleared; the next sync carries on" % (args.node, args.package))
     else:
         session.out.say("%s %s is not in error" % (args.node, args.package))
-    return finish(session, dict(_status_json(oda.row(args.node, args.package)), cleared=cleared), EXIT_OK)
+    return print_report(session, dict(_status_json(oda.row(args.node, args.package)), cleared=cleared), EXIT_OK)
 
 
 @with_oda
@@ -9118,7 +9293,7 @@ def cmd_opm_progress(session: Session, args, oda: Oda) -> int:
         oda.set_progress(args.step)
     step = oda.progress()
     session.out.result("cluster progress: %s" % step)
-    return finish(session, {"progress": step}, EXIT_OK)
+    return print_report(session, {"progress": step}, EXIT_OK)
 
 
 def _json_time(value):
@@ -9213,7 +9388,7 @@ def opm_status_summary(session: Session, oda: Oda, node: str | None) -> int:
     else:
         session.out.say("the ODA has no package requests")
     session.out.say("cluster progress: %s" % oda.progress())
-    return finish(session, summary, EXIT_OK)
+    return print_report(session, summary, EXIT_OK)
 
 
 FLEET_PAGE_STYLE = """
@@ -9323,7 +9498,7 @@ def opm_status_html(session: Session, oda: Oda, path: str) -> int:
     os.replace(temporary, target)
     session.out.result("wrote the fleet page %s (%d packages, %d rows in error or on their way)"
                        % (target, len(packages), attention))
-    return finish(session, {"html": target, "packages": len(packages), "listed": min(attention, MAX_HTML_ROWS),
+    return print_report(session, {"html": target, "packages": len(packages), "listed": min(attention, MAX_HTML_ROWS),
                             "attention": attention}, EXIT_OK)
 
 
@@ -9374,7 +9549,7 @@ def cmd_opm_log(session: Session, args, oda: Oda) -> int:
         pruned = oda.prune_events(cutoff, node)
         session.out.result("pruned %d event%s before %s%s" % (pruned, "" if pruned == 1 else "s", before,
                                                                " of " + node if node else ""))
-        return finish(session, {"pruned": pruned, "before": cutoff, "node": node}, EXIT_OK)
+        return print_report(session, {"pruned": pruned, "before": cutoff, "node": node}, EXIT_OK)
     listing = JsonList(session.out, "events")
     for e in oda.stream_events(node):
         listing.add(dict(e, time=_json_time(e["time"])))
@@ -9418,13 +9593,13 @@ def _opm_sync(session: Session, args, oda: Oda, conf, name: str, retention: floa
     if conf and conf[1] != name and node["role"] != "image":
         raise Refused("this root is node %s (%s); syncing %s here would install its packages into it"
                       % (conf[1], session.root.host_path(OPM_CONF), name))
-    sync = OpmSync(oda, SessionActions(session), session.out, session.args.wait, retention)
+    sync = OpmSync(oda, NodeActions(session), session.out, session.wait, retention)
     sync.sync(view, session.root.path)
     errors = [r for r in sync.report if r["status"] == "error"]
     if not sync.report:
         session.out.say("%s has no package requests" % name)
     code = EXIT_FAILED if errors else EXIT_LOCKED if sync.busy else EXIT_OK
-    return finish(session, {"node": name, "role": node["role"], "rows": sync.report, "busy": sync.busy}, code)
+    return print_report(session, {"node": name, "role": node["role"], "rows": sync.report, "busy": sync.busy}, code)
 
 
 def parser_tree(parser, path=()) -> list:
@@ -9997,7 +10172,7 @@ def main(argv: list | None = None) -> int:
     try:
         args = parse_arguments(argv)
         for attempt in range(MAX_READ_RETRIES + 1):
-            session = Session(args)
+            session = open_session(args)
             try:
                 return args.func(session, args)
             except StateChanged:

@@ -145,7 +145,7 @@ def postgres_schema(base, action, schema):
 # max_connections=100 and pg_stat_statements), directly and through a PgBouncer of its own
 # in pool_mode = transaction; node workers are threads of this process, each with one ODA
 # connection, each node with its own root on tmpfs, running pm's own sync code (OpmSync,
-# SessionActions: nothing stubbed).  Without initdb, the URL given is used instead, where
+# NodeActions: nothing stubbed).  Without initdb, the URL given is used instead, where
 # pg_stat_statements may be missing (the report says what was available).
 
 def free_port():
@@ -311,10 +311,10 @@ def sync_one(pm, oda, root, name):
         _ARGS["args"] = pm.parse_arguments(["--root", root, "-q", "--json", "--unsafe-io", "opm", "sync"])
     args = argparse.Namespace(**vars(_ARGS["args"]))
     args.root = root
-    session = pm.Session(args)
+    session = pm.open_session(args)
     try:
         view = oda.sync_view(name)
-        sync = pm.OpmSync(oda, pm.SessionActions(session), session.out, 600.0)
+        sync = pm.OpmSync(oda, pm.NodeActions(session), session.out, 600.0)
         sync.sync(view, root)
         bad = [r for r in sync.report if r["status"] == "error"]
         if bad or sync.busy:
