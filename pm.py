@@ -2351,6 +2351,14 @@ class Database:
         self.pending: list[dict] = []
         self._files: dict[str, dict] = {}
 
+    @classmethod
+    def of(cls, packages: dict, files: dict) -> "Database":
+        """A database held in memory: ``packages`` ({name: record}) and their file lists
+        (``files``: {name: {path: FileEntry}}), e.g. to compute a plan without a root."""
+        db = cls(None)
+        db.packages, db._files, db.token = packages, dict(files), None
+        return db
+
     def exists(self) -> bool:
         return self.root.lstat(DB_DIR + "/status") is not None
 
@@ -2593,6 +2601,55 @@ def _release_interrupts(held) -> None:
         signal.pthread_sigmask(signal.SIG_SETMASK, held)
 
 
+class Op:
+    """One operation of a transaction, by name: its ``kind``, the ``path`` it changes,
+    and the fields its kind has (LAYOUT): ``staged`` (the reserved name a new file or
+    directory is made under), ``backup`` (the reserved name the old one is kept under
+    until the commit), ``mode`` and ``old_mode``.  The journal holds each as the list
+    ``[kind, path, *fields]`` (``as_list``); recovery reads it back with ``from_list``."""
+
+    LAYOUT = {
+        "mkdir": ("mode",),
+        "put": ("staged", "backup"),
+        "remove": ("backup",),
+        "rmdir": (),
+        "aside": ("backup",),
+        "replace-dir": ("backup",),
+        "delete": (),
+        "keep": (),
+        "newdir": ("staged", "mode"),
+        "put-in": ("staged",),
+        "chmod": ("mode", "old_mode"),
+    }
+    __slots__ = ("kind", "path", "staged", "backup", "mode", "old_mode")
+
+    def __init__(self, kind: str, path: str, staged: str | None = None, backup: str | None = None,
+                 mode: int | None = None, old_mode: int | None = None):
+        self.kind, self.path, self.staged, self.backup, self.mode, self.old_mode = \
+            kind, path, staged, backup, mode, old_mode
+
+    @classmethod
+    def from_list(cls, row: list) -> "Op":
+        """The operation a journal row names; ValueError for an unknown kind or a row
+        of the wrong length (the caller checks the paths)."""
+        fields = cls.LAYOUT.get(row[0]) if isinstance(row[0], str) else None
+        if fields is None:
+            raise ValueError("an unknown operation %r" % (row[0],))
+        if len(row) != 2 + len(fields):
+            raise ValueError("a malformed %s operation" % row[0])
+        return cls(row[0], row[1], **dict(zip(fields, row[2:])))
+
+    def as_list(self) -> list:
+        """The journal's (and --json's) form: ``[kind, path, *fields]``."""
+        return [self.kind, self.path] + [getattr(self, name) for name in self.LAYOUT[self.kind]]
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, Op) and self.as_list() == other.as_list()
+
+    def __repr__(self) -> str:
+        return "Op%r" % (tuple(self.as_list()),)
+
+
 class Plan:
     """What one command changes, as a value: the operations a Transaction journals and
     executes, in order, exactly as they are here (and as a dry run shows them), with the
@@ -2625,7 +2682,7 @@ class Plan:
 
     def __init__(self):
         self.txid = os.urandom(6).hex()
-        self.ops: list[list] = []
+        self.ops: list[Op] = []
         self.seq = 0
         self.changes: list = []         # one Change per package added, replaced or removed (section 10)
         self.packages: dict = {}        # the database's records after the change
@@ -2655,40 +2712,40 @@ class Plan:
         return "%s/%s%s.%d%s" % (parent_of(path).rstrip("/"), STAGING_PREFIX, self.txid, self.seq, suffix)
 
     def mkdir(self, path: str, mode: int) -> None:
-        self.ops.append(["mkdir", path, mode])
+        self.ops.append(Op("mkdir", path, mode=mode))
 
     def put_member(self, path: str, package: Package, member: Member, exists: bool,
                    entry: FileEntry | None = None) -> None:
         """Install ``member`` of ``package`` at ``path``; staging fills in the sha256
         and size of ``entry``."""
         staged = self._staged(path)
-        self.ops.append(["put", path, staged, self._staged(path, ".old") if exists else None])
+        self.ops.append(Op("put", path, staged, self._staged(path, ".old") if exists else None))
         self.member_puts.setdefault(package, {})[member.path] = (staged, entry)
 
     def put_bytes(self, path: str, data: bytes, mode: int, exists: bool) -> None:
         staged = self._staged(path)
-        self.ops.append(["put", path, staged, self._staged(path, ".old") if exists else None])
+        self.ops.append(Op("put", path, staged, self._staged(path, ".old") if exists else None))
         self.byte_puts.append((staged, data, mode))
 
     def remove(self, path: str) -> None:
-        self.ops.append(["delete", path])
+        self.ops.append(Op("delete", path))
 
     def keep(self, path: str) -> None:
-        self.ops.append(["keep", path])
+        self.ops.append(Op("keep", path))
 
     def finalize(self) -> None:
         """The operations in their last form, once everything is planned: with a path
         type change in the plan, removals happen before the commit (renamed away) and no
         directory is staged whole (see the class docstring)."""
-        if any(op[0] in ("aside", "replace-dir") for op in self.ops):
-            self.ops = [["remove", op[1], self._staged(op[1], ".old")] if op[0] == "delete" else op
-                        for op in self.ops]
+        if any(op.kind in ("aside", "replace-dir") for op in self.ops):
+            self.ops = [Op("remove", op.path, backup=self._staged(op.path, ".old")) if op.kind == "delete"
+                        else op for op in self.ops]
         else:
             self._stage_new_dirs_whole()
 
     def journal(self) -> dict:
         """What the journal records of this plan (recovery reads it back)."""
-        return {"txid": self.txid, "ops": self.ops, "lists": sorted(self.file_lists),
+        return {"txid": self.txid, "ops": list(self.ops), "lists": sorted(self.file_lists),
                 "obsolete": self.obsolete_lists}
 
     def puts_of(self, package) -> list:
@@ -2699,25 +2756,25 @@ class Plan:
     def _stage_new_dirs_whole(self) -> None:
         """Turn each new directory whose parent exists (outside pm's own directory) into
         a ``newdir`` staged whole, with what goes below it made inside the staged tree."""
-        made = {op[1] for op in self.ops if op[0] == "mkdir"}
+        made = {op.path for op in self.ops if op.kind == "mkdir"}
         tops = {}                    # new directory -> its staged name
         for op in self.ops:
-            path = op[1] + "/"
-            if op[0] == "mkdir" and parent_of(op[1]) not in made \
+            path = op.path + "/"
+            if op.kind == "mkdir" and parent_of(op.path) not in made \
                     and not path.startswith(DB_DIR + "/") and not (DB_DIR + "/").startswith(path):
-                tops[op[1]] = self._staged(op[1])
+                tops[op.path] = self._staged(op.path)
         if not tops:
             return
         renamed = {}
         ops = []
         for op in self.ops:
-            if op[0] == "mkdir" and op[1] in tops:
-                op = ["newdir", op[1], tops[op[1]], op[2]]
-            elif op[0] == "put" and op[3] is None:
-                staged = _staged_place(op[1], tops)
-                if staged != op[1]:
-                    renamed[op[2]] = staged
-                    op = ["put-in", op[1], staged]
+            if op.kind == "mkdir" and op.path in tops:
+                op = Op("newdir", op.path, tops[op.path], mode=op.mode)
+            elif op.kind == "put" and op.backup is None:
+                staged = _staged_place(op.path, tops)
+                if staged != op.path:
+                    renamed[op.staged] = staged
+                    op = Op("put-in", op.path, staged)
             ops.append(op)
         self.ops = ops
         for wanted in self.member_puts.values():
@@ -2727,16 +2784,16 @@ class Plan:
         self.byte_puts = [(renamed.get(staged, staged), data, mode) for staged, data, mode in self.byte_puts]
 
     def rmdir_later(self, path: str) -> None:
-        self.ops.append(["rmdir", path])
+        self.ops.append(Op("rmdir", path))
 
     def chmod(self, path: str, mode: int, old_mode: int) -> None:
-        self.ops.append(["chmod", path, mode, old_mode])
+        self.ops.append(Op("chmod", path, mode=mode, old_mode=old_mode))
 
     def set_aside(self, path: str) -> None:
-        self.ops.append(["aside", path, self._staged(path, ".old")])
+        self.ops.append(Op("aside", path, backup=self._staged(path, ".old")))
 
     def replace_dir(self, path: str) -> None:
-        self.ops.append(["replace-dir", path, self._staged(path, ".old")])
+        self.ops.append(Op("replace-dir", path, backup=self._staged(path, ".old")))
 
     def add_file_list(self, name: str, entries: dict) -> str:
         ref = "%s.%s" % (name, self.txid)
@@ -2764,7 +2821,7 @@ class Transaction:
                 self._write_journal()
                 self._stage(progress)
                 if progress:
-                    applied = sum(1 for op in self.plan.ops if op[0] in ("put", "put-in", "remove"))
+                    applied = sum(1 for op in self.plan.ops if op.kind in ("put", "put-in", "remove"))
                     progress.phase("applying", applied, "files")
                 self._apply(progress)
                 if progress:
@@ -2799,7 +2856,7 @@ class Transaction:
                     progress.phase("syncing")
                 fsync_dir(self.root.dir_fd(DB_DIR))
             old_files = sum(1 for op in self.plan.ops
-                            if op[0] in ("remove", "delete") or (op[0] == "put" and op[3] is not None))
+                            if op.kind in ("remove", "delete") or (op.kind == "put" and op.backup is not None))
             if progress and old_files:
                 progress.phase("removing old files", old_files, "files")
             roll_forward(self.root, self._journal_dict(), self.out, progress)
@@ -2814,18 +2871,19 @@ class Transaction:
     def _write_journal(self) -> None:
         self.doing = "writing the journal %s" % self.root.host_path(JOURNAL)
         dir_fd = self.root.dir_fd(DB_DIR, 0o755)
-        data = _msgpack().packb(self._journal_dict(), use_bin_type=True)
+        journal = self._journal_dict()
+        data = _msgpack().packb(dict(journal, ops=[op.as_list() for op in journal["ops"]]), use_bin_type=True)
         atomic_write(dir_fd, "journal", data, self.sync, kind="journal")
 
     def _stage(self, progress: Progress | None) -> None:
         root = self.root
-        staged_tops = {op[1]: op[2] for op in self.plan.ops if op[0] == "newdir"}
+        staged_tops = {op.path: op.staged for op in self.plan.ops if op.kind == "newdir"}
         for op in self.plan.ops:
-            if op[0] == "aside":
-                root.rename(op[1], op[2])
-            elif op[0] in ("mkdir", "newdir"):
-                self.doing = "creating the directory %s" % root.host_path(op[1])
-                root.make_dir(_staged_place(op[1], staged_tops), op[-1])
+            if op.kind == "aside":
+                root.rename(op.path, op.backup)
+            elif op.kind in ("mkdir", "newdir"):
+                self.doing = "creating the directory %s" % root.host_path(op.path)
+                root.make_dir(_staged_place(op.path, staged_tops), op.mode)
         for package, wanted in self.plan.member_puts.items():
             self.doing = "unpacking %s" % package.name
             for member, chunks in package.stream():
@@ -2866,26 +2924,25 @@ class Transaction:
         root = self.root
         self.doing = "putting the new files in place"
         for op in self.plan.ops:
-            if op[0] == "put":
-                path, staged, backup = op[1], op[2], op[3]
-                if backup is not None:
-                    _keep_backup(root, path, backup)
-                root.rename(staged, path)
-            elif op[0] == "remove":
-                root.rename(op[1], op[2])
-            elif op[0] == "chmod":
+            if op.kind == "put":
+                if op.backup is not None:
+                    _keep_backup(root, op.path, op.backup)
+                root.rename(op.staged, op.path)
+            elif op.kind == "remove":
+                root.rename(op.path, op.backup)
+            elif op.kind == "chmod":
                 FAULTS.step("chmod")
-                os.fchmod(root.dir_fd(op[1]), op[2])
+                os.fchmod(root.dir_fd(op.path), op.mode)
                 continue
-            elif op[0] == "replace-dir":
-                root.rename(op[1], op[2])
-                root.forget(op[1])
+            elif op.kind == "replace-dir":
+                root.rename(op.path, op.backup)
+                root.forget(op.path)
                 continue
-            elif op[0] == "newdir":          # the tree staged whole, in place at once
-                root.rename(op[2], op[1])
-                root.forget(op[2])
+            elif op.kind == "newdir":          # the tree staged whole, in place at once
+                root.rename(op.staged, op.path)
+                root.forget(op.staged)
                 continue
-            elif op[0] != "put-in":          # (already in place with its directory)
+            elif op.kind != "put-in":          # (already in place with its directory)
                 continue
             if progress:
                 progress.step()
@@ -2895,9 +2952,9 @@ class Transaction:
         self.doing = "flushing the new files to disk"
         if self.sync:
             devices = {}       # a directory (by path: descriptors are not held) per filesystem
-            gone = tuple(op[1] + "/" for op in self.plan.ops if op[0] == "replace-dir")
-            for parent in sorted({parent_of(op[1]) for op in self.plan.ops
-                                  if op[0] not in ("rmdir", "delete", "keep", "put-in")}) + [DB_DIR]:
+            gone = tuple(op.path + "/" for op in self.plan.ops if op.kind == "replace-dir")
+            for parent in sorted({parent_of(op.path) for op in self.plan.ops
+                                  if op.kind not in ("rmdir", "delete", "keep", "put-in")}) + [DB_DIR]:
                 if gone and (parent + "/").startswith(gone):
                     continue                 # moved away with the directory replaced
                 devices.setdefault(os.fstat(root.dir_fd(parent)).st_dev, parent)
@@ -3050,10 +3107,9 @@ def _staged_place(path: str, staged_tops: dict) -> str:
 def roll_back(root: Root, journal: dict, out: Output) -> None:
     """Undo an uncommitted transaction, whatever step it reached (idempotent)."""
     for op in reversed(journal["ops"]):
-        kind, path = op[0], op[1]
+        kind, path, backup = op.kind, op.path, op.backup
         if kind == "put":
-            staged, backup = op[2], op[3]
-            _quietly(root.unlink, staged)
+            _quietly(root.unlink, op.staged)
             if backup is not None:
                 if root_exists(root, backup):
                     _quietly(root.rename, backup, path)
@@ -3061,25 +3117,25 @@ def roll_back(root: Root, journal: dict, out: Output) -> None:
             else:
                 _quietly(root.unlink, path)
         elif kind == "remove":
-            if root_exists(root, op[2]):
-                _quietly(root.rename, op[2], path)
+            if root_exists(root, backup):
+                _quietly(root.rename, backup, path)
         elif kind == "put-in":
-            _quietly(root.unlink, op[2])
+            _quietly(root.unlink, op.staged)
             _quietly(root.unlink, path)
         elif kind == "mkdir":
             _quietly(root.rmdir, path)
         elif kind == "newdir":          # staged still: all of it is pm's; in place: emptied above
-            if root_exists(root, op[2]):
-                for step, below in _tree_removal(root, op[2]):
+            if root_exists(root, op.staged):
+                for step, below in _tree_removal(root, op.staged):
                     _remove_step(root, step, below)
             _quietly(root.rmdir, path)
         elif kind == "chmod":
-            _quietly(lambda: os.fchmod(root.dir_fd(path), op[3]))
+            _quietly(lambda: os.fchmod(root.dir_fd(path), op.old_mode))
         elif kind in ("aside", "replace-dir"):
-            if root_exists(root, op[2]):
+            if root_exists(root, backup):
                 if kind == "replace-dir":
                     root.forget(path)
-                _quietly(root.rename, op[2], path)
+                _quietly(root.rename, backup, path)
     for ref in journal["lists"]:
         _quietly(root.unlink, FILES_DIR + "/" + ref)
     for leftover in ("/status.tmp", "/journal.tmp", "/journal"):
@@ -3105,21 +3161,21 @@ def roll_forward(root: Root, journal: dict, out: Output, progress: Progress | No
                      % (root.host_path(path), e.strerror or e))
 
     for op in journal["ops"]:           # staged names were all renamed before the commit
-        if op[0] == "put" and op[3] is not None:
-            clean("unlink", op[3])
-        elif op[0] in ("remove", "aside"):
-            clean("unlink", op[2])
-        elif op[0] == "delete":
-            clean("unlink", op[1])
-        elif op[0] == "replace-dir":     # each step that fails is a leftover of its own
-            for kind, path in _tree_removal(root, op[2]):
+        if op.kind == "put" and op.backup is not None:
+            clean("unlink", op.backup)
+        elif op.kind in ("remove", "aside"):
+            clean("unlink", op.backup)
+        elif op.kind == "delete":
+            clean("unlink", op.path)
+        elif op.kind == "replace-dir":     # each step that fails is a leftover of its own
+            for kind, path in _tree_removal(root, op.backup):
                 clean(kind, path)
         else:
             continue
         if progress:
             progress.step()
-    for op in sorted((op for op in journal["ops"] if op[0] == "rmdir"), key=lambda o: o[1], reverse=True):
-        clean("rmdir", op[1])
+    for op in sorted((op for op in journal["ops"] if op.kind == "rmdir"), key=lambda o: o.path, reverse=True):
+        clean("rmdir", op.path)
     for ref in journal["obsolete"]:
         clean("unlink", FILES_DIR + "/" + ref)
     if leftovers:
@@ -3215,41 +3271,40 @@ def read_journal(root: Root) -> dict | None:
 
 def _check_journal(journal) -> None:
     """Refuse a journal naming any path outside the root, or a staged or backup name
-    that is not one of pm's reserved names (recovery deletes and renames them)."""
+    that is not one of pm's reserved names (recovery deletes and renames them); its
+    operations become Ops."""
     if not isinstance(journal["txid"], str) or not isinstance(journal["ops"], list):
         raise ValueError("no transaction id or operations")
     staged_tops: dict = {}      # new directories staged whole, as the journal names them
-    for op in journal["ops"]:
-        if not isinstance(op, list) or not op:
+    ops = []
+    for row in journal["ops"]:
+        if not isinstance(row, list) or not row:
             raise ValueError("a malformed operation")
-        kind = op[0]
-        if kind == "put" and len(op) == 4:
-            paths = [op[1], op[2]] + ([op[3]] if op[3] is not None else [])
-            reserved = paths[1:]
-        elif kind in ("remove", "aside", "replace-dir") and len(op) == 3:
-            paths, reserved = [op[1], op[2]], [op[2]]
-        elif kind in ("mkdir", "rmdir", "delete", "keep") and len(op) == (3 if kind == "mkdir" else 2):
-            paths, reserved = [op[1]], []
-        elif kind == "newdir" and len(op) == 4 and isinstance(op[3], int) and 0 <= op[3] <= 0o7777:
-            paths, reserved = [op[1], op[2]], [op[2]]
-            staged_tops[op[1]] = op[2]
-        elif kind == "put-in" and len(op) == 3:
-            paths, reserved = [op[1], op[2]], []
-            if op[2] != _staged_place(op[1], staged_tops) or op[2] == op[1]:
-                raise ValueError("%r is not a name pm stages under" % (op[2],))
-        elif kind == "chmod" and len(op) == 4 and all(isinstance(m, int) and 0 <= m <= 0o7777 for m in op[2:]):
-            paths, reserved = [op[1]], []
-        else:
-            raise ValueError("an unknown operation %r" % (kind,))
+        op = Op.from_list(row)
+        if any(getattr(op, name) is None for name in Op.LAYOUT[op.kind] if (op.kind, name) != ("put", "backup")):
+            raise ValueError("a %s operation missing a field" % op.kind)
+        modes = [m for m in (op.mode, op.old_mode) if m is not None] if op.kind in ("newdir", "chmod") else []
+        if not all(isinstance(m, int) and 0 <= m <= 0o7777 for m in modes):
+            raise ValueError("a %s operation with a bad mode" % op.kind)
+        reserved = [n for n in (op.staged, op.backup) if n is not None]
+        paths = [op.path] + reserved
+        if op.kind == "newdir":
+            staged_tops[op.path] = op.staged
+        elif op.kind == "put-in":
+            reserved = []          # made inside a directory staged whole, under its own name
+            if op.staged != _staged_place(op.path, staged_tops) or op.staged == op.path:
+                raise ValueError("%r is not a name pm stages under" % (op.staged,))
         for path in paths:
             if not valid_root_path(path) or path == "/":
                 raise ValueError("it names %r, which is not a path inside the root" % (path,))
         for path in reserved:
-            if not split_path(path)[1].startswith(STAGING_PREFIX) or parent_of(path) != parent_of(op[1]):
+            if not split_path(path)[1].startswith(STAGING_PREFIX) or parent_of(path) != parent_of(op.path):
                 raise ValueError("%r is not a name pm stages under" % (path,))
+        ops.append(op)
     for ref in list(journal["lists"]) + list(journal["obsolete"]):
         if not valid_state_name(ref):
             raise ValueError("it names a file list %r" % (ref,))
+    journal["ops"] = ops
 
 
 def recover(root: Root, out: Output) -> str | None:
@@ -4174,7 +4229,7 @@ def plan_summary(plan: Plan) -> dict:
 def plan_report(plan: Plan, dry_run: bool) -> dict:
     """The JSON document of a planned command (``--json``), before it is carried out."""
     return {"dry_run": dry_run, "changes": [c.as_json() for c in plan.changes], "reasons": plan.relabel,
-            "fetched": [], "script_failures": [], "summary": plan_summary(plan), "operations": plan.ops}
+            "fetched": [], "script_failures": [], "summary": plan_summary(plan), "operations": [op.as_list() for op in plan.ops]}
 
 
 def refuse_writes_through_symlinks(root: Root, packages: list) -> None:
@@ -7599,7 +7654,7 @@ def _debris_findings(root: Root, db: Database, directories: list, journal: dict 
     current = journal["txid"] if journal else None
     places = set(directories)
     if journal:
-        places.update(parent_of(op[1]) for op in journal["ops"])
+        places.update(parent_of(op.path) for op in journal["ops"])
     ours, stray = [], []
     for directory in sorted(places):
         try:
@@ -8128,7 +8183,12 @@ class SourceChoice:
     def preview(self, db: Database, options: Options, confirm: bool) -> dict | None:
         """The summary of the choice, before anything is fetched.  A real run shows it
         and asks when ``confirm``.  A dry run that would have to download a package,
-        without -v, stops here: its report is returned, and nothing is fetched."""
+        without -v, stops here: its report is returned, and nothing is fetched.  Names
+        asked for that are installed and stay so are said first."""
+        for name in sorted(self.explicit):
+            candidate = self.chosen.get(name)
+            if candidate is not None and candidate.installed and candidate.package is None:
+                self.session.out.say("%s %s is already installed" % (name, candidate.version))
         rows = _candidate_rows(self.session.root, db, self.pool, self.chosen, options.allow_same_version)
         summary = summarize(rows)
         self.downloads = {r["package"]: r["download_size"] for r in rows}
@@ -8321,10 +8381,6 @@ def install(session: Session, specs: list, options: Options, db: Database | None
         if requests or sources:
             choice = SourceChoice(session, db, lambda db: choose_for_install(
                 session, db, sources, packages, requests, options))
-            for name in sorted(choice.explicit):
-                candidate = choice.chosen.get(name)
-                if candidate is not None and candidate.installed and candidate.package is None:
-                    session.out.say("%s %s is already installed" % (name, candidate.version))
             early = choice.preview(db, options, confirm=bool(requests))
             if early is not None:
                 return EXIT_OK, early
