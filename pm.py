@@ -7,22 +7,27 @@ dependencies, keeps configuration files, rehearses every change with ``--dry-run
 leaves either the old state or the new one after a failure or a kill at any instant.
 The normative description is SPEC.md; this file is the whole program.
 
-Contents (each section uses only the sections above it):
-   1. Errors and limits
-   2. Output, hashing and small helpers
-   3. Versions and constraints
-   4. Manifest
-   5. Archive reading
-   6. Root access: safe filesystem operations under the root
-   7. Database
-   8. Transactions: lock, journal, staging, commit, recovery
-   9. Scripts
-  10. Planning install and uninstall
-  11. Resolver
-  12. Repositories
-  13. OPM and the ODA
-  14. Site management
-  15. Commands and command line
+Contents (each section uses only the sections above it; each has one job):
+   1. Errors and limits: the exceptions, exit codes and bounds every reader obeys
+   2. Output, hashing and small helpers: what a command prints, sha256, fault injection
+   3. Versions and constraints: parse and compare versions, match constraints
+   4. Manifest: read and check CONTROL/manifest (a Lua table)
+   5. Archive reading: check a package archive (SPEC §15) and stream its files
+   6. Root access: every filesystem call under the root, never through a symlink
+   7. Database: the status and file lists of what is installed, read and checked
+   8. Transactions: lock, the Plan's operations journaled, staged, applied,
+      committed, rolled back or forward
+   9. Scripts: run package scripts and the post-scripts left pending
+  10. Planning: the Plan of an install or uninstall, computed from the database,
+      the packages read and a read-only view of the tree; nothing changed
+  11. Resolver: choose versions that satisfy every requirement
+  12. Repositories: sources, indexes, signatures, TLS, downloads and the cache
+  13. OPM and the ODA: cluster package stages (the installs come from section 16)
+  14. Site management: vulnerability lists and doctor's findings (reads only)
+  15. Prerequisites: read prereq.cfg files and this root's identity
+  16. Operations: install, upgrade, uninstall, autoremove and prerequisites as
+      read -> plan -> apply; OPM's installs on a node
+  17. Command line: parse the arguments, call the operations, print the results
 """
 
 from __future__ import annotations
@@ -46,6 +51,9 @@ EXIT_INVALID = 3     # invalid input: bad archive, manifest, index, config file;
 EXIT_LOCKED = 4      # the root's lock was held past --wait
 EXIT_DAMAGE = 5      # verify found damage
 EXIT_INTERRUPTED = 130   # Ctrl-C (SIGINT), after the change was rolled back, as shells count it
+
+
+ERROR_PREFIX = "pm: error: "    # what starts every error line pm prints (tools/siteStatus.py reads it)
 
 
 class PmError(Exception):
@@ -168,7 +176,7 @@ class Output:
 
     def error(self, message: str) -> None:
         """An error that does not end the command (a failed post-script): shown even with -q."""
-        sys.stderr.write("pm: error: " + message + "\n")
+        sys.stderr.write(ERROR_PREFIX + message + "\n")
 
     def say(self, message: str) -> None:
         """A message about progress (stderr), silenced by -q."""
@@ -181,6 +189,8 @@ class Output:
             sys.stderr.write(message + "\n")
 
     def warn(self, message: str) -> None:
+        """A warning (stderr, silenced by -q), kept in ``warnings`` for the
+        JSON document either way."""
         self.warnings.append(message)
         if self.verbosity >= 0:
             sys.stderr.write("pm: warning: " + message + "\n")
@@ -208,6 +218,8 @@ class Progress:
             self._draw()
 
     def phase(self, label: str, total: int = 0, unit: str = "") -> None:
+        """Move the same line on to the next step: ``label``, with a fresh count of ``total``
+        ``unit`` (no counter by default)."""
         self._start(label, total, unit)
 
     def counting(self, chunks):
@@ -248,6 +260,7 @@ class Progress:
         sys.stderr.flush()
 
     def step(self, n: int = 1) -> None:
+        """Count ``n`` more done; the line is redrawn at most every REFRESH seconds."""
         self.done += n
         if self.active:
             import time
@@ -270,17 +283,21 @@ def _stderr_is_terminal() -> bool:
 
 
 def new_sha256():
+    """A new sha256 hash object (hashlib is imported only when pm hashes)."""
     import hashlib
     return hashlib.sha256()
 
 
 def sha256_bytes(data: bytes) -> bytes:
+    """The sha256 digest (32 bytes) of ``data``."""
     h = new_sha256()
     h.update(data)
     return h.digest()
 
 
 def sha256_fd(fd: int) -> bytes:
+    """The sha256 of everything read from ``fd`` until its end (the
+    descriptor is left at the end)."""
     h = new_sha256()
     while True:
         chunk = os.read(fd, COPY_CHUNK)
@@ -290,6 +307,8 @@ def sha256_fd(fd: int) -> bytes:
 
 
 def write_all(fd: int, data) -> None:
+    """Write all of ``data`` (bytes-like) to ``fd``, however many os.write calls it takes; OSError
+    passes to the caller."""
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view):]
@@ -352,6 +371,8 @@ class FaultInjector:
         self.enabled = True
 
     def step(self, kind: str) -> None:
+        """Count one mutating step of ``kind``; when it is the step PM_FAULT names, kill the process
+        (SIGKILL) or raise the OSError it asks for.  Nothing once ``enabled`` is False."""
         if not self.enabled:
             return
         self.total += 1
@@ -370,6 +391,8 @@ class FaultInjector:
             raise OSError(code, os.strerror(code) + " (injected at %s step %d)" % (kind, self.n))
 
     def save_counts(self) -> None:
+        """Write the steps counted, by kind and ``total``, as JSON to the file PM_FAULT_COUNT names;
+        nothing when it names none."""
         if self.count_file:
             import json
             with open(self.count_file, "w") as f:
@@ -443,6 +466,8 @@ class Version:
 
     @property
     def unversioned(self) -> bool:
+        """True for ``oppm``, the version of unversioned packages: it sorts below every real version
+        and satisfies every constraint."""
         return self.key == (-1,)
 
     def __eq__(self, other):
@@ -583,6 +608,8 @@ class Constraint:
 
     @property
     def is_any(self) -> bool:
+        """True when the constraint names no bound (``*``, ``oppm``, ``/`` or the empty string):
+        every release satisfies it."""
         return self.alternatives is None
 
     def allows(self, version: Version, pre: bool = False) -> bool:
@@ -638,10 +665,14 @@ class LuaLiteralParser:
         self.text, self.pos, self.items = text, 0, 0
 
     def error(self, message: str) -> InvalidInput:
+        """The InvalidInput for ``message`` at the cursor's line (``manifest: MESSAGE at line N``),
+        for the caller to raise."""
         line = self.text.count("\n", 0, self.pos) + 1
         return InvalidInput("manifest: %s at line %d" % (message, line))
 
     def parse(self):
+        """The table the whole text holds, as a dict; InvalidInput when the text is not exactly one
+        table literal (spaces and comments around it aside) or the table is a sequence (a list)."""
         self.skip_space()
         value = self.value(0)
         self.skip_space()
@@ -652,6 +683,8 @@ class LuaLiteralParser:
         return value
 
     def skip_space(self) -> None:
+        """Move the cursor past blanks and ``--`` comments (short ones to the end of their line,
+        long-bracket ones to their close); InvalidInput for an unfinished long comment."""
         text, n = self.text, len(self.text)
         while self.pos < n:
             c = text[self.pos]
@@ -682,6 +715,9 @@ class LuaLiteralParser:
         return None
 
     def long_string(self, level: int) -> str:
+        """The content of the long bracket of ``level`` at the cursor, which moves past its close:
+        ends of line read as newlines and a first one dropped, as Lua reads them; InvalidInput
+        when it is not closed."""
         start = self.pos + level + 2
         close = "]" + "=" * level + "]"
         end = self.text.find(close, start)
@@ -695,11 +731,15 @@ class LuaLiteralParser:
         return value[1:] if value.startswith("\n") else value      # the first one is skipped
 
     def count_item(self) -> None:
+        """Count one more value; InvalidInput past ``max_items``."""
         self.items += 1
         if self.items > self.max_items:
             raise self.error("too many values (limit %d)" % self.max_items)
 
     def value(self, depth: int):
+        """The value at the cursor (string, number, boolean, None for nil, or a table nested at
+        ``depth + 1``), the cursor moved past it; InvalidInput for a name or anything else that is
+        not a literal, and for tables nested past MAX_MANIFEST_DEPTH."""
         self.count_item()
         text = self.text
         if self.pos >= len(text):
@@ -730,12 +770,16 @@ class LuaLiteralParser:
         raise self.error("unexpected %r" % c)
 
     def number_follows(self) -> bool:
+        """Whether a number starts at the cursor's ``-`` or ``.``: a digit follows (after the
+        ``-``), or a ``.`` and a digit."""
         rest = self.text[self.pos:self.pos + 3]
         if rest.startswith("-"):
             rest = rest[1:]
         return bool(rest) and (rest[0] in "0123456789" or (rest[0] == "." and rest[1:2] in tuple("0123456789")))
 
     def name(self) -> str:
+        """The name at the cursor (ASCII letters, digits and ``_``, not starting with a digit), the
+        cursor moved past it; ``""`` (the cursor unmoved) when there is none."""
         text, start = self.text, self.pos
         i = start
         while i < len(text) and (text[i].isalnum() or text[i] == "_") and text[i].isascii():
@@ -746,6 +790,9 @@ class LuaLiteralParser:
         return ""
 
     def number(self):
+        """The number literal at the cursor (a decimal or hex integer, or a float), the cursor moved
+        past it; InvalidInput for a malformed or over-long literal, an infinite float or an integer
+        outside the 64-bit range."""
         import re
         match = re.compile(r"-?(0[xX][0-9a-fA-F]+|([0-9]+\.?[0-9]*|\.[0-9]+)([eE][-+]?[0-9]+)?)").match(
             self.text, self.pos)
@@ -768,11 +815,15 @@ class LuaLiteralParser:
         return value
 
     def checked_string(self, value: str) -> str:
+        """``value``, or InvalidInput when it is longer than MAX_MANIFEST_STRING."""
         if len(value) > MAX_MANIFEST_STRING:
             raise self.error("string too long (limit %d)" % MAX_MANIFEST_STRING)
         return value
 
     def quoted_string(self) -> str:
+        """The quoted string at the cursor with Lua's escapes decoded, the cursor moved past its
+        closing quote; InvalidInput for a bad escape, a raw end of line or end of text before the
+        close, or a string longer than MAX_MANIFEST_STRING."""
         text, quote = self.text, self.text[self.pos]
         i, out = self.pos + 1, []
         while True:
@@ -835,6 +886,10 @@ class LuaLiteralParser:
         return self.checked_string("".join(out))
 
     def table(self, depth: int):
+        """The table at the cursor's ``{``, the cursor moved past its ``}``: a list for a sequence
+        (keys 1..n, however spelled), else a dict with string keys (``{}`` when empty); nil values
+        are dropped as Lua drops them.  InvalidInput for a duplicate key (``[1]`` and ``["1"]``
+        included) or a malformed field."""
         text = self.text
         self.pos += 1
         positional, keyed, nil_keys = [], {}, set()
@@ -920,6 +975,8 @@ class LuaLiteralParser:
         return _POSITIONAL
 
     def expect_equals(self) -> None:
+        """Move the cursor past the ``=`` that follows a bracketed key (spaces first); InvalidInput
+        when there is none (``==`` is not one)."""
         self.skip_space()
         if not self.text.startswith("=", self.pos) or self.text.startswith("==", self.pos):
             raise self.error("expected '='")
@@ -947,6 +1004,8 @@ def _matches(pattern: str, value) -> bool:
 
 
 def valid_package_name(name) -> bool:
+    """Whether ``name`` is a string following NAME_PATTERN: a letter or digit, then up to 127
+    letters, digits and ``._+-``."""
     return _matches(NAME_PATTERN, name)
 
 
@@ -1230,6 +1289,7 @@ class TarReader:
         self.extended = 0       # extended header bytes read so far
 
     def read_exact(self, n: int) -> bytes:
+        """Exactly ``n`` bytes from the stream; InvalidInput when it ends first."""
         data = self.stream.read(n)
         while len(data) < n:
             more = self.stream.read(n - len(data))
@@ -1239,6 +1299,8 @@ class TarReader:
         return data
 
     def skip(self, n: int) -> None:
+        """Skip ``n`` bytes of the stream (a plain tar seeks past long runs, a compressed one is
+        read through); InvalidInput when it ends first."""
         self.stream.skip(n)
 
     def data(self):
@@ -1385,6 +1447,8 @@ class _BoundedStream:
         self.produced, self.check_end = 0, check_end
 
     def read(self, n: int) -> bytes:
+        """Up to ``n`` decompressed bytes (``b""`` at the end); InvalidInput when the compressed
+        data is cut short or corrupt, or expands past the bounds."""
         try:
             data = self.inner.read(n)
         except EOFError:
@@ -1468,6 +1532,8 @@ class _PlainStream:
         self.raw.seek(n, 1)
 
     def finish(self) -> None:
+        """Nothing to check: a plain tar has no trailer (the counterpart of
+        _BoundedStream.finish)."""
         pass
 
 
@@ -1529,12 +1595,15 @@ class Package:
             raise
 
     def close(self) -> None:
+        """Close the package file (one given as ``file`` too: the Package owns it)."""
         self.file.close()
 
     def __repr__(self):
         return "Package(%s %s)" % (self.name, self.version)
 
     def fail(self, message: str) -> InvalidInput:
+        """The InvalidInput for ``message``, prefixed with the package file's name,
+        for the caller to raise."""
         return InvalidInput("%s: %s" % (os.path.basename(self.path), message))
 
     def _scan(self) -> None:
@@ -1819,6 +1888,8 @@ class UnsafePath(InvalidInput):
 
     @classmethod
     def symlink(cls, path: str) -> "UnsafePath":
+        """The UnsafePath saying that ``path`` is a symbolic link in the root, which pm
+        does not write through."""
         return cls("%s is a symbolic link in the root; pm does not write through it" % path)
 
 
@@ -1884,10 +1955,13 @@ def valid_state_name(name) -> bool:
 
 
 def parent_of(path: str) -> str:
+    """The parent directory of the absolute ``path`` (``/`` for ``/x``, and for ``/`` itself)."""
     return path.rsplit("/", 1)[0] or "/"
 
 
 def split_path(path: str) -> tuple:
+    """``(parent, name)`` of the absolute ``path``: ``("/usr/bin", "x")`` for ``/usr/bin/x``,
+    ``("/", "x")`` for ``/x``."""
     parent, _, name = path.rpartition("/")
     return parent or "/", name
 
@@ -1913,6 +1987,8 @@ class Root:
         self.max_cached = self.MAX_CACHED_DIRS if soft < 0 else max(8, min(self.MAX_CACHED_DIRS, soft // 4))
 
     def host_path(self, path: str) -> str:
+        """The host path of ``path`` (absolute within the root), for messages and the few host calls
+        that take a path; joined as text: nothing is opened or checked."""
         return self.path.rstrip("/") + path if path != "/" else self.path
 
     def dir_fd(self, path: str, create_mode: int | None = None) -> int:
@@ -2049,6 +2125,9 @@ class Root:
             os.close(fd)
 
     def readlink(self, path: str) -> str:
+        """The target of the symbolic link ``path``; UnsafePath when a directory on the way is a
+        symbolic link or not a directory, and the OSError of readlink otherwise (FileNotFoundError,
+        EINVAL for a path that is no link)."""
         self.trim()
         parent, name = split_path(path)
         return os.readlink(name, dir_fd=self.dir_fd(parent))
@@ -2071,6 +2150,9 @@ class Root:
         return False
 
     def listdir(self, path: str) -> list:
+        """The names in the directory ``path``, in no particular order; FileNotFoundError
+        when it is missing, UnsafePath when it or a directory on the way is a symbolic
+        link or not a directory."""
         self.trim()
         fd = os.open(".", _O_DIR, dir_fd=self.dir_fd(path))
         try:
@@ -2079,6 +2161,9 @@ class Root:
             os.close(fd)
 
     def unlink(self, path: str) -> bool:
+        """Remove the file or symbolic link ``path``: True when it was removed, False when it
+        (or its directory) was missing; any other OSError (IsADirectoryError for a directory)
+        passes to the caller."""
         self.trim()
         parent, name = split_path(path)
         try:
@@ -2115,6 +2200,9 @@ class Root:
             os.close(self._dirs.pop(cached))
 
     def rename(self, source: str, target: str) -> None:
+        """Rename ``source`` to ``target`` (each in any directory of the root), replacing what
+        rename(2) replaces; OSError passes to the caller, and the cached descriptors of a renamed
+        directory are kept (forget() drops them)."""
         self.trim()
         FAULTS.step("rename")
         os.rename(split_path(source)[1], split_path(target)[1],
@@ -2131,9 +2219,20 @@ class Root:
             self._dirs = {"/": root_fd} if root_fd is not None else {}
 
     def close(self) -> None:
+        """Close every cached directory descriptor; the Root may be used again
+        (they are opened anew)."""
         for fd in self._dirs.values():
             os.close(fd)
         self._dirs = {}
+
+
+def _ancestors(path: str):
+    """The directories above ``path``, nearest first, without ``/``."""
+    while True:
+        path = parent_of(path)
+        if path == "/":
+            return
+        yield path
 
 
 def open_host_file(path: str):
@@ -2157,6 +2256,8 @@ def open_host_file(path: str):
 
 
 def fsync_dir(fd: int) -> None:
+    """Flush the directory ``fd`` to disk (fsync), so that the entries made, renamed or removed in
+    it survive a crash; a fault-injection step."""
     FAULTS.step("fsync")
     os.fsync(fd)
 
@@ -2273,6 +2374,7 @@ def root_architecture(root: Root) -> str:
 DB_DIR = "/var/lib/pm"
 SCRIPTS_DIR = DB_DIR + "/scripts"
 FILES_DIR = DB_DIR + "/files"
+JOURNAL = DB_DIR + "/journal"      # a transaction's journal (section 8)
 DB_FORMAT = 1
 
 STATE_INSTALLED = "installed"
@@ -2292,6 +2394,8 @@ class FileEntry:
         self.explicit = bool(explicit)     # a directory member of the package (not only a parent)
 
     def packed(self, path: str) -> list:
+        """The row of ``path`` in a file list: ``[path, kind, mode, size, digest, link]``, plus
+        ``True`` for an explicit directory (what Database.files reads back)."""
         row = [path, self.kind, self.mode, self.size, self.digest, self.link]
         return row + [True] if self.explicit else row
 
@@ -2360,9 +2464,12 @@ class Database:
         return db
 
     def exists(self) -> bool:
+        """Whether the root has a database: var/lib/pm/status exists."""
         return self.root.lstat(DB_DIR + "/status") is not None
 
     def load(self) -> "Database":
+        """Read the committed status into this Database (nothing when there is none yet) and record
+        its snapshot token; returns self.  InvalidInput when the status is damaged."""
         self.token = self.snapshot_token()
         data = self.root.read(DB_DIR + "/status")
         if data is None:
@@ -2381,13 +2488,19 @@ class Database:
         return self
 
     def status_bytes(self, txid: str, packages: dict, pending: list) -> bytes:
+        """The bytes of a status file (msgpack) holding ``txid``, ``packages``
+        and ``pending`` scripts."""
         return _msgpack().packb({"format": DB_FORMAT, "txid": txid, "packages": packages,
                                  "pending": pending}, use_bin_type=True)
 
     def get(self, name: str) -> dict | None:
+        """The record of the package ``name``, whatever its state (installed or
+        config-remaining), or None."""
         return self.packages.get(name)
 
     def installed(self) -> dict:
+        """``{name: record}`` of the packages in state installed
+        (config-remaining ones left out)."""
         return {n: r for n, r in self.packages.items() if r["state"] == STATE_INSTALLED}
 
     def files(self, name: str) -> dict:
@@ -2429,6 +2542,8 @@ class Database:
 
     @staticmethod
     def files_bytes(entries: dict) -> bytes:
+        """The bytes of a file list (msgpack): the packed rows of ``entries``
+        (``{path: FileEntry}``), by path."""
         return _msgpack().packb([entries[p].packed(p) for p in sorted(entries)], use_bin_type=True)
 
 
@@ -2447,9 +2562,6 @@ class Database:
 #                         ....... recovery now rolls forward
 #   cleanup: backups and emptied directories removed, journal removed.
 # Any pm command first recovers an interrupted transaction (SPEC §9).
-
-JOURNAL = DB_DIR + "/journal"
-
 
 def _flock_holders(st) -> list | None:
     """Pids holding a flock on the file of ``st`` according to /proc/locks, or None
@@ -2477,6 +2589,10 @@ class RootLock:
         self.fd = None
 
     def acquire(self, wait: float, command: str) -> None:
+        """Take the lock, creating var/lib/pm and its lock file when missing, waiting up to
+        ``wait`` seconds; LockHeld naming the holder after that, UnsafePath or InvalidInput
+        when the lock is not a regular file.  The lock file then holds this pid and ``command``
+        (not on a full disk)."""
         import fcntl
         import time
         dir_fd = self.root.dir_fd(DB_DIR, 0o755)
@@ -2579,6 +2695,7 @@ class RootLock:
         return "pid %s (%s)" % (pid, what or "unknown command") if pid.isdigit() else "another pm process"
 
     def release(self) -> None:
+        """Empty the lock file and release the lock; nothing when it is not held."""
         if self.fd is not None:
             os.ftruncate(self.fd, 0)
             os.close(self.fd)
@@ -2712,6 +2829,8 @@ class Plan:
         return "%s/%s%s.%d%s" % (parent_of(path).rstrip("/"), STAGING_PREFIX, self.txid, self.seq, suffix)
 
     def mkdir(self, path: str, mode: int) -> None:
+        """Make the directory ``path`` with ``mode`` while staging (``mkdir``; finalize() may stage
+        it whole as a ``newdir``)."""
         self.ops.append(Op("mkdir", path, mode=mode))
 
     def put_member(self, path: str, package: Package, member: Member, exists: bool,
@@ -2723,14 +2842,21 @@ class Plan:
         self.member_puts.setdefault(package, {})[member.path] = (staged, entry)
 
     def put_bytes(self, path: str, data: bytes, mode: int, exists: bool) -> None:
+        """Write ``data`` with ``mode`` at ``path`` (a kept script, a saved config file): staged
+        under a reserved name and renamed over ``path``; with ``exists``, the old file is kept under
+        a backup name until the commit."""
         staged = self._staged(path)
         self.ops.append(Op("put", path, staged, self._staged(path, ".old") if exists else None))
         self.byte_puts.append((staged, data, mode))
 
     def remove(self, path: str) -> None:
+        """Remove the file or symbolic link ``path``: unlinked after the commit (``delete``), or
+        renamed away before it when finalize() finds a path type change (``remove``)."""
         self.ops.append(Op("delete", path))
 
     def keep(self, path: str) -> None:
+        """Leave the file ``path`` as it is (``keep``): an upgrade's unchanged
+        file, nothing done to it."""
         self.ops.append(Op("keep", path))
 
     def finalize(self) -> None:
@@ -2784,18 +2910,29 @@ class Plan:
         self.byte_puts = [(renamed.get(staged, staged), data, mode) for staged, data, mode in self.byte_puts]
 
     def rmdir_later(self, path: str) -> None:
+        """Remove the directory ``path`` after the commit, when it is empty
+        (``rmdir``; the deepest first)."""
         self.ops.append(Op("rmdir", path))
 
     def chmod(self, path: str, mode: int, old_mode: int) -> None:
+        """Set the existing directory ``path`` to ``mode`` when the plan is applied; a rollback
+        sets ``old_mode`` again."""
         self.ops.append(Op("chmod", path, mode=mode, old_mode=old_mode))
 
     def set_aside(self, path: str) -> None:
+        """Rename the file or symbolic link ``path`` to a backup name while staging, so
+        that a directory can be made there (``aside``): removed after the commit,
+        renamed back on a rollback."""
         self.ops.append(Op("aside", path, backup=self._staged(path, ".old")))
 
     def replace_dir(self, path: str) -> None:
+        """Rename the directory ``path`` to a backup name before a file takes its place
+        (``replace-dir``): removed with its content after the commit, renamed back on a rollback."""
         self.ops.append(Op("replace-dir", path, backup=self._staged(path, ".old")))
 
     def add_file_list(self, name: str, entries: dict) -> str:
+        """Add ``entries`` (``{path: FileEntry}``) as the new file list of package ``name``, written
+        while staging; returns its name in var/lib/pm/files (``NAME.TXID``)."""
         ref = "%s.%s" % (name, self.txid)
         self.file_lists[ref] = entries
         return ref
@@ -3209,6 +3346,8 @@ def read_leftovers(root: Root, quiet: bool = False) -> list:
 
 
 def write_leftovers(root: Root, rows: list) -> None:
+    """Record ``rows`` (cleanup steps, duplicates dropped) in var/lib/pm/leftovers, or remove the
+    record when there are none; an OSError is ignored (the cleanup stays undone either way)."""
     unique = []
     for row in rows:
         if row not in unique:
@@ -3249,6 +3388,8 @@ def settle(root: Root, journal: dict, out: Output) -> str:
 
 
 def root_exists(root: Root, path: str) -> bool:
+    """Whether ``path`` exists in the root, a symbolic link counting as it is; False too when a
+    directory on the way is a symbolic link or not a directory."""
     try:
         return root.lstat(path) is not None
     except UnsafePath:
@@ -3343,7 +3484,7 @@ def describe_exit(returncode: int) -> str:
     return "exit %d" % returncode if returncode >= 0 else "killed by signal %d" % -returncode
 
 
-# Settings of this run for every script (section 15 sets them from --script-timeout or pm.conf).
+# Settings of this run for every script (section 17 sets them from --script-timeout or pm.conf).
 script_settings = {"timeout": SCRIPT_TIMEOUT}
 
 
@@ -3445,7 +3586,6 @@ def _relay_script_output(child, prefix: str, timeout: float | None) -> bool:
             return True
 
 
-
 def run_pending_scripts(root: Root, db: Database, out: Output, sync: bool,
                         txid: str | None = None) -> list:
     """Run the post-scripts the database says are pending — those of transaction
@@ -3473,7 +3613,7 @@ def run_pending_scripts(root: Root, db: Database, out: Output, sync: bool,
 
 
 # =============================================================================
-# 10. Planning install and uninstall
+# 10. Planning: install and uninstall as a Plan value
 # =============================================================================
 #
 # source -> plan -> destination: a plan is computed from the checked packages, the
@@ -3558,6 +3698,8 @@ class ConfigFileDecision:
 
 
 def decide_config_file(packaged_before, on_disk, packaged_now) -> str:
+    """The ConfigFileDecision for a config file from its sha256s packaged before (None: a fresh
+    install), on disk (None: absent) and packaged now (SPEC §8.4)."""
     if on_disk is None:
         return ConfigFileDecision.WRITE
     if packaged_before is None:            # fresh install over an existing, unowned file
@@ -3588,14 +3730,20 @@ class Change:
 
     @property
     def script_action(self) -> str:
+        """The action a package script is told (PM_ACTION): ``action``, with ``remove``
+        told as ``uninstall``."""
         return "uninstall" if self.action == "remove" else self.action
 
     def heading(self) -> str:
+        """The change for people: ``ACTION NAME VERSION``, or ``ACTION NAME OLD -> NEW`` for an
+        upgrade, a downgrade, and a reinstall over an installed version."""
         if self.action in ("upgrade", "downgrade") or (self.action == "reinstall" and self.old_version):
             return "%s %s %s -> %s" % (self.action, self.name, self.old_version, self.version)
         return "%s %s %s" % (self.action, self.name, self.version)
 
     def as_json(self) -> dict:
+        """The change in --json's ``changes``: package, action, version, old_version (None when none
+        was installed), steps as ``{action, path}`` and the scripts it runs."""
         scripts = [s for s in (self.pre_script, self.post_script) if s]
         return {"package": self.name, "action": self.action, "version": self.version,
                 "old_version": self.old_version or None,
@@ -4169,11 +4317,14 @@ def plan_uninstall(db: Database, tree: TreeView, names: list, options: Options) 
 
 
 def installed_bytes(package: Package) -> int:
+    """The bytes the regular files of ``package`` take once installed (the sum of their sizes)."""
     return sum(m.size for m in package.members if m.kind == "f")
 
 
 def summary_row(action: str, name: str, version: str, old_version: str | None, download: int,
                  new_size, old_size) -> dict:
+    """One package's row of a summary: action, versions, ``download_size`` and
+    ``installed_size_change`` (None when ``new_size`` is; an ``old_size`` of None counts as 0)."""
     return {"package": name, "action": action, "version": version, "old_version": old_version or None,
             "download_size": download,
             "installed_size_change": None if new_size is None else new_size - (old_size or 0)}
@@ -4255,15 +4406,6 @@ def refuse_writes_through_symlinks(root: Root, packages: list) -> None:
             raise UnsafePath.symlink(path)
         if st is None or not stat.S_ISDIR(st.st_mode):    # the planner decides about the rest
             absent.add(path)
-
-
-def _ancestors(path: str):
-    """The directories above ``path``, nearest first, without ``/``."""
-    while True:
-        path = parent_of(path)
-        if path == "/":
-            return
-        yield path
 
 
 def unmet_dependencies(name: str, manifest: dict, available: dict, out: Output | None) -> list:
@@ -4408,13 +4550,18 @@ class Candidate:
 
     @property
     def provides(self) -> list:
+        """The names the manifest's ``provides`` lists (empty when it has none)."""
         return self.manifest.get("provides", ())
 
     @property
     def hidden(self) -> bool:
+        """True when the manifest says ``hidden = true`` (SPEC §4: no install candidate):
+        providers() leave it out unless it is installed, and ``pm search`` does not offer it."""
         return self.manifest.get("hidden") is True
 
     def describe(self) -> str:
+        """``NAME VERSION`` for messages, with `` (installed)`` for the installed package and
+        `` (file)`` for a package file."""
         where = " (installed)" if self.installed else " (file)" if self.package is not None else ""
         return "%s %s%s" % (self.name, self.version, where)
 
@@ -4438,6 +4585,10 @@ class Pool:
         self.other_architectures: dict = {}   # name -> an architecture only offered for
 
     def add(self, candidate: Candidate) -> None:
+        """Add ``candidate``: as the installed one, as a package file (Refused when one of that name
+        was given already) or as a source's, and as a provider of the other names it provides.  A
+        source's candidate built for another architecture is left out (noted in
+        other_architectures)."""
         name = candidate.name
         if candidate.source is not None and self.architecture is not None \
                 and not architecture_fits(candidate.manifest, self.architecture):
@@ -4475,6 +4626,7 @@ class Pool:
         return found
 
     def names(self) -> list:
+        """The names of the candidates added, sorted (names only provided are not among them)."""
         return sorted(self._by_name)
 
     def set_aside_unmet(self) -> list:
@@ -5197,10 +5349,13 @@ class SignifyKey:
 
     @classmethod
     def parse(cls, data: bytes, what: str, file: str = "") -> "SignifyKey":
+        """The key of the signify public key file ``data``; InvalidInput naming
+        ``what`` when it is not one."""
         comment, raw = parse_signify(data, what, 2 + 8 + 32)
         return cls(raw[2:10], raw[10:], comment, file)
 
     def as_json(self) -> dict:
+        """The key in --json: ``keynum`` (16 hex digits), ``comment`` and ``file``."""
         return {"keynum": self.number, "comment": self.comment, "file": self.file}
 
 
@@ -5297,6 +5452,8 @@ class Trust:
         self.fresh = _yes_no(settings, "require_fresh", False, root)
 
     def needs_signature(self, source: Source) -> bool:
+        """Whether the index of ``source`` must be signed: the source is pinned to a key
+        (signed-by), or signatures are required and it is not marked trusted=yes."""
         return source.signed_by is not None or (self.required and not source.trusted)
 
     def check(self, source: Source, kind: str, data: bytes, signature: bytes | None,
@@ -5389,6 +5546,8 @@ def parse_valid_until(text) -> float | None:
 
 
 def describe_age(seconds: float) -> str:
+    """``3 days``, ``5 hours``, ``12 minutes``: an age in seconds for a message (days from two days
+    on, hours from two hours on, at least one minute)."""
     if seconds >= 2 * 86400:
         return "%d days" % (seconds // 86400)
     if seconds >= 2 * 3600:
@@ -5425,6 +5584,8 @@ def read_trust_record(root: Root, source: Source) -> dict | None:
 
 
 def write_trust_record(root: Root, source: Source, record: dict, sync: bool) -> None:
+    """Replace the trust record of ``source`` (var/lib/pm/trust/SLUG; the directory is made when
+    missing) by ``record`` as JSON, atomically; fsynced with ``sync``."""
     import json
     atomic_write(root.dir_fd(TRUST_DIR, 0o755), source.slug,
                  (json.dumps(record, sort_keys=True) + "\n").encode("utf-8"), sync, kind="trust")
@@ -5485,6 +5646,8 @@ class _LimitedReader:
         self.inner, self.limit, self.errors, self.produced = inner, limit, errors, 0
 
     def read(self, n: int = -1) -> bytes:
+        """Up to ``n`` decompressed bytes (everything up to the limit when ``n`` is negative);
+        InvalidInput when the data is corrupt or expands past ``limit``."""
         try:
             data = self.inner.read(min(n, self.limit + 1 - self.produced) if n >= 0 else self.limit + 1)
         except self.errors as e:
@@ -5953,6 +6116,9 @@ class TransferClock:
             self.check()
 
     def check(self) -> None:
+        """Raise TransferTimeout when the transfer is past its deadline, or when a
+        ``timeout`` window ended with fewer than MIN_TRANSFER_RATE bytes a second; a window
+        that has ended starts the next one."""
         import time
         now = time.monotonic()
         if now > self.deadline:
@@ -5976,11 +6142,12 @@ class TransferClock:
             self.waiting = False
 
     def received(self, n: int) -> None:
+        """Count ``n`` bytes arrived in the current window, then check() (TransferTimeout)."""
         self.window_bytes += n
         self.check()
 
 
-# Settings of this run for every transfer (section 15 sets them from --timeout or pm.conf).
+# Settings of this run for every transfer (section 17 sets them from --timeout or pm.conf).
 transfer_settings = {"timeout": HTTP_TIMEOUT}
 
 
@@ -6033,6 +6200,8 @@ def _http_read(response, url: str, clock: TransferClock | None = None) -> bytes:
 
 
 def package_url(source: Source, entry: dict) -> str:
+    """Where the package of the index ``entry`` is: a host path in a directory source, else the
+    source's URL and the quoted file name."""
     import urllib.parse
     if source.kind == "dir":
         return os.path.join(source.location, entry["filename"])
@@ -6063,6 +6232,8 @@ class Fetcher:
         self._scratch_dir = None
 
     def close(self) -> None:
+        """Remove the dry run's scratch directory with what was downloaded into it; nothing without
+        one (calling it again is harmless)."""
         if self._scratch_dir is not None:
             import shutil
             shutil.rmtree(self._scratch_dir, ignore_errors=True)
@@ -6294,6 +6465,8 @@ SQLITE_BUSY_SECONDS = 120      # how long an SQLite ODA write waits for another 
 
 
 def stage_index(stage: str) -> int:
+    """The position of ``stage`` in OPM_STAGES (their order on the way up); ValueError
+    for an unknown stage."""
     return OPM_STAGES.index(stage)
 
 
@@ -6373,6 +6546,8 @@ ODA_RETRY_MESSAGES = ("connection refused", "too many clients", "remaining conne
 
 
 def oda_retryable(error: OdaError) -> bool:
+    """Whether ``error`` is one a busy server gives that is over after a backoff: its SQLSTATE is in
+    ODA_RETRY_SQLSTATES or its message holds one of ODA_RETRY_MESSAGES."""
     if error.sqlstate in ODA_RETRY_SQLSTATES:
         return True
     message = error.message.lower()
@@ -6506,6 +6681,7 @@ class Oda:
         time.sleep(delay)
 
     def close(self) -> None:
+        """Close the connection to the ODA."""
         self.conn.close()
 
     # -- statements ---------------------------------------------------------------------
@@ -6663,10 +6839,12 @@ class Oda:
     NODE_COLUMNS = ("name", "role", "image_path", "server", "added", "synced")
 
     def node(self, name: str) -> dict | None:
+        """The node ``name`` (a dict of NODE_COLUMNS), or None when the ODA has no such node."""
         rows = self.execute("SELECT %s FROM nodes WHERE name = ?" % ", ".join(self.NODE_COLUMNS), (name,))
         return dict(zip(self.NODE_COLUMNS, rows[0])) if rows else None
 
     def nodes(self, role: str | None = None) -> list:
+        """The nodes (dicts of NODE_COLUMNS) by name; only those of ``role`` when it is given."""
         sql = "SELECT %s FROM nodes" % ", ".join(self.NODE_COLUMNS)
         rows = self.execute(sql + " WHERE role = ? ORDER BY name", (role,)) if role else \
             self.execute(sql + " ORDER BY name")
@@ -6704,6 +6882,9 @@ class Oda:
         return list(views.values())
 
     def add_node(self, name: str, role: str, image_path: str | None, server: str | None) -> None:
+        """Add the node ``name`` in one transaction; a client also gets a request for
+        install-bin-pkgs of every package a server took past post-clients.  Refused
+        when the node exists."""
         import time
         with self.writing():
             if self.node(name):
@@ -6730,12 +6911,15 @@ class Oda:
     ROW_COLUMNS = ("node", "package", "requested", "current", "status", "error", "previous", "updated")
 
     def rows(self, node: str | None = None) -> list:
+        """The package rows (dicts of ROW_COLUMNS) of ``node`` by package, or of every
+        node by node and package."""
         sql = "SELECT %s FROM package_status" % ", ".join(self.ROW_COLUMNS)
         rows = self.execute(sql + " WHERE node = ? ORDER BY package", (node,)) if node else \
             self.execute(sql + " ORDER BY node, package")
         return [dict(zip(self.ROW_COLUMNS, row)) for row in rows]
 
     def row(self, node: str, package: str) -> dict | None:
+        """The package row (a dict of ROW_COLUMNS) of ``package`` on ``node``, or None."""
         rows = self.execute("SELECT %s FROM package_status WHERE node = ? AND package = ?"
                             % ", ".join(self.ROW_COLUMNS), (node, package))
         return dict(zip(self.ROW_COLUMNS, rows[0])) if rows else None
@@ -6801,6 +6985,7 @@ class Oda:
         return max(self.rowcount, 0)
 
     def count_of(self, selection: str, params=()) -> int:
+        """How many rows the query ``selection`` (CLIENTS, IMAGES) gives with ``params``."""
         return self.execute("SELECT count(*) FROM (%s) AS chosen" % selection, params)[0][0]
 
     def assigned_packages(self) -> list:
@@ -6849,9 +7034,13 @@ class Oda:
     EVENT_COLUMNS = ("id", "time", "node", "package", "stage", "direction", "outcome", "detail", "host", "pid")
 
     def events(self, node: str | None = None) -> list:
+        """The events (dicts of EVENT_COLUMNS) of ``node``, or of every node, in the order they
+        were written, as a list."""
         return list(self.stream_events(node))
 
     def stream_events(self, node: str | None = None):
+        """The events (dicts of EVENT_COLUMNS) of ``node``, or of every node, in the order they were
+        written, streamed (memory does not grow with their number)."""
         sql = "SELECT %s FROM events" % ", ".join(self.EVENT_COLUMNS)
         rows = self.stream(sql + " WHERE node = ? ORDER BY id", (node,)) if node else \
             self.stream(sql + " ORDER BY id")
@@ -6869,6 +7058,8 @@ class Oda:
     # -- operators' views: streamed, or aggregated by the server --------------------------
 
     def stream_rows(self, node: str | None = None):
+        """The package rows (dicts of ROW_COLUMNS) of ``node`` by package, or of every node by node
+        and package, streamed."""
         sql = "SELECT %s FROM package_status" % ", ".join(self.ROW_COLUMNS)
         rows = self.stream(sql + " WHERE node = ? ORDER BY package", (node,)) if node else \
             self.stream(sql + " ORDER BY node, package")
@@ -6902,14 +7093,18 @@ class Oda:
             % ", ".join(self.ROW_COLUMNS), (limit,)))
 
     def attention_count(self) -> int:
+        """How many rows are in error or not yet at their request (what stream_attention lists)."""
         return self.execute("SELECT count(*) FROM package_status WHERE status = 'error' OR requested <> current")[0][0]
 
     # -- cluster progress and inventory -------------------------------------------------
 
     def progress(self) -> str:
+        """The cluster's install progress: one of CLUSTER_STEPS."""
         return self.execute("SELECT step FROM cluster_progress WHERE id = 1")[0][0]
 
     def set_progress(self, step: str) -> None:
+        """Set the cluster's install progress to ``step`` in one transaction; the ODA refuses a step
+        not in CLUSTER_STEPS (OdaError)."""
         import time
         with self.writing():
             self.execute("UPDATE cluster_progress SET step = ?, updated = ? WHERE id = 1", (step, time.time()))
@@ -6956,6 +7151,8 @@ class Oda:
         return self.atomically(work)
 
     def inventory(self, node: str) -> dict:
+        """The inventory the ODA holds of ``node``: ``{package: {version, state, reason}}``, ``{}``
+        when none was written."""
         return {row["package"]: {"version": row["version"], "state": row["state"], "reason": row["reason"]}
                 for row in self.stream_inventory(node)}
 
@@ -7081,6 +7278,8 @@ class Oda:
         return None
 
     def unlock_node(self, name: str) -> None:
+        """Release the node's SQLite sync lock when this process holds it (its row's pid set to 0);
+        nothing on PostgreSQL, where the lock ends with the stage's transaction."""
         if self.dialect == "sqlite":
             self.execute("UPDATE sync_locks SET pid = 0 WHERE node = ? AND host = ? AND pid = ?",
                          (name, self.host, os.getpid()))
@@ -7216,7 +7415,7 @@ class OpmSync:
                     self.oda.fail(name, package, stage, direction, message)
                     self.stages_run += 1
                     entry.update(status="error", error=message)
-                    self.out.say("pm: error: %s %s: %s failed: %s (skipped until pm opm clear %s %s)"
+                    self.out.say(ERROR_PREFIX + "%s %s: %s failed: %s (skipped until pm opm clear %s %s)"
                                  % (name, package, stage, message, name, package))
                     return
                 self.oda.reach(name, package, stage, direction, detail)
@@ -7348,10 +7547,13 @@ class Vulnerability:
         self.name, self.constraint, self.kind, self.url, self.line = name, constraint, kind, url, line
 
     def describe(self, version: str) -> str:
+        """The warning for package ``name`` at ``version``: the kind of problem, the versions
+        affected and the URL."""
         return "%s %s has a %s vulnerability (%s %s), see %s" % (
             self.name, version, self.kind, self.name, self.constraint, self.url)
 
     def as_json(self) -> dict:
+        """The entry in --json: package, constraint, type, url and its line in the list."""
         return {"package": self.name, "constraint": str(self.constraint), "type": self.kind,
                 "url": self.url, "line": self.line}
 
@@ -7410,6 +7612,8 @@ class VulnerabilityList:
         return [v for v in self.entries.get(name, ()) if v.constraint.allows(parsed, pre=True)]
 
     def malformed_summary(self) -> str:
+        """One line saying how many lines of the list are malformed, with the
+        numbers of the first ten."""
         lines = ", ".join(str(n) for n, _ in self.malformed[:10])
         more = " and %d more" % (len(self.malformed) - 10) if len(self.malformed) > 10 else ""
         return "the vulnerability list %s has %s (%s%s)" % (
@@ -7461,6 +7665,7 @@ class Finding:
         self.check, self.status, self.message = check, status, message
 
     def as_json(self) -> dict:
+        """The finding in --json: check, status and message."""
         return {"check": self.check, "status": self.status, "message": self.message}
 
 
@@ -7782,6 +7987,8 @@ class PrereqBlock:
         return [e for e in self.entries if e.kind == kind]
 
     def matches(self, system: dict) -> bool:
+        """Whether the block applies to ``system`` (``distro``, ``version``, ``arch``): each value
+        matches one of its field's alternatives whole, case ignored."""
         values = (system["distro"], system["version"], system["arch"])
         return all(p.match(v) for p, v in zip(self.patterns, values))
 
@@ -7968,6 +8175,7 @@ class Session:
         return Session(root_path, out, self.sync, self.wait, self.extra_sources, self.assume_yes)
 
     def close(self) -> None:
+        """Release the root's lock (when held) and close the root's directory descriptors."""
         self.lock.release()
         self.root.close()
 
@@ -8059,6 +8267,7 @@ def read_package_files(paths: list, options: Options) -> list:
 
 
 def close_all(packages: list) -> None:
+    """Close each of ``packages`` (Package files)."""
     for package in packages:
         package.close()
 
@@ -8245,6 +8454,7 @@ class SourceChoice:
         return reasons
 
     def close(self) -> None:
+        """Close the packages fetched for the choice."""
         close_all(self.fetched)
 
 
@@ -8548,9 +8758,13 @@ class NestedOutput(Output):
         self.outer, self.prefix = outer, prefix
 
     def result(self, line: str) -> None:
+        """A result line of the inner step, said as the outer command's message (stderr,
+        prefixed), never on its stdout."""
         self.outer.say(self.prefix + line)
 
     def warn(self, message: str) -> None:
+        """A warning of the inner step, prefixed, given to the outer command as its own (shown there
+        and in its JSON document's warnings)."""
         self.outer.warn(self.prefix + message)
 
 
@@ -9220,7 +9434,8 @@ def _prereq_status(session: Session, work: list, system: dict) -> int:
                                       "state": state, "version": version})
             session.out.result("  %-9s %s%s" % (state, entry, " (%s)" % version if version else ""))
     return print_report(session, {"system": system, "prerequisites": reports, "done": done},
-                  EXIT_OK if done else EXIT_FAILED)
+                        EXIT_OK if done else EXIT_FAILED)
+
 
 def oda_url(session: Session, args) -> str:
     """The ODA: --oda, else $PM_ODA, else ``oda =`` in etc/pm/pm.conf, else an SQLite
@@ -9872,6 +10087,8 @@ def _seconds(text: str) -> float:
     if not 0 < value < 1e9:
         raise ValueError("not a positive number of seconds")
     return value
+
+
 # Other package managers' words for pm's commands, as apt and pacman users type them.
 COMMAND_ALIASES = {"list": "list-installed", "remove": "uninstall", "show": "info"}
 
@@ -10263,7 +10480,7 @@ def _report_error(message: str, code: int, json_mode: bool) -> int:
     if json_mode:
         import json
         sys.stdout.write(json.dumps({"error": message, "exit_code": code}) + "\n")
-    sys.stderr.write("pm: error: %s\n" % message)
+    sys.stderr.write(ERROR_PREFIX + message + "\n")
     return code
 
 
