@@ -2400,6 +2400,67 @@ class FileEntry:
         return row + [True] if self.explicit else row
 
 
+class PackageRecord(dict):
+    """One package's record in the database, its fields by name: ``version`` (text),
+    ``manifest`` (dict), ``state`` (STATE_INSTALLED or STATE_CONFIG_REMAINING),
+    ``reason`` (REASON_EXPLICIT or REASON_DEPENDENCY), ``time`` (when it was installed,
+    epoch seconds), ``files`` (the name of its file list in var/lib/pm/files), ``config``
+    (its config files' paths) and ``size`` (bytes installed).  A dict underneath: the
+    status file stores it as a msgpack map, and --json shows it as an object."""
+
+    __slots__ = ()
+
+    @classmethod
+    def new(cls, version: str, manifest: dict, reason: str, config: list, size: int,
+            state: str = STATE_INSTALLED, files: str = "", time: int = 0) -> "PackageRecord":
+        """A record with every field."""
+        return cls(version=version, manifest=manifest, state=state, reason=reason, time=time,
+                   files=files, config=config, size=size)
+
+    def but(self, **changes) -> "PackageRecord":
+        """A copy with ``changes`` (field=value)."""
+        record = PackageRecord(self)
+        record.update(changes)
+        return record
+
+    @property
+    def version(self) -> str:
+        return self["version"]
+
+    @property
+    def manifest(self) -> dict:
+        return self["manifest"]
+
+    @property
+    def state(self) -> str:
+        return self["state"]
+
+    @property
+    def reason(self) -> str:
+        return self["reason"]
+
+    @property
+    def time(self) -> int:
+        return self.get("time", 0)
+
+    @property
+    def files(self) -> str:
+        return self["files"]
+
+    @property
+    def config(self) -> list:
+        return self["config"]
+
+    @property
+    def size(self) -> int:
+        return self.get("size", 0)
+
+    @property
+    def installed(self) -> bool:
+        """True in state installed (not config-remaining)."""
+        return self["state"] == STATE_INSTALLED
+
+
 def _msgpack():
     return lazy_import("msgpack", "reading pm's database")
 
@@ -2429,24 +2490,29 @@ def _check_status(packages, pending) -> None:
             raise ValueError("a pending script entry is malformed")
 
 
-def _unpackb(data: bytes, **options):
-    """msgpack.unpackb with the cyclic garbage collector paused (msgpack's own advice):
-    the status of 1,000 packages is some 10,000 new dicts and lists, which set off
-    collections that cost ten times the unpacking; what it builds holds no cycles."""
+def _without_gc(function, *args, **options):
+    """``function(*args, **options)`` with the cyclic garbage collector paused (msgpack's
+    own advice for unpacking): the status of 1,000 packages is some 10,000 new dicts and
+    lists, which set off collections that cost ten times the work; none holds a cycle."""
     import gc
     paused = gc.isenabled()
     gc.disable()
     try:
-        return _msgpack().unpackb(data, **options)
+        return function(*args, **options)
     finally:
         if paused:
             gc.enable()
 
 
+def _unpackb(data: bytes, **options):
+    """msgpack.unpackb, the garbage collector paused (_without_gc)."""
+    return _without_gc(_msgpack().unpackb, data, **options)
+
+
 class Database:
-    """What is installed under a root.  ``packages`` maps names to records (dicts with
-    version, manifest, state, reason, time, files, config); ``files(name)`` loads one
-    package's owned paths."""
+    """What is installed under a root.  ``get(name)`` and ``installed()`` give
+    PackageRecords; ``packages`` maps names to the records as stored (a map, or a
+    PackageRecord once asked for); ``files(name)`` loads one package's owned paths."""
 
     def __init__(self, root: Root):
         self.root = root
@@ -2479,9 +2545,9 @@ class Database:
             if not isinstance(status, dict) or status.get("format") != DB_FORMAT:
                 raise ValueError("unknown format")
             self.txid = status["txid"]
-            self.packages = status["packages"]
             self.pending = status.get("pending", [])
-            _check_status(self.packages, self.pending)
+            _check_status(status["packages"], self.pending)
+            self.packages = status["packages"]
         except (ValueError, KeyError, TypeError) as e:
             raise InvalidInput("the database %s/status is damaged (%s)" %
                                (self.root.host_path(DB_DIR), e)) from None
@@ -2493,23 +2559,28 @@ class Database:
         return _msgpack().packb({"format": DB_FORMAT, "txid": txid, "packages": packages,
                                  "pending": pending}, use_bin_type=True)
 
-    def get(self, name: str) -> dict | None:
+    def get(self, name: str) -> PackageRecord | None:
         """The record of the package ``name``, whatever its state (installed or
-        config-remaining), or None."""
-        return self.packages.get(name)
+        config-remaining), or None.  Records become PackageRecords when first asked for
+        (``packages`` holds the status's maps as read: listing 10,000 packages copies none)."""
+        record = self.packages.get(name)
+        if record is None or type(record) is PackageRecord:
+            return record
+        record = self.packages[name] = PackageRecord(record)
+        return record
 
     def installed(self) -> dict:
-        """``{name: record}`` of the packages in state installed
+        """``{name: PackageRecord}`` of the packages in state installed
         (config-remaining ones left out)."""
-        return {n: r for n, r in self.packages.items() if r["state"] == STATE_INSTALLED}
+        return {name: self.get(name) for name in [n for n, r in self.packages.items()
+                                                  if r["state"] == STATE_INSTALLED]}
 
     def files(self, name: str) -> dict:
         """``{path: FileEntry}`` of a package in the database."""
         cached = self._files.get(name)
         if cached is not None:
             return cached
-        record = self.packages[name]
-        data = self.root.read(FILES_DIR + "/" + record["files"])
+        data = self.root.read(FILES_DIR + "/" + self.get(name).files)
         if data is None:
             if self.snapshot_token() != getattr(self, "token", None):
                 raise StateChanged("the database changed while it was read")
@@ -3718,11 +3789,11 @@ class Change:
 
     def __init__(self, name: str, action: str, package: Package | None, old: dict | None):
         self.name, self.action, self.package, self.old = name, action, package, old
-        self.version = package.version.text if package else old["version"]
-        self.old_version = old["version"] if old and old["state"] == STATE_INSTALLED else ""
+        self.version = package.version.text if package else old.version
+        self.old_version = old.version if old and old.installed else ""
         self.steps: list[tuple] = []
         self.gone_dirs: list[str] = []            # directories the package no longer has
-        self.record: dict | None = None          # the new database record (None: deleted)
+        self.record: PackageRecord | None = None  # the new database record (None: deleted)
         self.entries: dict | None = None         # the new file list
         self.pre_script: str | None = None
         self.post_script: str | None = None
@@ -3810,8 +3881,8 @@ class Planner:
                         raise Refused("%s and %s both contain %s" % (claims[member.path], change.name, member.path))
                     claims[member.path] = change.name
         for change in changes:          # what the new versions drop may make way for a directory
-            if change.old and change.old["state"] == STATE_INSTALLED:
-                kept = {m.path for m in change.package.members} | set(change.old["config"])
+            if change.old and change.old.installed:
+                kept = {m.path for m in change.package.members} | set(change.old.config)
                 for path, entry in self.db.files(change.name).items():
                     if entry.kind != "d" and path not in kept and claims.get(path, change.name) == change.name:
                         self.dropped[path] = change.name
@@ -3841,26 +3912,26 @@ class Planner:
 
     def _install_action(self, package: Package, allow_same: bool) -> Change | None:
         old = self.db.get(package.name)
-        if not old or old["state"] != STATE_INSTALLED:
+        if not old or not old.installed:
             return Change(package.name, "install", package, old)
-        installed = Version.parse(old["version"])
+        installed = Version.parse(old.version)
         if package.version.unversioned or installed.unversioned:
-            return Change(package.name, "reinstall" if package.version.text == old["version"]
+            return Change(package.name, "reinstall" if package.version.text == old.version
                           else "upgrade", package, old)
         if package.version == installed:
             if not allow_same:
-                self.plan.say("%s %s is already installed" % (package.name, old["version"]))
+                self.plan.say("%s %s is already installed" % (package.name, old.version))
                 return None
             return Change(package.name, "reinstall", package, old)
         if package.version < installed:
             if not allow_same:
                 raise Refused("%s %s is installed; %s would be a downgrade (use --allow-same-version)"
-                              % (package.name, old["version"], package.version))
+                              % (package.name, old.version, package.version))
             return Change(package.name, "downgrade", package, old)
         return Change(package.name, "upgrade", package, old)
 
     def _check_relations(self, changes: list, no_deps: bool) -> None:
-        final = {n: (r["version"], r["manifest"]) for n, r in self.db.installed().items()}
+        final = {n: (r.version, r.manifest) for n, r in self.db.installed().items()}
         for change in changes:
             final[change.name] = (change.version, change.package.manifest)
         problems = []
@@ -3868,9 +3939,9 @@ class Planner:
             for change in changes:
                 problems += unmet_dependencies(change.name, change.package.manifest, final, self.plan)
             new_names = {c.name for c in changes}
-            provided_before = {p for c in changes if c.old and c.old["state"] == STATE_INSTALLED
-                               for p in c.old["manifest"].get("provides", ())}
-            before = {n: (r["version"], r["manifest"]) for n, r in self.db.installed().items()}
+            provided_before = {p for c in changes if c.old and c.old.installed
+                               for p in c.old.manifest.get("provides", ())}
+            before = {n: (r.version, r.manifest) for n, r in self.db.installed().items()}
             for name, (version, manifest) in final.items():
                 if name not in new_names:
                     needs = manifest_dependencies(manifest)
@@ -3932,7 +4003,7 @@ class Planner:
         the package's new file list in ``change.entries``."""
         package, name, plan = change.package, change.name, self.plan
         old_entries = self.db.files(name) if change.old else {}
-        old_config = set(change.old["config"]) if change.old else set()
+        old_config = set(change.old.config) if change.old else set()
         is_config = config_matcher(package.manifest)
         entries = {}
         for member in package.members:
@@ -4100,17 +4171,19 @@ class Planner:
                 if not path.startswith(DB_DIR + "/"):       # pm's own directories are not news
                     change.steps.append(("rmdir", path))
 
-    def _new_record(self, change: Change, reasons: dict) -> dict:
+    def _new_record(self, change: Change, reasons: dict) -> PackageRecord:
+        """The database record of the package the change installs (its file list's name
+        is filled in by new_packages)."""
         manifest = change.package.manifest
         is_config = config_matcher(manifest)
         reason = reasons.get(change.name)
         if reason is None:
-            reason = change.old["reason"] if change.old else REASON_EXPLICIT
+            reason = change.old.reason if change.old else REASON_EXPLICIT
         import time
-        return {"version": change.version, "manifest": manifest, "state": STATE_INSTALLED,
-                "reason": reason, "time": int(time.time()), "files": "",
-                "config": sorted(p for p, e in change.entries.items() if e.kind == "f" and is_config(p)),
-                "size": sum(e.size for e in change.entries.values())}
+        return PackageRecord.new(
+            change.version, manifest, reason, time=int(time.time()),
+            config=sorted(p for p, e in change.entries.items() if e.kind == "f" and is_config(p)),
+            size=sum(e.size for e in change.entries.values()))
 
     def _plan_scripts(self, change: Change) -> None:
         scripts = change.package.scripts
@@ -4121,7 +4194,7 @@ class Planner:
         for script, content in sorted(known.items()):
             exists = self.tree.lstat(script_dir + "/" + script) is not None
             self.plan.put_bytes(script_dir + "/" + script, content, 0o755, exists)
-        if change.old and change.old["state"] == STATE_INSTALLED:
+        if change.old and change.old.installed:
             for script in self._kept_scripts(change.name):
                 if script not in known:
                     self.plan.remove(script_dir + "/" + script)
@@ -4150,15 +4223,15 @@ class Planner:
             record = self.db.get(name)
             if record is None:
                 self.plan.say("%s is not installed" % name)
-            elif record["state"] != STATE_INSTALLED and not purge:
+            elif not record.installed and not purge:
                 self.plan.say("%s is already removed (its config files remain; --purge removes them)" % name)
             elif name not in targets:
                 targets.append(name)
         if not targets:
             return []
         targets = self._with_dependents(targets, options.recursive)
-        essential = [n for n in targets if self.db.get(n)["state"] == STATE_INSTALLED
-                     and self.db.get(n)["manifest"].get("essential") is True]
+        essential = [n for n in targets if self.db.get(n).installed
+                     and self.db.get(n).manifest.get("essential") is True]
         if essential and not options.force_essential:
             raise Refused("%s %s essential: the root would be left without %s (use --force-essential)"
                           % (", ".join(essential), "is" if len(essential) == 1 else "are",
@@ -4168,8 +4241,8 @@ class Planner:
         for change in changes:
             self._plan_removal(change, purge)
         self._plan_dir_removals(changes)
-        installed = [c for c in changes if c.old["state"] == STATE_INSTALLED]
-        ordered = order_by_dependencies(installed, manifests={c.name: c.old["manifest"] for c in installed})
+        installed = [c for c in changes if c.old.installed]
+        ordered = order_by_dependencies(installed, manifests={c.name: c.old.manifest for c in installed})
         ordered.reverse()
         return ordered + [c for c in changes if c not in installed]
 
@@ -4177,13 +4250,13 @@ class Planner:
         """``targets`` and, with ``recursive``, the installed packages whose dependencies
         (by name or met through ``provides``) only the targets meet; refused otherwise."""
         installed = self.db.installed()
-        before = {n: (r["version"], r["manifest"]) for n, r in installed.items()}
+        before = {n: (r.version, r.manifest) for n, r in installed.items()}
         removing = set(targets)
         while True:
             final = {n: vm for n, vm in before.items() if n not in removing}
             providers: dict = {}                # a name -> the packages removed that provide it
             for name in sorted(removing & set(installed)):
-                for provided in installed[name]["manifest"].get("provides", ()):
+                for provided in installed[name].manifest.get("provides", ()):
                     providers.setdefault(provided, []).append(name)
             needing = []
             for name, (version, manifest) in sorted(final.items()):
@@ -4207,7 +4280,7 @@ class Planner:
         stay, recorded as ``config-remaining``."""
         record = change.old
         entries = self.db.files(change.name)
-        config = set(record["config"])
+        config = set(record.config)
         remaining = {}
         for path in sorted(entries, reverse=True):
             entry = entries[path]
@@ -4224,7 +4297,7 @@ class Planner:
             for ancestor in _ancestors(path):
                 remaining[ancestor] = entries.get(ancestor) or FileEntry("d", 0o755)
         change.gone_dirs = [p for p, e in entries.items() if e.kind == "d" and p not in remaining]
-        if record["state"] == STATE_INSTALLED:
+        if record.installed:
             script_dir = SCRIPTS_DIR + "/" + change.name
             kept = self._kept_scripts(change.name)
             for script in kept:
@@ -4239,8 +4312,8 @@ class Planner:
                 change.post_content = self.tree.read(script_dir + "/api-post-uninstall")
         if any(e.kind != "d" for e in remaining.values()):
             change.entries = remaining
-            change.record = dict(record, state=STATE_CONFIG_REMAINING,
-                                 config=sorted(p for p in remaining if p in config))
+            change.record = record.but(state=STATE_CONFIG_REMAINING,
+                                       config=sorted(p for p in remaining if p in config))
         else:
             change.record = None
 
@@ -4263,12 +4336,12 @@ class Planner:
         changed = {c.name for c in changes}
         plan.changes = changes
         plan.relabel = {name: reason for name, reason in relabel.items() if name not in changed
-                        and db.get(name) is not None and db.get(name)["state"] == STATE_INSTALLED
-                        and db.get(name)["reason"] != reason}
+                        and db.get(name) is not None and db.get(name).installed
+                        and db.get(name).reason != reason}
         plan.packages = self.new_packages(changes) if changes else dict(db.packages)
         plan.finalize()
         for name, reason in plan.relabel.items():
-            plan.packages[name] = dict(plan.packages[name], reason=reason)
+            plan.packages[name] = db.get(name).but(reason=reason)
         return plan
 
     # -- the new database -------------------------------------------------------------
@@ -4284,14 +4357,12 @@ class Planner:
             else:
                 packages[change.name] = change.record
             if change.old:
-                self.plan.obsolete_lists.append(change.old["files"])
+                self.plan.obsolete_lists.append(change.old.files)
         for owner, paths in self.stolen.items():
             if owner in packages and owner not in {c.name for c in changes}:
                 entries = {p: e for p, e in self.db.files(owner).items() if p not in paths}
-                record = dict(packages[owner])
-                record["files"] = self.plan.add_file_list(owner, entries)
-                self.plan.obsolete_lists.append(packages[owner]["files"])
-                packages[owner] = record
+                self.plan.obsolete_lists.append(self.db.get(owner).files)
+                packages[owner] = self.db.get(owner).but(files=self.plan.add_file_list(owner, entries))
         for change in changes:
             if change.record is not None:
                 change.record["files"] = self.plan.add_file_list(change.name, change.entries)
@@ -4332,9 +4403,9 @@ def summary_row(action: str, name: str, version: str, old_version: str | None, d
 
 def change_row(change, download: int) -> dict:
     """The summary row of a planned Change."""
-    old = change.old if change.old and change.old["state"] == STATE_INSTALLED else None
+    old = change.old if change.old and change.old.installed else None
     new_size = installed_bytes(change.package) if change.package else 0
-    old_size = old.get("size", 0) if old else (change.old.get("size", 0) if change.old and not change.package
+    old_size = old.size if old else (change.old.size if change.old and not change.package
                                                  else 0)
     return summary_row(change.action, change.name, change.version, change.old_version, download,
                         new_size, old_size)
@@ -5104,13 +5175,13 @@ def unneeded_packages(installed: dict) -> list:
     essential package counts as explicit).  ``installed`` maps names to database records."""
     providers: dict = {}
     for name, record in installed.items():
-        for provided in record["manifest"].get("provides", ()):
+        for provided in record.manifest.get("provides", ()):
             providers.setdefault(provided, []).append(name)
-    needed = {name for name, record in installed.items() if record["reason"] != REASON_DEPENDENCY
-              or record["manifest"].get("essential") is True}      # an essential package stays
+    needed = {name for name, record in installed.items() if record.reason != REASON_DEPENDENCY
+              or record.manifest.get("essential") is True}      # an essential package stays
     stack = list(needed)
     while stack:
-        for dependency in installed[stack.pop()]["manifest"].get("dependencies", {}):
+        for dependency in installed[stack.pop()].manifest.get("dependencies", {}):
             for name in [dependency] if dependency in installed else providers.get(dependency, ()):
                 if name not in needed:
                     needed.add(name)
@@ -5982,7 +6053,7 @@ def build_pool(root: Root, db: Database, out: Output, sources: list, packages=()
     (an unmounted medium, a server down); a malformed index is InvalidInput."""
     pool = Pool(None if any_architecture else root_architecture(root))
     for name, record in sorted(db.installed().items()):
-        pool.add(Candidate(record["manifest"], installed=True))
+        pool.add(Candidate(record.manifest, installed=True))
     for package in packages:
         pool.add(Candidate(package.manifest, package=package))
     trust = Trust(root) if sources else None
@@ -7478,14 +7549,14 @@ class OpmSync:
         root = Root(root_path)
         try:
             record = Database(root).load().get(package)
-            if record is None or record["state"] != STATE_INSTALLED:
+            if record is None or not record.installed:
                 raise Refused("%s is not installed under %s" % (package, root_path))
             content = root.read(SCRIPTS_DIR + "/" + package + "/" + script)
         finally:
             root.close()
         if content is None:
             return False
-        error = run_script(root_path, content, script, package, record["version"], "", stage, self.out)
+        error = run_script(root_path, content, script, package, record.version, "", stage, self.out)
         if error:
             raise Refused(error)
         return True
@@ -8321,7 +8392,7 @@ def _candidate_rows(root: Root, db: Database, pool: Pool, chosen: dict, allow_sa
             new_size, download = installed_bytes(candidate.package), 0
         else:
             new_size, download = candidate.entry.get("installed_size"), _download_size(root, candidate)
-        old_size = db.get(name).get("size", 0) if old is not None else None
+        old_size = db.get(name).size if old is not None else None
         rows.append(summary_row(action, name, candidate.version.text, old.version.text if old else None,
                                 download, new_size, old_size))
     return rows
@@ -8706,7 +8777,7 @@ def apply_prereq(session: Session, directory: str, block: PrereqBlock, smart: bo
     requirements = [prereq_requirement(directory, e) for e in names]
     installed = Database(root).load().installed()
     missing = [r for r in requirements if r.name not in installed
-               or not r.constraint.allows(Version.parse(installed[r.name]["version"]), pre=True)]
+               or not r.constraint.allows(Version.parse(installed[r.name].version), pre=True)]
     if missing and not smart:
         raise Refused("%s names %s, which --dumb cannot install (it installs only package files; "
                       "use --smart)" % (where, ", ".join("%s%s" % (r.name, "" if r.constraint.is_any else
@@ -9099,11 +9170,11 @@ def _installed_info(session: Session, db: Database, name: str) -> dict:
         scripts = sorted(session.root.listdir(SCRIPTS_DIR + "/" + name))
     except (FileNotFoundError, NotADirectoryError):
         scripts = []
-    return {"package": name, "version": record["version"], "manifest": record["manifest"],
-            "state": record["state"], "reason": record["reason"], "time": int(record["time"]),
+    return {"package": name, "version": record.version, "manifest": record.manifest,
+            "state": record.state, "reason": record.reason, "time": int(record.time),
             "file": None, "source": None, "download_size": None, "sha256": None,
-            "installed_size": record.get("size", 0), "files": len(db.files(name)),
-            "config_files": list(record["config"]), "scripts": scripts}
+            "installed_size": record.size, "files": len(db.files(name)),
+            "config_files": list(record.config), "scripts": scripts}
 
 
 def _offered(session: Session, db: Database, name: str):
@@ -9265,8 +9336,7 @@ def cmd_owner(session: Session, args) -> int:
 
 def verify_package(root: Root, db: Database, name: str) -> tuple:
     """``(damage, modified_config)``: lists of ``(path, problem)`` for one package."""
-    record = db.get(name)
-    config = set(record["config"])
+    config = set(db.get(name).config)
     damage, modified = [], []
     for path, entry in sorted(db.files(name).items()):
         try:
@@ -9348,12 +9418,12 @@ def cmd_audit(session: Session, args) -> int:
     installed = session.read_db().installed()
     affected = []
     for name, record in sorted(installed.items()):
-        found = vulnerabilities.affecting(name, record["version"])
-        if found and Version.parse(record["version"]).unversioned:
+        found = vulnerabilities.affecting(name, record.version)
+        if found and Version.parse(record.version).unversioned:
             out.warn("%s is unversioned (oppm); assuming every listed vulnerability affects it" % name)
         for vulnerability in found:
-            out.result(vulnerability.describe(record["version"]))
-            affected.append(dict(vulnerability.as_json(), version=record["version"]))
+            out.result(vulnerability.describe(record.version))
+            affected.append(dict(vulnerability.as_json(), version=record.version))
     entries = sum(len(v) for v in vulnerabilities.entries.values())
     out.say("%s checked against %s of %s: %d affected"
             % (counted(len(installed), "installed package"), counted(entries, "entry", "entries"),
@@ -9417,11 +9487,11 @@ def _prereq_status(session: Session, work: list, system: dict) -> int:
                 state = "command"
             elif entry.kind == PrereqEntry.REMOVE:
                 state = "present" if entry.text in installed else "absent"
-                version = installed[entry.text]["version"] if entry.text in installed else None
+                version = installed[entry.text].version if entry.text in installed else None
             else:
                 name, wanted = prereq_package_name(directory, entry)
                 record = installed.get(name)
-                version = record["version"] if record else None
+                version = record.version if record else None
                 if record is None:
                     state = "missing"
                 elif wanted is not None:
