@@ -6496,6 +6496,107 @@ def _check_free_space(fd: int, url: str, needed: int) -> None:
                       "free); free some space and run the command again" % (url, needed, free, CACHE_RESERVE_BYTES))
 
 
+def upgradable_packages(root: Root, db: Database, sources: list) -> list:
+    """``[{package, installed, available}]``: the installed packages of which ``sources``
+    offer a newer release (prereleases left out), by name."""
+    pool = build_pool(root, db, Output(verbosity=-1), sources)
+    rows = []
+    for name, installed in sorted(pool.installed.items()):
+        newest = next((c for c in pool.candidates(name) if not c.version.prerelease), None)
+        if newest is not None and newest.version > installed.version:
+            rows.append({"package": name, "installed": installed.version.text, "available": newest.version.text})
+    return rows
+
+
+def search_packages(pool: Pool, words: list) -> list:
+    """``[{package, version, description, installed, source}]``: the newest offered
+    release (a prerelease only when nothing else is offered) of each package whose name,
+    title or description holds every word (case-insensitive); hidden packages left out."""
+    words = [w.lower() for w in words]
+    rows = []
+    for name in pool.names():
+        offered = [c for c in pool.candidates(name) if not c.installed and not c.hidden]
+        if not offered:
+            continue
+        newest = next((c for c in offered if not c.version.prerelease), offered[0])
+        manifest = newest.manifest
+        haystack = " ".join([name, str(manifest.get("name", "")), str(manifest.get("description", ""))]).lower()
+        if not all(word in haystack for word in words):
+            continue
+        installed = pool.installed.get(name)
+        rows.append({"package": name, "version": newest.version.text, "description": manifest.get("description", ""),
+                     "installed": installed.version.text if installed else None, "source": newest.source.url})
+    return rows
+
+
+def clean_cache(root: Root, dry_run: bool, out: Output) -> tuple:
+    """Empty the download cache (var/cache/pm/packages), as apt-get clean does; the
+    indexes stay.  Returns ``(files removed, bytes freed)``; a dry run removes nothing and
+    counts what it would.  Each file is named with -v."""
+    removed, freed = 0, 0
+    try:
+        slugs = sorted(root.listdir(PACKAGE_CACHE_DIR))
+    except (FileNotFoundError, NotADirectoryError):
+        slugs = []
+    for slug in slugs:
+        directory = PACKAGE_CACHE_DIR + "/" + slug
+        info = root.lstat(directory)
+        if info is None:
+            continue
+        if not stat.S_ISDIR(info.st_mode):          # nothing but directories belongs here
+            names, directory = [slug], PACKAGE_CACHE_DIR
+        else:
+            names = sorted(root.listdir(directory))
+        for name in names:
+            path = directory + "/" + name
+            info = root.lstat(path)
+            if info is None or stat.S_ISDIR(info.st_mode):
+                continue
+            out.detail("%s %s" % ("would remove" if dry_run else "remove", root.host_path(path)))
+            if dry_run or root.unlink(path):
+                removed += 1
+                freed += info.st_size
+        if directory != PACKAGE_CACHE_DIR and not dry_run:
+            root.rmdir(directory)
+    return removed, freed
+
+
+def trust_key(root: Root, key: SignifyKey, data: bytes, filename: str, sync: bool) -> bool:
+    """Trust ``key`` (read from ``filename``, whose bytes are ``data``): written to
+    etc/pm/keys under its file's name (or KEYNUM.pub); False when it is trusted already.
+    Refused when another key of its number is trusted, or the name is taken.  ``key.file``
+    is set to where it is kept."""
+    already = [k for k in trusted_keys(root) if k.number == key.number]
+    if already and already[0].public != key.public:
+        raise Refused("another key with the number %s is already trusted (%s); pm key remove %s first"
+                      % (key.number, already[0].file, key.number))
+    if already:
+        key.file = already[0].file
+        return False
+    name = os.path.basename(filename)
+    if not name.endswith(".pub") or not _matches(FILENAME_PATTERN, name) or root.lstat(KEYS_DIR + "/" + name):
+        name = key.number + ".pub"
+    if root.lstat(KEYS_DIR + "/" + name):
+        raise Refused("%s already exists and is not this key" % root.host_path(KEYS_DIR + "/" + name))
+    atomic_write(root.dir_fd(KEYS_DIR, 0o755), name, data, sync, kind="key")
+    key.file = root.host_path(KEYS_DIR + "/" + name)
+    return True
+
+
+def distrust_key(root: Root, keynum: str, sync: bool) -> list:
+    """Remove the trusted keys numbered ``keynum`` (16 hex digits) from etc/pm/keys and
+    return them; Refused when none is."""
+    removed = [k for k in trusted_keys(root) if k.number == keynum.lower()]
+    if not removed:
+        raise Refused("key %s is not trusted (pm key list shows the trusted keys)" % keynum.lower())
+    dir_fd = root.dir_fd(KEYS_DIR)
+    for key in removed:
+        os.unlink(os.path.basename(key.file), dir_fd=dir_fd)
+    if sync:
+        fsync_dir(dir_fd)
+    return removed
+
+
 # =============================================================================
 # 13. OPM and the ODA
 # =============================================================================
@@ -7726,6 +7827,43 @@ def check_install_vulnerabilities(root: Root, out: Output, installs: list) -> No
         out.warn(message)
 
 
+def verify_package(root: Root, db: Database, name: str) -> tuple:
+    """``(damage, modified_config)`` of one installed package (``pm verify``): lists of
+    ``(path, problem)`` for each owned path whose kind, mode, link target or content no
+    longer matches the database, and each config file changed since it was installed."""
+    config = set(db.get(name).config)
+    damage, modified = [], []
+    for path, entry in sorted(db.files(name).items()):
+        try:
+            st = root.lstat(path)
+        except UnsafePath as e:
+            damage.append((path, e.message))
+            continue
+        if st is None:
+            damage.append((path, "missing"))
+            continue
+        kind = "d" if stat.S_ISDIR(st.st_mode) else "l" if stat.S_ISLNK(st.st_mode) else \
+            "f" if stat.S_ISREG(st.st_mode) else "?"
+        if kind != entry.kind:
+            damage.append((path, "is no longer a %s" % {"f": "file", "d": "directory", "l": "symlink"}[entry.kind]))
+        elif kind == "d":
+            if entry.explicit and not dir_mode_matches(st.st_mode, entry.mode):
+                damage.append((path, "mode changed from %04o to %04o" % (entry.mode, stat.S_IMODE(st.st_mode))))
+        elif kind == "l":
+            if root.readlink(path) != entry.link:
+                damage.append((path, "symlink target changed"))
+        elif kind == "f":
+            if path in config:
+                if st.st_size != entry.size or root.digest(path) != entry.digest:
+                    modified.append((path, "modified config file"))
+                continue
+            if stat.S_IMODE(st.st_mode) != entry.mode:
+                damage.append((path, "mode changed from %04o to %04o" % (entry.mode, stat.S_IMODE(st.st_mode))))
+            if st.st_size != entry.size or root.digest(path) != entry.digest:
+                damage.append((path, "content changed"))
+    return damage, modified
+
+
 class Finding:
     """One line of ``pm doctor``: which ``check``, its ``status`` (ok, note, or problem:
     something needs action) and a sentence for people."""
@@ -8817,6 +8955,39 @@ def undo_prereq(session: Session, directory: str, block: PrereqBlock, report: di
             session.out.say("%s/%s line %d: %s is not undone" % (directory, PREREQ_CONFIG, entry.line, entry))
 
 
+def prereq_status(work: list, installed: dict) -> list:
+    """For each ``(directory, block)`` of ``work``, which lines of its matching block
+    are in effect against ``installed`` ({name: PackageRecord}): ``installed``, ``older``
+    or ``missing`` (installs), ``present`` or ``absent`` (removals), ``command`` (not
+    trackable).  Returns one report per directory: path, block header (None: no block
+    matches) and entries (line, kind, text, state, version)."""
+    reports = []
+    for directory, block in work:
+        report = {"path": directory, "block": block.header if block else None, "entries": []}
+        reports.append(report)
+        for entry in block.entries if block else ():
+            version = None
+            if entry.kind == PrereqEntry.COMMAND:
+                state = "command"
+            elif entry.kind == PrereqEntry.REMOVE:
+                state = "present" if entry.text in installed else "absent"
+                version = installed[entry.text].version if entry.text in installed else None
+            else:
+                name, wanted = prereq_package_name(directory, entry)
+                record = installed.get(name)
+                version = record.version if record else None
+                if record is None:
+                    state = "missing"
+                elif wanted is not None:
+                    state = "installed" if Version.parse(version) >= wanted else "older"
+                else:
+                    constraint = prereq_requirement(directory, entry).constraint
+                    state = "installed" if constraint.allows(Version.parse(version), pre=True) else "older"
+            report["entries"].append({"line": entry.line, "kind": entry.kind, "text": str(entry),
+                                      "state": state, "version": version})
+    return reports
+
+
 # -- OPM's installs (section 13's actions) ------------------------------------------
 
 class NestedOutput(Output):
@@ -8979,14 +9150,8 @@ def cmd_update(session: Session, args) -> int:
                                if report["signed_by"] else ""))
     upgradable = []
     if not args.dry_run:
-        db = Database(session.root).load()
         readable = [s for s, r in zip(sources, reports) if not r["error"]]   # the others said why
-        pool = build_pool(session.root, db, Output(verbosity=-1), readable)
-        for name, installed in sorted(pool.installed.items()):
-            newest = next((c for c in pool.candidates(name) if not c.version.prerelease), None)
-            if newest is not None and newest.version > installed.version:
-                upgradable.append({"package": name, "installed": installed.version.text,
-                                   "available": newest.version.text})
+        upgradable = upgradable_packages(session.root, Database(session.root).load(), readable)
         if upgradable:
             session.out.say("%d package%s can be upgraded (pm upgrade)" % (
                 len(upgradable), "" if len(upgradable) == 1 else "s"))
@@ -9005,25 +9170,13 @@ def cmd_key_add(session: Session, args) -> int:
     except OSError as e:
         raise PmError("cannot read %s: %s" % (args.file, e.strerror or e)) from None
     key = SignifyKey.parse(data, args.file)
-    session.lock.acquire(args.wait, "key add")
-    root = session.root
-    already = [k for k in trusted_keys(root) if k.number == key.number]
-    if already and already[0].public != key.public:
-        raise Refused("another key with the number %s is already trusted (%s); pm key remove %s first"
-                      % (key.number, already[0].file, key.number))
-    if already:
-        key.file = already[0].file
-        session.out.say("key %s (%s) is already trusted" % (key.number, key.comment))
-    else:
-        name = os.path.basename(args.file)
-        if not name.endswith(".pub") or not _matches(FILENAME_PATTERN, name) or root.lstat(KEYS_DIR + "/" + name):
-            name = key.number + ".pub"
-        if root.lstat(KEYS_DIR + "/" + name):
-            raise Refused("%s already exists and is not this key" % root.host_path(KEYS_DIR + "/" + name))
-        atomic_write(root.dir_fd(KEYS_DIR, 0o755), name, data, session.sync, kind="key")
-        key.file = root.host_path(KEYS_DIR + "/" + name)
+    session.lock.acquire(session.wait, "key add")
+    added = trust_key(session.root, key, data, args.file, session.sync)
+    if added:
         session.out.result("trusted key %s (%s): %s" % (key.number, key.comment, key.file))
-    return print_report(session, {"key": key.as_json(), "added": not already}, EXIT_OK)
+    else:
+        session.out.say("key %s (%s) is already trusted" % (key.number, key.comment))
+    return print_report(session, {"key": key.as_json(), "added": added}, EXIT_OK)
 
 
 def cmd_key_list(session: Session, args) -> int:
@@ -9038,17 +9191,10 @@ def cmd_key_list(session: Session, args) -> int:
 def cmd_key_remove(session: Session, args) -> int:
     if not _matches(KEYNUM_PATTERN, args.keynum):
         raise UsageError("%r is not a key number (16 hex digits, as pm key list shows)" % args.keynum)
-    session.lock.acquire(args.wait, "key remove")
-    root = session.root
-    removed = [k for k in trusted_keys(root) if k.number == args.keynum.lower()]
-    if not removed:
-        raise Refused("key %s is not trusted (pm key list shows the trusted keys)" % args.keynum.lower())
-    dir_fd = root.dir_fd(KEYS_DIR)
+    session.lock.acquire(session.wait, "key remove")
+    removed = distrust_key(session.root, args.keynum, session.sync)
     for key in removed:
-        os.unlink(os.path.basename(key.file), dir_fd=dir_fd)
         session.out.result("removed key %s (%s): %s" % (key.number, key.comment, key.file))
-    if session.sync:
-        fsync_dir(dir_fd)
     return print_report(session, {"removed": [k.as_json() for k in removed]}, EXIT_OK)
 
 
@@ -9057,26 +9203,13 @@ def cmd_search(session: Session, args) -> int:
     sources = read_sources(session.root, session.extra_sources)
     if not sources:
         session.out.say("no sources are configured in %s" % sources_files(session.root))
-    pool = build_pool(session.root, db, session.out, sources)
-    words = [w.lower() for w in args.text]
-    rows = []
-    for name in pool.names():
-        offered = [c for c in pool.candidates(name) if not c.installed and not c.hidden]
-        if not offered:
-            continue
-        newest = next((c for c in offered if not c.version.prerelease), offered[0])
-        manifest = newest.manifest
-        haystack = " ".join([name, str(manifest.get("name", "")), str(manifest.get("description", ""))]).lower()
-        if not all(word in haystack for word in words):
-            continue
-        installed = pool.installed.get(name)
-        rows.append({"package": name, "version": newest.version.text, "description": manifest.get("description", ""),
-                     "installed": installed.version.text if installed else None, "source": newest.source.url})
-        line = "%s %s (%s)" % (name, newest.version, newest.source.url)
-        if installed:
-            line += " [installed %s]" % installed.version
-        if manifest.get("description"):
-            line += " - " + manifest["description"]
+    rows = search_packages(build_pool(session.root, db, session.out, sources), args.text)
+    for row in rows:
+        line = "%s %s (%s)" % (row["package"], row["version"], row["source"])
+        if row["installed"]:
+            line += " [installed %s]" % row["installed"]
+        if row["description"]:
+            line += " - " + row["description"]
         session.out.result(line)
     if not rows:
         session.out.say("no package matches %s" % " ".join(args.text) if args.text else "no package is offered")
@@ -9084,36 +9217,10 @@ def cmd_search(session: Session, args) -> int:
 
 
 def cmd_clean(session: Session, args) -> int:
-    """Empty the download cache (var/cache/pm/packages), as apt-get clean and pacman -Scc
-    do; the indexes stay, so that install and search still work offline."""
+    """Empty the download cache, as apt-get clean and pacman -Scc do."""
     if not args.dry_run:
-        session.lock.acquire(args.wait, "clean")
-    removed, freed = 0, 0
-    root = session.root
-    try:
-        slugs = sorted(root.listdir(PACKAGE_CACHE_DIR))
-    except (FileNotFoundError, NotADirectoryError):
-        slugs = []
-    for slug in slugs:
-        directory = PACKAGE_CACHE_DIR + "/" + slug
-        info = root.lstat(directory)
-        if info is None:
-            continue
-        if not stat.S_ISDIR(info.st_mode):          # nothing but directories belongs here
-            names, directory = [slug], PACKAGE_CACHE_DIR
-        else:
-            names = sorted(root.listdir(directory))
-        for name in names:
-            path = directory + "/" + name
-            info = root.lstat(path)
-            if info is None or stat.S_ISDIR(info.st_mode):
-                continue
-            session.out.detail("%s %s" % ("would remove" if args.dry_run else "remove", root.host_path(path)))
-            if args.dry_run or root.unlink(path):
-                removed += 1
-                freed += info.st_size
-        if directory != PACKAGE_CACHE_DIR and not args.dry_run:
-            root.rmdir(directory)
+        session.lock.acquire(session.wait, "clean")
+    removed, freed = clean_cache(session.root, args.dry_run, session.out)
     if removed:
         session.out.result("%s %s, %s" % ("would remove" if args.dry_run else "removed",
                                           counted(removed, "cached package file"), human_size(freed)))
@@ -9334,41 +9441,6 @@ def cmd_owner(session: Session, args) -> int:
     return print_report(session, {"path": path, "owners": owners}, EXIT_OK)
 
 
-def verify_package(root: Root, db: Database, name: str) -> tuple:
-    """``(damage, modified_config)``: lists of ``(path, problem)`` for one package."""
-    config = set(db.get(name).config)
-    damage, modified = [], []
-    for path, entry in sorted(db.files(name).items()):
-        try:
-            st = root.lstat(path)
-        except UnsafePath as e:
-            damage.append((path, e.message))
-            continue
-        if st is None:
-            damage.append((path, "missing"))
-            continue
-        kind = "d" if stat.S_ISDIR(st.st_mode) else "l" if stat.S_ISLNK(st.st_mode) else \
-            "f" if stat.S_ISREG(st.st_mode) else "?"
-        if kind != entry.kind:
-            damage.append((path, "is no longer a %s" % {"f": "file", "d": "directory", "l": "symlink"}[entry.kind]))
-        elif kind == "d":
-            if entry.explicit and not dir_mode_matches(st.st_mode, entry.mode):
-                damage.append((path, "mode changed from %04o to %04o" % (entry.mode, stat.S_IMODE(st.st_mode))))
-        elif kind == "l":
-            if root.readlink(path) != entry.link:
-                damage.append((path, "symlink target changed"))
-        elif kind == "f":
-            if path in config:
-                if st.st_size != entry.size or root.digest(path) != entry.digest:
-                    modified.append((path, "modified config file"))
-                continue
-            if stat.S_IMODE(st.st_mode) != entry.mode:
-                damage.append((path, "mode changed from %04o to %04o" % (entry.mode, stat.S_IMODE(st.st_mode))))
-            if st.st_size != entry.size or root.digest(path) != entry.digest:
-                damage.append((path, "content changed"))
-    return damage, modified
-
-
 def cmd_verify(session: Session, args) -> int:
     db = session.read_db()
     names = args.names or sorted(db.installed())
@@ -9394,7 +9466,7 @@ def cmd_verify(session: Session, args) -> int:
 
 
 def cmd_recover(session: Session, args) -> int:
-    session.lock.acquire(args.wait, "recover")
+    session.lock.acquire(session.wait, "recover")
     done = recover(session.root, session.out)
     db = Database(session.root).load()
     had_leftovers = bool(read_leftovers(session.root))
@@ -9469,40 +9541,19 @@ def cmd_prereq(session: Session, args) -> int:
 
 
 def _prereq_status(session: Session, work: list, system: dict) -> int:
-    """Which lines of each matching block are in effect: installed, absent (removals),
-    or not trackable (commands).  Exit 1 when something is not done."""
-    installed = session.read_db().installed()
-    reports, done = [], True
-    for directory, block in work:
-        report = {"path": directory, "block": block.header if block else None, "entries": []}
-        reports.append(report)
-        if block is None:
+    """``pm prereq --status``: each matching block's lines and their state.  Exit 1 when
+    something is not done."""
+    reports = prereq_status(work, session.read_db().installed())
+    for report in reports:
+        if report["block"] is None:
             session.out.result("%s: no block matches %s:%s:%s" % (
-                directory, system["distro"], system["version"], system["arch"]))
+                report["path"], system["distro"], system["version"], system["arch"]))
             continue
-        session.out.result("%s %s" % (directory, block.header))
-        for entry in block.entries:
-            version = None
-            if entry.kind == PrereqEntry.COMMAND:
-                state = "command"
-            elif entry.kind == PrereqEntry.REMOVE:
-                state = "present" if entry.text in installed else "absent"
-                version = installed[entry.text].version if entry.text in installed else None
-            else:
-                name, wanted = prereq_package_name(directory, entry)
-                record = installed.get(name)
-                version = record.version if record else None
-                if record is None:
-                    state = "missing"
-                elif wanted is not None:
-                    state = "installed" if Version.parse(version) >= wanted else "older"
-                else:
-                    constraint = prereq_requirement(directory, entry).constraint
-                    state = "installed" if constraint.allows(Version.parse(version), pre=True) else "older"
-            done = done and state in ("installed", "absent", "command")
-            report["entries"].append({"line": entry.line, "kind": entry.kind, "text": str(entry),
-                                      "state": state, "version": version})
-            session.out.result("  %-9s %s%s" % (state, entry, " (%s)" % version if version else ""))
+        session.out.result("%s %s" % (report["path"], report["block"]))
+        for entry in report["entries"]:
+            session.out.result("  %-9s %s%s" % (entry["state"], entry["text"],
+                                                " (%s)" % entry["version"] if entry["version"] else ""))
+    done = all(e["state"] in ("installed", "absent", "command") for r in reports for e in r["entries"])
     return print_report(session, {"system": system, "prerequisites": reports, "done": done},
                         EXIT_OK if done else EXIT_FAILED)
 
