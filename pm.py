@@ -2843,7 +2843,7 @@ class Plan:
     executes, in order, exactly as they are here (and as a dry run shows them), with the
     data they need (the members and bytes to write, the database's new file lists).
     The planner (section 10) fills it in; ``finalize()`` gives the operations their last
-    form.  The operations:
+    form.  The operations (Op; here as the journal lists them):
 
     ``["mkdir", path, mode]`` · ``["put", path, staged, backup|None]`` (a staged file
     or symlink renamed over ``path``; ``backup`` keeps the old one until commit) ·
