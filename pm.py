@@ -2827,9 +2827,15 @@ class Op:
             raise ValueError("a malformed %s operation" % row[0])
         return cls(row[0], row[1], **dict(zip(fields, row[2:])))
 
+    _rows: dict = {}        # kind -> attrgetter of its row's fields, made on first use
+
     def as_list(self) -> list:
         """The journal's (and --json's) form: ``[kind, path, *fields]``."""
-        return [self.kind, self.path] + [getattr(self, name) for name in self.LAYOUT[self.kind]]
+        row = self._rows.get(self.kind)
+        if row is None:
+            from operator import attrgetter
+            row = self._rows[self.kind] = attrgetter("kind", "path", *self.LAYOUT[self.kind])
+        return list(row(self))
 
     def __eq__(self, other) -> bool:
         return isinstance(other, Op) and self.as_list() == other.as_list()
