@@ -2139,15 +2139,7 @@ class Root:
         target = self.readlink(path)
         if target.startswith("/"):
             return self.path != "/"
-        depth = len([p for p in parent_of(path).split("/") if p])
-        for part in target.split("/"):
-            if part == "..":
-                depth -= 1
-                if depth < 0:
-                    return True
-            elif part not in ("", "."):
-                depth += 1
-        return False
+        return climbs_above_root(path, target)
 
     def listdir(self, path: str) -> list:
         """The names in the directory ``path``, in no particular order; FileNotFoundError
@@ -2224,6 +2216,20 @@ class Root:
         for fd in self._dirs.values():
             os.close(fd)
         self._dirs = {}
+
+
+def climbs_above_root(path: str, target: str) -> bool:
+    """True when ``target``, the relative target of the symbolic link ``path``, climbs
+    above the root with ``..`` (read as the host reads it)."""
+    depth = len([p for p in parent_of(path).split("/") if p])
+    for part in target.split("/"):
+        if part == "..":
+            depth -= 1
+            if depth < 0:
+                return True
+        elif part not in ("", "."):
+            depth += 1
+    return False
 
 
 def _ancestors(path: str):

@@ -117,17 +117,7 @@ class MemoryTree(pm.TreeView):
         """As pm.Root for a root that is not ``/``: an absolute target, or one climbing
         above the root with ``..``, leaves it."""
         target = self.entries[path][1]
-        if target.startswith("/"):
-            return True
-        depth = len(ancestors(path))
-        for part in target.split("/"):
-            if part == "..":
-                depth -= 1
-                if depth < 0:
-                    return True
-            elif part not in ("", "."):
-                depth += 1
-        return False
+        return target.startswith("/") or pm.climbs_above_root(path, target)
 
 
 # -- packages made in memory ----------------------------------------------------------
@@ -287,7 +277,7 @@ def refused(plan_call, *args, **options) -> str:
 
 def ops(plan) -> list:
     """The plan's operations as the journal holds them: plain lists ``[kind, path, ...]``."""
-    return [op.as_list() if hasattr(op, "as_list") else list(op) for op in plan.journal()["ops"]]
+    return [op.as_list() for op in plan.journal()["ops"]]
 
 
 def paths(plan, kind) -> list:
@@ -812,3 +802,19 @@ def test_computing_a_plan_changes_neither_the_database_nor_the_tree():
         install(db, tree, package("other", "0.5"))
     assert state() == before
     assert db.packages["app"]["files"] == "app.abc"
+
+
+# -- symbolic links where a directory is needed ---------------------------------------
+
+def test_a_symlink_where_a_directory_is_needed_is_a_conflict_naming_its_owner():
+    links = package("links", files={"/opt/data": link("store"), "/opt/store/keep": b"kept"})
+    db, tree = world(links)
+    message = refused(install, db, tree, package("app", files={"/opt/data/file": b"x"}))
+    assert "app needs a directory at /opt/data" in message
+    assert "symbolic link owned by links" in message
+
+
+def test_a_symlink_leaving_the_root_where_a_directory_is_needed_is_refused_as_unsafe():
+    db, tree = world(disk={"/opt/data": link("../../../elsewhere")})
+    with pytest.raises(pm.UnsafePath, match="/opt/data"):
+        install(db, tree, package("app", files={"/opt/data/file": b"x"}))
