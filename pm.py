@@ -8853,7 +8853,7 @@ def upgrade(session: Session, names: list, options: Options, db: Database | None
             db, before = session.write_db("upgrade " + " ".join(names)), db
             choice.again(before, db)
         plan = plan_install(db, session.root, choice.fetched, choice.reasons(), options.replace(
-            allow_same_version=False, no_deps=False, force_overwrite=False))
+            allow_same_version=False, no_deps=False, force_overwrite=False), root_architecture(session.root))
         plan.downloads = choice.downloads
         code, report = apply(session, db, plan, options)
         return code, dict(report, fetched=choice.rows)
