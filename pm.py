@@ -2578,8 +2578,8 @@ class Database:
     def installed(self) -> dict:
         """``{name: PackageRecord}`` of the packages in state installed
         (config-remaining ones left out)."""
-        return {name: self.get(name) for name in [n for n, r in self.packages.items()
-                                                  if r["state"] == STATE_INSTALLED]}
+        names = [name for name, record in self.packages.items() if record["state"] == STATE_INSTALLED]
+        return {name: self.get(name) for name in names}
 
     def files(self, name: str) -> dict:
         """``{path: FileEntry}`` of a package in the database."""
@@ -2842,9 +2842,6 @@ class Op:
             from operator import attrgetter
             row = self._rows[self.kind] = attrgetter("kind", "path", *self.LAYOUT[self.kind])
         return list(row(self))
-
-    def __eq__(self, other) -> bool:
-        return isinstance(other, Op) and self.as_list() == other.as_list()
 
     def __repr__(self) -> str:
         return "Op%r" % (tuple(self.as_list()),)
@@ -3507,8 +3504,7 @@ def _check_journal(journal) -> None:
         op = Op.from_list(row)
         if any(getattr(op, name) is None for name in Op.LAYOUT[op.kind] if (op.kind, name) != ("put", "backup")):
             raise ValueError("a %s operation missing a field" % op.kind)
-        modes = [m for m in (op.mode, op.old_mode) if m is not None] if op.kind in ("newdir", "chmod") else []
-        if not all(isinstance(m, int) and 0 <= m <= 0o7777 for m in modes):
+        if not all(isinstance(m, int) and 0 <= m <= 0o7777 for m in (op.mode, op.old_mode) if m is not None):
             raise ValueError("a %s operation with a bad mode" % op.kind)
         reserved = [n for n in (op.staged, op.backup) if n is not None]
         paths = [op.path] + reserved
@@ -3732,13 +3728,6 @@ class Options:
             raise TypeError("Options has no field %s" % ", ".join(unknown))
         for name, default in self.FIELDS.items():
             setattr(self, name, given.get(name, default))
-
-    def replace(self, **changes) -> "Options":
-        """A copy with ``changes``."""
-        return Options(**dict({name: getattr(self, name) for name in self.FIELDS}, **changes))
-
-    def __eq__(self, other) -> bool:
-        return isinstance(other, Options) and all(getattr(self, n) == getattr(other, n) for n in self.FIELDS)
 
     def __repr__(self) -> str:
         return "Options(%s)" % ", ".join("%s=%r" % (n, getattr(self, n)) for n in self.FIELDS
@@ -4353,7 +4342,7 @@ class Planner:
         plan.packages = self.new_packages(changes) if changes else dict(db.packages)
         plan.finalize()
         for name, reason in plan.relabel.items():
-            plan.packages[name] = db.get(name).but(reason=reason)
+            plan.packages[name] = PackageRecord(plan.packages[name], reason=reason)
         return plan
 
     # -- the new database -------------------------------------------------------------
@@ -4463,7 +4452,8 @@ def plan_summary(plan: Plan) -> dict:
 def plan_report(plan: Plan, dry_run: bool) -> dict:
     """The JSON document of a planned command (``--json``), before it is carried out."""
     return {"dry_run": dry_run, "changes": [c.as_json() for c in plan.changes], "reasons": plan.relabel,
-            "fetched": [], "script_failures": [], "summary": plan_summary(plan), "operations": [op.as_list() for op in plan.ops]}
+            "fetched": [], "script_failures": [], "summary": plan_summary(plan),
+            "operations": [op.as_list() for op in plan.ops]}
 
 
 def refuse_writes_through_symlinks(root: Root, packages: list) -> None:
@@ -7168,10 +7158,6 @@ class Oda:
                 (package, stage, time.time()) + tuple(params))
         return max(self.rowcount, 0)
 
-    def count_of(self, selection: str, params=()) -> int:
-        """How many rows the query ``selection`` (CLIENTS, IMAGES) gives with ``params``."""
-        return self.execute("SELECT count(*) FROM (%s) AS chosen" % selection, params)[0][0]
-
     def assigned_packages(self) -> list:
         """Packages a server has taken past post-clients: every client should have them."""
         reached = _in_list(OPM_STAGES[stage_index("post-clients"):])
@@ -8592,7 +8578,7 @@ def choose_for_upgrade(session: Session, db: Database, sources: list, names: lis
     """``(pool, chosen, explicit)``: the newest versions of the installed packages (or
     of ``names``) the sources offer and the installed packages' dependencies allow."""
     for name in names:
-        if name not in db.installed():
+        if db.get(name) is None or not db.get(name).installed:
             raise Refused("%s is not installed" % name)
     pool = build_pool(session.root, db, session.out, sources)
     return pool, resolve_requests(pool, [], upgrade=set(names) or True, pre=options.pre, out=session.out)[0], set()
@@ -8700,10 +8686,10 @@ def confirm_summary(session: Session, summary: dict) -> None:
         raise Refused("aborted; nothing was changed")
 
 
-def print_plan(out: Output, plan: Plan, options: Options) -> None:
-    """A dry run's output: each change's summary line (with -v its steps), the scripts
-    it would run, the reasons it would record, and the total."""
-    lines = summary_lines(plan_summary(plan))
+def print_plan(out: Output, plan: Plan, summary: dict, options: Options) -> None:
+    """A dry run's output: each change's summary line (``summary``: plan_summary's; with
+    -v its steps), the scripts it would run, the reasons it would record, and the total."""
+    lines = summary_lines(summary)
     for change, line in zip(plan.changes, lines):
         out.result(line)
         if out.verbosity > 0:
@@ -8770,10 +8756,10 @@ def apply(session: Session, db: Database, plan: Plan, options: Options, confirm:
     check_install_vulnerabilities(session.root, out, [(c.name, c.version) for c in plan.changes if c.package])
     report = plan_report(plan, options.dry_run)
     if options.dry_run or plan.empty:
-        print_plan(out, plan, options)
+        print_plan(out, plan, report["summary"], options)
         return EXIT_OK, report
     if confirm and plan.changes:
-        confirm_summary(session, plan_summary(plan))
+        confirm_summary(session, report["summary"])
     if not options.no_scripts:
         run_pre_scripts(session, plan)
     pending = pending_scripts(db, plan, options)
@@ -8828,7 +8814,9 @@ def install(session: Session, specs: list, options: Options, db: Database | None
         code, report = apply(session, db, plan, options)
         return code, dict(report, fetched=choice.rows if choice else [])
     finally:
-        close_all(packages + (choice.fetched if choice else []))
+        close_all(packages)
+        if choice:
+            choice.close()
         fetcher.close()
 
 
@@ -8852,8 +8840,8 @@ def upgrade(session: Session, names: list, options: Options, db: Database | None
         if lock_later:
             db, before = session.write_db("upgrade " + " ".join(names)), db
             choice.again(before, db)
-        plan = plan_install(db, session.root, choice.fetched, choice.reasons(), options.replace(
-            allow_same_version=False, no_deps=False, force_overwrite=False), root_architecture(session.root))
+        plan = plan_install(db, session.root, choice.fetched, choice.reasons(), options,
+                            architecture_wanted(session.root, options))
         plan.downloads = choice.downloads
         code, report = apply(session, db, plan, options)
         return code, dict(report, fetched=choice.rows)
@@ -8909,10 +8897,12 @@ def prereq_package_name(directory: str, entry: PrereqEntry) -> tuple:
 
 
 def _prereq_record(report: dict, result: tuple) -> None:
-    """Add one transaction's changes to a prereq report; a failed post-script stops the run."""
+    """Add one transaction's changes (``(exit code, report)``) to a prereq report; a failed
+    post-script stops the run."""
+    failures = result[1].get("script_failures")
     report["changes"] += result[1]["changes"]
-    if result[1].get("script_failures"):
-        raise Refused("; ".join(result[1]["script_failures"]) + " (recorded; pm recover runs it again)")
+    if failures:
+        raise Refused("; ".join(failures) + " (recorded; pm recover runs it again)")
 
 
 def apply_prereq(session: Session, directory: str, block: PrereqBlock, smart: bool, report: dict) -> None:
@@ -8925,7 +8915,8 @@ def apply_prereq(session: Session, directory: str, block: PrereqBlock, smart: bo
     files = [path for _, path in installs if path is not None]
     names = [e for e, path in installs if path is None]
     requirements = [prereq_requirement(directory, e) for e in names]
-    installed = Database(root).load().installed()
+    db = Database(root).load()
+    installed = db.installed()
     missing = [r for r in requirements if r.name not in installed
                or not r.constraint.allows(Version.parse(installed[r.name].version), pre=True)]
     if missing and not smart:
@@ -8936,7 +8927,7 @@ def apply_prereq(session: Session, directory: str, block: PrereqBlock, smart: bo
     try:
         gone = [e.text for e in block.of(PrereqEntry.REMOVE) if e.text in installed]
         if gone:
-            _prereq_record(report, uninstall(session, gone, Options(), db=Database(root).load()))
+            _prereq_record(report, uninstall(session, gone, Options(), db=db))
         if smart and installs:
             _prereq_record(report, install(session, files + [e.text for e in names], Options(),
                                            db=Database(root).load()))
@@ -8958,10 +8949,10 @@ def undo_prereq(session: Session, directory: str, block: PrereqBlock, report: di
         name = prereq_package_name(directory, entry)[0]
         if name not in names:
             names.append(name)
-    installed = Database(session.root).load().installed()
-    present = [n for n in names if n in installed]
+    db = Database(session.root).load()
+    present = [n for n in names if n in db.installed()]
     if present:
-        _prereq_record(report, uninstall(session, present, Options(), db=Database(session.root).load()))
+        _prereq_record(report, uninstall(session, present, Options(), db=db))
     for entry in block.entries:
         if entry.kind != PrereqEntry.INSTALL:
             session.out.say("%s/%s line %d: %s is not undone" % (directory, PREREQ_CONFIG, entry.line, entry))

@@ -818,3 +818,29 @@ def test_a_symlink_leaving_the_root_where_a_directory_is_needed_is_refused_as_un
     db, tree = world(disk={"/opt/data": link("../../../elsewhere")})
     with pytest.raises(pm.UnsafePath, match="/opt/data"):
         install(db, tree, package("app", files={"/opt/data/file": b"x"}))
+
+
+# -- install reasons and architectures ----------------------------------------------------
+
+def test_marking_an_installed_package_explicit_keeps_the_file_list_an_overwrite_changed():
+    tools = package("tools", files={"/usr/bin/tool": b"theirs", "/usr/bin/other": b"x"})
+    db, tree = world(tools, reasons={"tools": pm.REASON_DEPENDENCY})
+    app = package("app", files={"/usr/bin/tool": b"mine"})
+    with sealed_filesystem():
+        plan = pm.plan_install(db, tree, [app], {"app": pm.REASON_EXPLICIT}, pm.Options(force_overwrite=True),
+                               relabel={"tools": pm.REASON_EXPLICIT})
+    assert plan.relabel == {"tools": pm.REASON_EXPLICIT}
+    record = plan.packages["tools"]
+    assert record["reason"] == pm.REASON_EXPLICIT
+    assert record["files"] != "tools.abc" and "tools.abc" in plan.obsolete_lists
+    assert set(file_list(plan, "tools")) == set(db.files("tools")) - {"/usr/bin/tool"}
+
+
+def test_a_package_for_another_architecture_is_refused_unless_any_is_allowed():
+    db, tree = world()
+    arm = package("app", architecture="aarch64")
+    with sealed_filesystem():
+        with pytest.raises(pm.Refused, match="is for architecture aarch64, but this root is x86_64"):
+            pm.plan_install(db, tree, [arm], {}, pm.Options(), architecture="x86_64")
+        plan = pm.plan_install(db, tree, [arm], {}, pm.Options(force_architecture=True), architecture=None)
+    assert [(c.name, c.action) for c in plan.changes] == [("app", "install")]
